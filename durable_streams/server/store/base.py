@@ -1,0 +1,126 @@
+"""The storage interface: where the bytes and the state of streams live.
+
+The engine holds every protocol rule and calls a store only to keep what it has
+decided. A store never validates protocol input; it keeps bytes and state, durably
+(file store) or not (memory store), and serves byte ranges back.
+
+Positions are logical byte positions in the stream's offset space. A stream's own
+bytes start at `config.base_offset` (0, or the fork point for a fork: a fork shares
+its source's offset space, so the engine stitches reads below `base_offset` from
+the source). `read(start, end)` is only asked for `base_offset <= start <= end <= tail`.
+
+Concurrency: the engine serialises all writes to one stream (one at a time per
+path); a store may run writes to different streams concurrently and should batch
+them (group commit). Every awaited write returns only when it is as durable as the
+store promises (`durable`), and data with its `Commit` land atomically.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """What is fixed when a stream is created."""
+
+    path: str
+    content_type: str
+    created_at: float  # unix seconds
+    base_offset: int = 0  # where this stream's own bytes begin (fork point; 0 otherwise)
+    # Engine-owned creation settings (TTL, Expires-At, fork source and requested offsets…),
+    # JSON-serialisable; a store persists it verbatim and never interprets it.
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProducerState:
+    epoch: int
+    seq: int  # last accepted sequence number in this epoch
+    updated_at: float
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What changes over a stream's life. Reference counts of forks are not kept:
+    the engine derives them from the forks' `settings` when the store is opened."""
+
+    tail: int
+    closed: bool = False
+    # (producer id, epoch, seq) of the append that closed the stream, for idempotent retries.
+    closed_by: tuple[str, int, int] | None = None
+    stream_seq: str | None = None  # last accepted Stream-Seq header value
+    producers: dict[str, ProducerState] = field(default_factory=dict)
+    soft_deleted: bool = False
+    last_access: float = 0.0  # TTL clock (unix seconds); persisted lazily via touch()
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """The state change that travels with one append (or a close without data).
+    Lands atomically with the data: after a crash, both or neither."""
+
+    tail: int  # tail after this append
+    close: bool = False
+    closed_by: tuple[str, int, int] | None = None
+    stream_seq: str | None = None  # new Stream-Seq, when the request carried one
+    producer: tuple[str, ProducerState] | None = None  # (producer id, new state)
+
+
+@dataclass(slots=True)
+class StoredStream:
+    config: StreamConfig
+    state: StreamState
+
+
+class StoreError(Exception):
+    """A write could not be made durable. The stream is unchanged and stays writable."""
+
+    status = 503
+
+
+class StoreFull(StoreError):
+    """No space left on the device."""
+
+    status = 507
+
+
+class StreamStore(ABC):
+    durable: bool = False
+
+    @abstractmethod
+    async def open(self) -> list[StoredStream]:
+        """Recover (if persistent) and return every stream that exists, soft-deleted ones included."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Flush what is pending and release files and locks."""
+
+    @abstractmethod
+    async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
+        """Create a stream with its initial bytes (`state.tail == config.base_offset + len(data)`).
+        Any earlier stream at the same path must have been deleted first."""
+
+    @abstractmethod
+    async def append(self, path: str, data: bytes, commit: Commit) -> None:
+        """Append `data` (may be empty for a close-only commit) and apply `commit`, atomically."""
+
+    @abstractmethod
+    async def mark_soft_deleted(self, path: str) -> None:
+        """Hide a stream that still has forks; its bytes stay readable for them."""
+
+    @abstractmethod
+    async def delete(self, path: str) -> None:
+        """Remove a stream and reclaim its storage. The path is reusable at once and an
+        old incarnation never comes back, also across a crash."""
+
+    @abstractmethod
+    async def read(self, path: str, start: int, end: int) -> bytes:
+        """Return this stream's own bytes in [start, end)."""
+
+    @abstractmethod
+    def touch(self, path: str, when: float) -> None:
+        """Record a TTL-relevant access. Not awaited; persisted lazily (a crash may lose
+        the last few seconds of access times, which only lengthens a sliding TTL)."""
