@@ -10,6 +10,9 @@ class CaddyfileError(Exception):
     - "prefix":  ``Caddyfile:7: unrecognized directive: frobnicate`` (setup errors)
     - "suffix":  ``Unexpected '{' on a new line..., at Caddyfile:3`` (parser/dispenser errors)
     - "bare":    the message alone (no location known or Caddy prints none)
+    - "wrap":    Caddy's dispenser wrapping: ``msg, at F:L`` plus
+                 `` import chain ['a','b']`` when the token came through an import
+    - "syntax":  Caddy's SyntaxErr: ``msg, at F:L import chain: ['a','b']`` (chain always printed)
     """
 
     def __init__(
@@ -33,6 +36,13 @@ class CaddyfileError(Exception):
             return self.message
         if self.style == "prefix":
             return f"{self.file}:{self.line}: {self.message}"
+        if self.style == "wrap":
+            chain = "','".join(self.import_chain)
+            tail = f" import chain ['{chain}']" if self.import_chain else ""
+            return f"{self.message}, at {self.file}:{self.line}{tail}"
+        if self.style == "syntax":
+            chain = "','".join(self.import_chain)
+            return f"{self.message}, at {self.file}:{self.line} import chain: ['{chain}']"
         where = f"{self.file}:{self.line}"
         if self.import_chain:
             where += " import chain: [" + ", ".join(f"'{c}'" for c in self.import_chain) + "]"

@@ -20,6 +20,9 @@ class Token:
     quote: str | None = None
     # Files/snippets this token was imported through, outermost first (Caddy's import chain).
     import_chain: tuple[str, ...] = ()
+    # Name of the snippet this token was defined in ("" if none); Caddy uses it to
+    # tell import cycles through snippets apart. Not part of equality.
+    snippet: str = field(default="", compare=False)
 
     @property
     def quoted(self) -> bool:
@@ -39,6 +42,20 @@ class Directive:
     args: tuple[Token, ...] = ()
     block: tuple["Directive", ...] | None = None
     after: tuple[Token, ...] = ()
+    # The block's own braces (None without a block); kept for exact token positions.
+    block_open: Token | None = field(default=None, compare=False)
+    block_close: Token | None = field(default=None, compare=False)
+
+    def tokens(self) -> tuple[Token, ...]:
+        """All tokens of this line as Caddy's segment holds them, braces included."""
+        out = [self.name, *self.args]
+        if self.block is not None and self.block_open is not None and self.block_close is not None:
+            out.append(self.block_open)
+            for inner in self.block:
+                out.extend(inner.tokens())
+            out.append(self.block_close)
+        out.extend(self.after)
+        return tuple(out)
 
     @property
     def line(self) -> int:
@@ -59,6 +76,9 @@ class ServerBlock:
     keys: tuple[Token, ...]
     directives: tuple[Directive, ...]
     named_route: bool = False  # `&(name) { ... }`: keys[0].text is "&(name)"
+    # False for a braceless single site (`localhost\nrespond hi`); Caddy uses it to
+    # hint "Did you mean to define a second site?" on an unknown directive.
+    has_braces: bool = True
 
     @property
     def is_global_options(self) -> bool:

@@ -1,0 +1,275 @@
+"""`durable-streams-server`: a thin CLI over config (load/adapt) and runtime (serve).
+
+Subcommands mirror Caddy's where they overlap (run, adapt, validate, fmt, version) plus
+the plugin's zero-config `dev`. A bad config exits with status 1 and one message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .. import __version__
+
+DEFAULT_SOURCE = "embedded dev config (no ./Caddyfile found)"
+EXIT_OK = 0
+EXIT_FAILED = 1
+
+
+class CLIError(Exception):
+    """A message for the operator; printed as `Error: ...`, exit status 1."""
+
+
+def _read_env_file(path: str) -> dict[str, str]:
+    """Caddy's --envfile: KEY=VALUE lines, `#` comments, optional `export ` and quotes."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise CLIError(f"loading environment file: {exc.strerror}: {path}") from None
+    env: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"loading environment file: {path}:{number}: can't parse line (expected KEY=VALUE)")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        env[key.strip()] = value
+    return env
+
+
+def _load(path: str | None, envfile: str | None = None, *, allow_default: bool = False):
+    """Read + parse + adapt. Returns (config, description of the source)."""
+    from ..caddyfile.errors import CaddyfileError
+    from ..config import DEV_CADDYFILE, load_config
+
+    env = dict(os.environ)
+    if envfile:
+        extra = _read_env_file(envfile)
+        os.environ.update(extra)  # like Caddy: the process environment, also for {env.*}
+        env.update(extra)
+    if path is None:
+        if Path("Caddyfile").is_file():
+            path = "Caddyfile"
+        elif allow_default:
+            text, source, filename = DEV_CADDYFILE, DEFAULT_SOURCE, "Caddyfile"
+            path = None
+        else:
+            raise CLIError("no config file given and no ./Caddyfile in the current directory (use --config PATH)")
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CLIError(f"reading config file: open {path}: no such file or directory") from None
+        except IsADirectoryError:
+            raise CLIError(f"reading config file: read {path}: is a directory") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"reading config file: {path}: {exc}") from None
+        source, filename = path, path
+    try:
+        config = load_config(text, filename=filename, env=env)
+    except CaddyfileError as exc:
+        raise CLIError(f"adapting config using caddyfile: {exc}") from None
+    except RecursionError:
+        raise CLIError("adapting config using caddyfile: configuration nested too deeply") from None
+    return config, source
+
+
+def _print_warnings(config) -> None:
+    for warning in config.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config, source = _load(args.config, args.envfile, allow_default=True)
+
+    def reload():
+        # SIGHUP: read the same file again (the embedded default reloads as itself);
+        # logging is set up again too, which also reopens a log file after rotation
+        from ..ops.logging import configure_from_config
+
+        new = _load(args.config or (source if source != DEFAULT_SOURCE else None), args.envfile, allow_default=True)[0]
+        configure_from_config(new)
+        return new
+
+    return _serve(config, source, reload)
+
+
+DEV_BANNER = """\
+durable-streams-server {version} (dev mode)
+  Streams:  http://localhost:4437/v1/stream/<name>
+  Storage:  in-memory (data is lost on exit)
+  Admin:    off    Automatic HTTPS: off
+  Stop with Ctrl-C. For production, write a Caddyfile and use `durable-streams-server run`.
+"""
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ..config import DEV_CADDYFILE, load_config
+
+    print(DEV_BANNER.format(version=__version__), file=sys.stderr, flush=True)
+    return _serve(load_config(DEV_CADDYFILE), "embedded dev config")
+
+
+def _serve(config, source: str, reload=None) -> int:
+    from ..ops.logging import configure_from_config
+    from ..runtime.app import run
+
+    configure_from_config(config)
+    import structlog
+
+    log = structlog.get_logger("durable_streams.server")
+    log.info("using config", source=source)
+    for warning in config.warnings:
+        log.warning("config warning", detail=warning)
+    try:
+        return run(config, reload=reload)
+    except OSError as exc:
+        raise CLIError(f"starting server: {exc.strerror or exc}") from None
+    except Exception as exc:  # e.g. a store that cannot open its data_dir
+        log.debug("start-up failed", exc_info=True)
+        raise CLIError(f"starting server: {type(exc).__name__}: {exc}") from None
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config, args.envfile)
+    _print_warnings(config)
+    print(json.dumps(config.to_json(), indent=2 if args.pretty else None, separators=None if args.pretty else (",", ":")))
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config, _ = _load(args.config, args.envfile)
+    _print_warnings(config)
+    from ..runtime.listeners import build_ssl_context
+
+    for server in config.servers:
+        try:
+            build_ssl_context(server)
+        except (OSError, ValueError) as exc:
+            raise CLIError(f"loading TLS certificate for {server.name}: {exc}") from None
+    print("Valid configuration")
+    return EXIT_OK
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from ..caddyfile import format_caddyfile
+
+    path = args.path or args.config or "Caddyfile"
+    if args.path and args.config:
+        raise CLIError(f"fmt does not support multiple files {args.config} {args.path}")
+    if path == "-":
+        sys.stdout.write(format_caddyfile(sys.stdin.read()))
+        return EXIT_OK
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CLIError(f"reading input file: open {path}: {exc.strerror.lower() if exc.strerror else exc}") from None
+    output = format_caddyfile(text)
+    if args.overwrite:
+        try:
+            Path(path).write_text(output, encoding="utf-8")
+        except OSError as exc:
+            raise CLIError(f"overwriting formatted file: {exc}") from None
+        return EXIT_OK
+    if args.diff:
+        for line in difflib.ndiff(text.split("\n"), output.split("\n")):
+            if line[:1] in (" ", "-", "+"):
+                print(line)
+    else:
+        sys.stdout.write(output)
+    if output != text:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(text.split("\n"), output.split("\n")), 1) if a != b),
+            min(len(text.split("\n")), len(output.split("\n"))),
+        )
+        raise CLIError(
+            f"{path}:{first}: Caddyfile input is not formatted; Tip: use '--overwrite' to update your"
+            " Caddyfile in-place instead of previewing it. Consult '--help' for more options"
+        )
+    return EXIT_OK
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"durable-streams-server {__version__}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="durable-streams-server",
+        description="Durable Streams server configured by a Caddyfile.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="serve using a Caddyfile (default ./Caddyfile)",
+                         description="Serve until SIGTERM/SIGINT. Without --config, ./Caddyfile is used; "
+                         "without either, the embedded dev config runs.")
+    run.add_argument("--config", "-c", metavar="PATH", help="Caddyfile to use (default: ./Caddyfile)")
+    run.add_argument("--envfile", metavar="FILE", help="load KEY=VALUE environment variables first")
+    run.set_defaults(func=cmd_run)
+
+    dev = sub.add_parser("dev", help="zero-config development server (in-memory, :4437)",
+                         description="Serve http://localhost:4437/v1/stream/* from memory, admin off, no HTTPS.")
+    dev.set_defaults(func=cmd_dev)
+
+    adapt = sub.add_parser("adapt", help="print the config model as JSON",
+                           description="Parse and adapt a Caddyfile; print the resulting config as JSON.")
+    adapt.add_argument("--config", "-c", metavar="PATH", help="Caddyfile to adapt (default: ./Caddyfile)")
+    adapt.add_argument("--envfile", metavar="FILE", help="load KEY=VALUE environment variables first")
+    adapt.add_argument("--pretty", "-p", action="store_true", help="indent the JSON")
+    adapt.set_defaults(func=cmd_adapt)
+
+    validate = sub.add_parser("validate", help="check a Caddyfile without serving",
+                              description="Parse and adapt a Caddyfile and load its TLS certificates.")
+    validate.add_argument("--config", "-c", metavar="PATH", help="Caddyfile to check (default: ./Caddyfile)")
+    validate.add_argument("--envfile", metavar="FILE", help="load KEY=VALUE environment variables first")
+    validate.set_defaults(func=cmd_validate)
+
+    fmt = sub.add_parser("fmt", help="format a Caddyfile like `caddy fmt`",
+                         description="Print the formatted Caddyfile (exit 1 if it was not formatted). "
+                         "PATH '-' reads stdin.")
+    fmt.add_argument("path", nargs="?", metavar="PATH", help="file to format (default: ./Caddyfile)")
+    fmt.add_argument("--config", "-c", metavar="PATH", help=argparse.SUPPRESS)
+    mode = fmt.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", "-w", action="store_true", help="rewrite the file in place")
+    mode.add_argument("--diff", "-d", action="store_true", help="print a line diff instead of the output")
+    fmt.set_defaults(func=cmd_fmt)
+
+    version = sub.add_parser("version", help="print the version", description="Print the version.")
+    version.set_defaults(func=cmd_version)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""The mapping layer: Caddyfile syntax tree -> Config model (Caddy's httpcaddyfile, in Python).
+
+Steps follow Caddy's Setup: global options; per site, matcher definitions then each
+directive; site keys -> listener addresses; sites sharing a listener form one server,
+ordered most-specific first; each site's handler routes are sorted and grouped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..caddyfile.tree import Caddyfile, ServerBlock, Token
+from .addresses import AddressError, ListenAddress, SiteAddress, listener_port, parse_address, parse_bind_host
+from .directives import DEFAULT_ORDER, GroupCounter, Scope, Value, build_subroute, lookup_directive
+from .directives.base import CADDY_DIRECTIVES, normalize_directive_name
+from .directives.global_options import evaluate_global_options
+from .errors import AdaptError, prefix_error
+from .matcher_defs import collect_matcher_definitions
+from .matchers import HostMatcher, MatcherSet, PathMatcher
+from .model import Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
+
+
+@dataclass
+class _Site:
+    block: ServerBlock
+    scope: Scope
+    values: list[Value]
+    addresses: list[SiteAddress] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[Any]:
+        return [v.value for v in self.values if v.kind == kind]
+
+
+def adapt(tree: Caddyfile) -> Config:
+    warnings: list[str] = list(tree.warnings)
+    scope = Scope(matcher_defs={}, order=list(DEFAULT_ORDER), warnings=warnings, groups=GroupCounter())
+    blocks = list(tree.blocks)
+    opts: dict[str, Any] = {}
+    if blocks and blocks[0].is_global_options:
+        opts = evaluate_global_options(blocks[0].directives, scope)
+        blocks = blocks[1:]
+
+    sites: list[_Site] = []
+    for block in blocks:
+        if block.named_route:
+            if block.keys:
+                scope.warn(block.keys[0], "named route defined but never used: 'invoke' is not supported")
+            continue
+        if block.is_global_options:
+            raise AdaptError("server block without any key is global configuration, and if used, it must be first")
+        sites.append(_evaluate_site(block, scope))
+
+    http_port = opts.get("http_port", 80)
+    https_port = opts.get("https_port", 443)
+    for i, site in enumerate(sites):
+        for key in site.block.keys:
+            try:
+                site.addresses.append(parse_address(key.text))
+            except AddressError as exc:
+                raise AdaptError(f"parsing key: {exc}", key.file, key.line) from None
+        for addr in site.addresses:
+            if addr.path:
+                scope.warn(site.block.keys[0], f"Using a path in a site address is deprecated; please use the 'handle' directive instead ({addr})")
+
+    servers = _build_servers(sites, opts, scope, http_port, https_port)
+    _check_data_dirs(sites)
+    return Config(
+        servers=tuple(servers),
+        admin_off=opts.get("admin_off", False),
+        admin=opts.get("admin"),
+        metrics=opts.get("metrics", False),
+        auto_https=tuple(opts.get("auto_https", ())),
+        http_port=http_port,
+        https_port=https_port,
+        grace_period=opts.get("grace_period"),
+        shutdown_delay=opts.get("shutdown_delay"),
+        debug=opts.get("debug", False),
+        logs=tuple(opts.get("logs", ())),
+        warnings=tuple(warnings),
+    )
+
+
+def _check_data_dirs(sites: list[_Site]) -> None:
+    """Two `durable_streams` blocks on one data_dir would corrupt each other's store.
+
+    Real Caddy accepts this (and breaks at run time); refusing it is stricter, never looser.
+    A block shared by several listeners is one handler and one store, so it is fine.
+    """
+    seen: dict[str, Token] = {}
+    for site in sites:
+        for handler, token in _durable_streams_in(site.values):
+            if handler.data_dir is None:
+                continue
+            key = os.path.normpath(handler.data_dir)
+            if key in seen:
+                raise AdaptError(
+                    f"{token.file}:{token.line}: data_dir {handler.data_dir} is already used by another durable_streams"
+                    f" block (in the directive at {seen[key].file}:{seen[key].line}); give each block its own data_dir",
+                    token.file,
+                    token.line,
+                )
+            seen[key] = token
+
+
+def _durable_streams_in(values: list[Value]):
+    def walk(routes):
+        for route in routes:
+            for h in route.handle:
+                if isinstance(h, DurableStreams):
+                    yield h
+                yield from walk(getattr(h, "routes", ()))
+
+    for v in values:
+        if v.kind == "route":
+            for h in walk((v.value,)):
+                yield h, v.token
+
+
+def _evaluate_site(block: ServerBlock, scope: Scope) -> _Site:
+    for key in block.keys:
+        if key.text in CADDY_DIRECTIVES:
+            raise prefix_error(
+                key, f"parsed '{key.text}' as a site address, but it is a known directive; directives must appear in a site block"
+            )
+    defs: dict[str, MatcherSet] = {}
+    collect_matcher_definitions([d for d in block.directives if d.name.text.startswith("@")], defs)
+    site_scope = scope.child(defs)
+    values: list[Value] = []
+    for d in block.directives:
+        name = d.name.text
+        if name.startswith("@"):
+            continue
+        fn = lookup_directive(d, nested=False, braces=block.has_braces)
+        try:
+            results = fn(d, site_scope)
+        except AdaptError as exc:
+            raise AdaptError(f"parsing caddyfile tokens for '{name}': {exc.text}", exc.file, exc.line) from None
+        for v in results:
+            v.directive = normalize_directive_name(name)
+            v.token = d.name
+            values.append(v)
+    return _Site(block, site_scope, values)
+
+
+# --------------------------------------------------------------------------- listeners -> servers
+
+
+def _listeners_for_site(index: int, site: _Site, opts: dict[str, Any], http_port: int, https_port: int) -> dict[ListenAddress, list[tuple[Token, SiteAddress]]]:
+    binds: list[str] = [h for hosts, _protos in site.of_kind("bind") for h in (t.text for t in hosts)]
+    if not site.of_kind("bind") and opts.get("default_bind"):
+        binds = list(opts["default_bind"])
+    if not binds:
+        binds = [""]
+    out: dict[ListenAddress, list[tuple[Token, SiteAddress]]] = {}
+    for j, (key, addr) in enumerate(zip(site.block.keys, site.addresses)):
+        try:
+            port = listener_port(addr, http_port, https_port)
+            listeners = [parse_bind_host(b, port) for b in binds]
+        except AddressError as exc:
+            raise AdaptError(
+                f"server block {index}, key {j} ({key.text}): determining listener address: {exc}", key.file, key.line
+            ) from None
+        for la in listeners:
+            out.setdefault(la, []).append((key, addr))
+    return out
+
+
+def _build_servers(sites: list[_Site], opts: dict[str, Any], scope: Scope, http_port: int, https_port: int) -> list[Server]:
+    # listener -> [(site, keys of that site served there)], in order of appearance
+    by_listener: dict[ListenAddress, list[tuple[_Site, list[tuple[Token, SiteAddress]]]]] = {}
+    for i, site in enumerate(sites):
+        for la, keys in sorted(_listeners_for_site(i, site, opts, http_port, https_port).items(), key=lambda kv: str(kv[0])):
+            by_listener.setdefault(la, []).append((site, keys))
+
+    for la, entries in by_listener.items():
+        seen: set[str] = set()
+        for _site, keys in entries:
+            for key, addr in keys:
+                ident = f"{addr.scheme}|{addr.host}|{addr.port}|{addr.path}"
+                if ident in seen:
+                    raise AdaptError(f"ambiguous site definition: {key.text}", key.file, key.line)
+                seen.add(ident)
+
+    # listeners serving exactly the same sites (and keys) become one server
+    groups: list[tuple[list[ListenAddress], list[tuple[_Site, list[tuple[Token, SiteAddress]]]]]] = []
+    for la, entries in by_listener.items():
+        signature = [(id(s), [k.text for k, _ in keys]) for s, keys in entries]
+        for listens, other in groups:
+            if [(id(s), [k.text for k, _ in keys]) for s, keys in other] == signature:
+                listens.append(la)
+                break
+        else:
+            groups.append(([la], entries))
+
+    auto_https = set(opts.get("auto_https", ()))
+    servers: list[Server] = []
+    redirect_hosts: list[tuple[str, int]] = []
+    for n, (listens, entries) in enumerate(groups):
+        server = _server(f"srv{n}", listens, entries, opts, scope, http_port, https_port)
+        servers.append(server)
+        if server.tls and not auto_https & {"off", "disable_redirects"}:
+            for _site, keys in entries:
+                for _key, addr in keys:
+                    if addr.host and "{" not in addr.host:
+                        redirect_hosts.append((addr.host, listens[0].port))
+    if redirect_hosts:
+        servers = _add_https_redirects(servers, redirect_hosts, opts, http_port, https_port)
+    return servers
+
+
+def _site_specificity(entry: tuple[_Site, list[tuple[Token, SiteAddress]]]) -> tuple[bool, bool, int, int]:
+    _site, keys = entry
+    hosts = [a.host for _k, a in keys]
+    paths = [a.path for _k, a in keys]
+    catch_all = any(h == "" for h in hosts)
+    wildcard = catch_all or any("*" in h for h in hosts)
+    return (catch_all, wildcard, -max(len(h) for h in hosts), -max(len(p) for p in paths))
+
+
+def _site_matchers(keys: list[tuple[Token, SiteAddress]]) -> tuple[MatcherSet, ...]:
+    if any(a.host == "" and not a.path for _k, a in keys):
+        return ()
+    by_path: dict[str, list[str]] = {}
+    for _k, a in keys:
+        hosts = by_path.setdefault(a.path, [])
+        if a.host and a.host not in hosts:
+            hosts.append(a.host)
+    sets = []
+    for path, hosts in by_path.items():
+        matchers = []
+        if hosts:
+            matchers.append(HostMatcher(tuple(hosts)))
+        if path:
+            matchers.append(PathMatcher((path,)))
+        sets.append(MatcherSet(tuple(matchers)))
+    return tuple(sets)
+
+
+def _needs_tls(addr: SiteAddress, port: int, has_cert: bool, http_port: int, https_port: int) -> bool:
+    if addr.scheme == "https":
+        return True
+    if addr.scheme == "http" or port == http_port:
+        return False
+    return bool(addr.host) or has_cert or port == https_port
+
+
+def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope, http_port: int, https_port: int) -> Server:
+    entries = sorted(entries, key=_site_specificity)
+    port = listens[0].port
+    routes: list[Route] = []
+    certificates: list[Certificate] = []
+    tls_versions: tuple[str | None, str | None] = (None, None)
+    plain_key: Token | None = None
+    tls_key: Token | None = None
+    access_log = False
+    for site, keys in entries:
+        tls_values = site.of_kind("tls")
+        cert = next((c for c, _mn, _mx in tls_values if c is not None), None)
+        for _c, mn, mx in tls_values:
+            if mn and tls_versions == (None, None):
+                tls_versions = (mn, mx)
+        site_needs_tls = False
+        for key, addr in keys:
+            if _needs_tls(addr, port, cert is not None, http_port, https_port):
+                site_needs_tls = True
+                tls_key = tls_key or key
+                if cert is None:
+                    raise AdaptError(
+                        f"{key.file}:{key.line}: site {key.text} needs HTTPS, but durable-streams-server does not"
+                        " obtain certificates (no ACME, no internal CA): add 'tls <cert_file> <key_file>' to the site,"
+                        " or serve plain HTTP with an http:// address or a ':port' address without a host",
+                        key.file,
+                        key.line,
+                    )
+            else:
+                plain_key = plain_key or key
+        if site_needs_tls and cert is not None:
+            hosts = tuple(a.host for _k, a in keys if a.host)
+            certificates.append(Certificate(cert.cert_file, cert.key_file, hosts))
+        site_routes = build_subroute([v for v in site.values if v.kind == "route"], site.scope, sort=True)
+        routes.extend(_site_routes(_site_matchers(keys), site_routes, alone=len(entries) == 1))
+        access_log = access_log or bool(site.of_kind("log"))
+    if plain_key is not None and tls_key is not None:
+        raise AdaptError(
+            f"{tls_key.file}:{tls_key.line}: listener {listens[0]} would serve both HTTP ({plain_key.text}) and HTTPS"
+            f" ({tls_key.text}); use separate ports",
+            tls_key.file,
+            tls_key.line,
+        )
+    server_opts = _server_options(listens, opts)
+    return Server(
+        name=name,
+        listen=tuple(listens),
+        routes=tuple(routes),
+        certificates=tuple(certificates),
+        tls_min_version=tls_versions[0],
+        tls_max_version=tls_versions[1],
+        timeouts=server_opts.get("timeouts", Timeouts()),
+        max_header_size=server_opts.get("max_header_size"),
+        trusted_proxies=server_opts.get("trusted_proxies", ()),
+        client_ip_headers=server_opts.get("client_ip_headers", ()),
+        protocols=server_opts.get("protocols", ()),
+        access_log=access_log,
+    )
+
+
+def _site_routes(match: tuple[MatcherSet, ...], subroute: Subroute, *, alone: bool) -> list[Route]:
+    """Caddy's appendSubrouteToRouteList: a lone catch-all site is flattened into the server."""
+    if not match and not subroute.routes:
+        return []
+    has_host_matcher = any(isinstance(m, HostMatcher) for r in subroute.routes for s in r.match for m in s.matchers)
+    if not match and alone and not has_host_matcher:
+        return list(subroute.routes)
+    handle = (subroute,) if subroute.routes else ()
+    return [Route(match=match, handle=handle, terminal=True)]
+
+
+def _server_options(listens: list[ListenAddress], opts: dict[str, Any]) -> dict[str, Any]:
+    """Merge the `servers [listener] { ... }` blocks that apply to these listeners."""
+    merged: dict[str, Any] = {}
+    names = {str(la) for la in listens} | {f":{la.port}" for la in listens}
+    for block in opts.get("servers", []):
+        if block["listener"] is None or block["listener"] in names:
+            merged.update({k: v for k, v in block.items() if k != "listener"})
+    return merged
+
+
+def _add_https_redirects(servers: list[Server], hosts: list[tuple[str, int]], opts, http_port: int, https_port: int) -> list[Server]:
+    """Automatic HTTPS redirects: on the HTTP port, send the TLS sites' hosts to https://."""
+    redirect_routes = []
+    for host, port in hosts:
+        target = "https://{http.request.host}" + ("" if port == https_port else f":{port}") + "{http.request.uri}"
+        redirect_routes.append(
+            Route(
+                match=(MatcherSet((HostMatcher((host,)),)),),
+                handle=(StaticResponse(status=308, headers=(("Location", target),)),),
+                terminal=True,
+            )
+        )
+    binds = list(opts.get("default_bind") or [""])
+    listens = [parse_bind_host(b, http_port) for b in binds]
+    out = []
+    extended = False
+    for server in servers:
+        if any(la in listens for la in server.listen) and not server.tls:
+            # an existing HTTP server on that port: redirects go before its catch-all sites
+            server = Server(**{**_fields(server), "routes": tuple(redirect_routes) + server.routes})
+            extended = True
+        out.append(server)
+    if not extended:
+        out.append(Server(name=f"srv{len(servers)}", listen=tuple(listens), routes=tuple(redirect_routes)))
+    return out
+
+
+def _fields(server: Server) -> dict[str, Any]:
+    return {f: getattr(server, f) for f in server.__dataclass_fields__}

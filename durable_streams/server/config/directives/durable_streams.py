@@ -1,0 +1,86 @@
+"""The `durable_streams` handler directive, as the official Caddy plugin parses it.
+
+The plugin registers no directive order, so like real Caddy it must sit inside `route`
+unless the global `order` option places it. Defaults are the plugin's Provision defaults.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ...caddyfile.tree import Directive, Token
+from ..durations import DurationError, parse_duration
+from ..errors import arg_error, errf
+from ..model import DurableStreams, Handler
+from . import policy
+from .base import Scope, handler_directive
+
+_SCANF_INT = re.compile(r"^\s*([+-]?[0-9]+)")
+
+
+def _scanf_int(text: str) -> int | None:
+    """Go's fmt.Sscanf("%d"): leading integer, trailing garbage ignored."""
+    m = _SCANF_INT.match(text)
+    return int(m.group(1)) if m else None
+
+
+def _one_value(line: Directive) -> Token:
+    """`d.Args(&v)`: one value; a surplus token is read by the plugin as the next sub-directive."""
+    if not line.args:
+        raise arg_error(line.name)
+    if len(line.args) > 1:
+        extra = line.args[1]
+        raise errf(extra, f"unknown subdirective: {extra.text}")
+    return line.args[0]
+
+
+def _duration(token: Token) -> float:
+    try:
+        return parse_duration(token.text)
+    except DurationError as exc:
+        raise errf(token, f"invalid duration: {exc}") from None
+
+
+@handler_directive("durable_streams")
+def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    # Extra arguments on the directive line are ignored by the plugin; so are they here.
+    data_dir: str | None = None
+    max_file_handles = 0
+    long_poll = 0.0
+    sse_interval = 0.0
+    webhook: str | None = None
+    for line in d.block or ():
+        name = line.name.text
+        if name == "data_dir":
+            data_dir = _one_value(line).text
+        elif name == "max_file_handles":
+            token = _one_value(line)
+            value = _scanf_int(token.text)
+            if value is None:
+                raise errf(token, "invalid max_file_handles: expected integer")
+            if value < 0:
+                # the plugin would pass a negative limit on; refusing it is stricter, never looser
+                raise errf(token, "invalid max_file_handles: must not be negative")
+            max_file_handles = value
+        elif name == "long_poll_timeout":
+            long_poll = _duration(_one_value(line))
+        elif name == "sse_reconnect_interval":
+            sse_interval = _duration(_one_value(line))
+        elif name == "webhook_callback_url":
+            webhook = _one_value(line).text
+            scope.warn(line.name, policy.ignored_message("durable_streams option", name))
+        else:
+            raise errf(line.name, f"unknown subdirective: {name}")
+        if line.block:
+            first = line.block[0].name
+            raise errf(first, f"unknown subdirective: {first.text}")
+    if long_poll < 0 or sse_interval < 0:
+        where = d.name
+        raise errf(where, "invalid duration: negative durations are not supported by durable-streams-server")
+    return DurableStreams(
+        data_dir=data_dir or None,
+        max_file_handles=max_file_handles or 100,
+        long_poll_timeout=long_poll or 30.0,
+        sse_reconnect_interval=sse_interval or 60.0,
+        webhook_callback_url=webhook,
+    )

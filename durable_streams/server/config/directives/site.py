@@ -1,0 +1,335 @@
+"""Site-level directives: route/handle/handle_path, respond/abort/error/redir, header,
+request_body, tls, bind, log, and the accepted-but-ignored observability directives."""
+
+from __future__ import annotations
+
+import re
+
+from ...caddyfile.tree import Directive, Token
+from ..errors import AdaptError, arg_error, at, errf
+from ..model import (
+    Certificate,
+    Handler,
+    HeaderOp,
+    Headers,
+    MetricsEndpoint,
+    RequestBody,
+    Route,
+    StaticResponse,
+    StripPathPrefix,
+    Subroute,
+)
+from ..matchers import MatcherSet, PathMatcher
+from . import policy
+from .base import (
+    DIRECTIVES,
+    Scope,
+    Value,
+    block_end,
+    build_subroute,
+    directive,
+    expand_shorthands,
+    extract_matcher,
+    handler_directive,
+    parse_block,
+)
+
+# --------------------------------------------------------------------------- grouping directives
+
+
+@handler_directive("route")
+def route(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    values = parse_block(d, args, scope)
+    for v in values:
+        if v.kind != "route":
+            raise AdaptError(
+                f"{v.directive} directive returned something other than an HTTP route or subroute"
+                f" (only handler directives can be used in routes){at(block_end(d))}"
+            )
+    return build_subroute(values, scope, sort=False)
+
+
+@handler_directive("handle")
+def handle(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    return build_subroute(parse_block(d, args, scope), scope, sort=True)
+
+
+@directive("handle_path")
+def handle_path(d: Directive, scope: Scope) -> list[Value]:
+    if not d.args:
+        raise arg_error(d.name)
+    token = d.args[0]
+    if not token.text.startswith("/"):
+        raise errf(token, f"path matcher must begin with '/', got {token.text}")
+    prefix = token.text
+    if prefix.endswith("/*"):
+        prefix = prefix[:-2]
+    elif prefix.endswith("*"):
+        prefix = prefix[:-1]
+    inner = build_subroute(parse_block(d, list(d.args[1:]), scope), scope, sort=True)
+    # like Caddy: the rewrite route first, then the block's own routes in the same subroute
+    sub = Subroute(routes=(Route(handle=(StripPathPrefix(prefix),)),) + inner.routes)
+    match = (MatcherSet((PathMatcher((token.text,)),)),)
+    return [Value("route", Route(match=match, handle=(sub,)))]
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def _status_or_text(args: list[Token], d: Directive) -> tuple[int | None, str | None]:
+    """respond/error's shared first line: `<status>|<text> [<status>]`."""
+    if len(args) == 1:
+        text = args[0].text
+        if len(text) == 3 and text.isdigit() and int(text) > 0:
+            return int(text), None
+        return None, expand_shorthands(text)
+    if len(args) == 2:
+        return _status_code(args[1]), expand_shorthands(args[0].text)
+    raise arg_error(args[-1] if args else d.name)
+
+
+def _status_code(token: Token) -> int:
+    text = token.text
+    if not (text.isascii() and text.isdigit()) or not (100 <= int(text) <= 999):
+        raise errf(token, f"invalid status code: {text}")
+    return int(text)
+
+
+@handler_directive("respond")
+def respond(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    status, body = _status_or_text(args, d)
+    close = False
+    for sub in d.block or ():
+        if sub.name.text == "body":
+            if body is not None:
+                raise errf(sub.name, "body already specified")
+            if len(sub.args) != 1:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            body = expand_shorthands(sub.args[0].text)
+        elif sub.name.text == "close":
+            if close:
+                raise errf(sub.name, "close already specified")
+            close = True
+        else:
+            raise errf(sub.name, f"unrecognized subdirective '{sub.name.text}'")
+    return StaticResponse(status=status, body=body, close=close)
+
+
+@handler_directive("abort")
+def abort(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    if args:
+        raise arg_error(args[0])
+    if d.block:
+        raise arg_error(d.block[0].name)
+    return StaticResponse(abort=True)
+
+
+@handler_directive("error")
+def error(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    status, message = _status_or_text(args, d)
+    for sub in d.block or ():
+        if sub.name.text != "message":
+            raise errf(sub.name, f"unrecognized subdirective '{sub.name.text}'")
+        if message is not None:
+            raise errf(sub.name, "message already specified")
+        if len(sub.args) != 1:
+            raise arg_error(sub.args[-1] if sub.args else sub.name)
+        message = sub.args[0].text
+    # Without handle_errors, Caddy answers an error with its status and an empty body.
+    return StaticResponse(status=status or 500, body="")
+
+
+_REDIR_CODES = {"permanent": 301, "temporary": 302}
+
+
+@handler_directive("redir")
+def redir(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    if not args or len(args) > 2:
+        raise arg_error(args[-1] if args else d.name)
+    target = expand_shorthands(args[0].text)
+    code = 302
+    if len(args) == 2:
+        word = args[1].text
+        if word in _REDIR_CODES:
+            code = _REDIR_CODES[word]
+        elif word.isdigit() and 300 <= int(word) <= 399:
+            code = int(word)
+        else:
+            raise errf(args[1], f"Not a supported redir code type or not valid integer: '{word}'")
+    return StaticResponse(status=code, headers=(("Location", target),))
+
+
+# --------------------------------------------------------------------------- header
+
+
+def canonical_header(name: str) -> str:
+    """Go's CanonicalMIMEHeaderKey (what Caddy's http.Header.Set/Add store)."""
+    if not name or any(c in name for c in " \t\r\n:") or not name.isascii():
+        return name
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def _header_op(token: Token, field: str, value: str | None, replacement: str | None) -> tuple[HeaderOp, bool]:
+    """One header operation + whether it forces deferral (Caddy's applyHeaderOp)."""
+    value = expand_shorthands(value or "")
+    if field.startswith("+"):
+        return HeaderOp("add", canonical_header(field[1:]), value), False
+    if field.startswith("-"):
+        return HeaderOp("delete", field[1:]), True
+    if field.startswith("?"):
+        return HeaderOp("default", canonical_header(field[1:]), value), True
+    if replacement is not None:
+        return HeaderOp("replace", field.lstrip("+-?>"), expand_shorthands(replacement), search=value, regex=True), field.startswith(">")
+    if field.startswith(">"):
+        return HeaderOp("set", canonical_header(field[1:]), value), True
+    return HeaderOp("set", canonical_header(field), value), False
+
+
+@handler_directive("header")
+def header(d: Directive, args: list[Token], scope: Scope) -> list[Handler]:
+    ops: list[HeaderOp] = []
+    deferred = False
+    if args:
+        if len(args) > 3:
+            raise arg_error(args[-1])
+        op, defer = _header_op(args[0], args[0].text, *(a.text for a in args[1:]), *([None] * (3 - len(args))))
+        ops.append(op)
+        deferred = deferred or defer
+    for sub in d.block or ():
+        field = sub.name.text
+        if field == "defer":
+            deferred = True
+            continue
+        if field == "match":
+            raise errf(sub.name, "response matchers in 'header' are not supported by durable-streams-server")
+        if args:
+            raise errf(sub.name, "cannot specify headers in both arguments and block")
+        if len(sub.args) > 2:
+            raise arg_error(sub.args[-1])
+        field = field.removesuffix(":")
+        op, defer = _header_op(sub.name, field, *(a.text for a in sub.args), *([None] * (2 - len(sub.args))))
+        ops.append(op)
+        deferred = deferred or defer
+    if not ops:
+        return []
+    return [Headers(ops=tuple(ops), deferred=deferred)]
+
+
+# --------------------------------------------------------------------------- request_body
+
+_SIZE_RE = re.compile(r"^\s*([0-9][0-9,]*(?:\.[0-9]*)?|\.[0-9]+)\s*([a-zA-Z]*)\s*$")
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "ti": 1024**4, "tib": 1024**4,
+}
+
+
+def parse_size(text: str) -> int:
+    """go-humanize's ParseBytes: `10MB` = 10_000_000, `10MiB` = 10_485_760."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValueError(f'strconv.ParseFloat: parsing "{text}": invalid syntax')
+    unit = m.group(2).lower()
+    if unit not in _SIZE_UNITS:
+        raise ValueError(f"unhandled size name: {unit}")
+    return int(float(m.group(1).replace(",", "")) * _SIZE_UNITS[unit])
+
+
+@handler_directive("request_body")
+def request_body(d: Directive, args: list[Token], scope: Scope) -> Handler | None:
+    max_size = 0
+    for sub in d.block or ():
+        if sub.name.text == "max_size":
+            if len(sub.args) != 1:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            try:
+                max_size = parse_size(sub.args[0].text)
+            except ValueError as exc:
+                raise errf(sub.args[0], f"parsing max_size: {exc}") from None
+        elif sub.name.text == "set":
+            raise errf(sub.name, "request_body 'set' is not supported by durable-streams-server")
+        else:
+            raise errf(sub.name, f"unrecognized request_body subdirective '{sub.name.text}'")
+    return RequestBody(max_size=max_size)
+
+
+@handler_directive("metrics")
+def metrics(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    if args:
+        raise arg_error(args[0])
+    openmetrics = True
+    for sub in d.block or ():
+        if sub.name.text == "disable_openmetrics":
+            if sub.args:
+                raise arg_error(sub.args[0])
+            openmetrics = False
+        else:
+            raise errf(sub.name, f"unrecognized subdirective '{sub.name.text}'")
+    return MetricsEndpoint(openmetrics=openmetrics)
+
+
+# --------------------------------------------------------------------------- site settings
+
+
+@directive("tls")
+def tls(d: Directive, scope: Scope) -> list[Value]:
+    args = d.args
+    if len(args) == 1:
+        word = args[0].text
+        if word in ("internal", "force_automate") or "@" in word:
+            raise errf(args[0], f"tls {word}: {policy._NO_ACME}")
+        raise errf(args[0], "single argument must either be 'internal', 'force_automate', or an email address")
+    if len(args) > 2:
+        raise arg_error(args[-1])
+    min_version = max_version = None
+    for sub in d.block or ():
+        name = sub.name.text
+        if name == "protocols":
+            if not 1 <= len(sub.args) <= 2:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            versions = [a.text for a in sub.args]
+            for v, tok in zip(versions, sub.args):
+                if v not in ("tls1.2", "tls1.3"):
+                    raise errf(tok, f"wrong protocol name or protocol not supported: '{v}'")
+            min_version = versions[0]
+            max_version = versions[1] if len(versions) == 2 else None
+        elif name in ("ciphers", "curves", "alpn"):
+            scope.warn(sub.name, policy.ignored_message("tls option", name))
+        else:
+            raise errf(sub.name, f"tls option '{name}' is not supported by durable-streams-server")
+    if len(args) == 2:
+        cert = Certificate(args[0].text, args[1].text)
+        return [Value("tls", (cert, min_version, max_version))]
+    return [Value("tls", (None, min_version, max_version))]
+
+
+@directive("bind")
+def bind(d: Directive, scope: Scope) -> list[Value]:
+    protocols: tuple[str, ...] = ()
+    for sub in d.block or ():
+        if sub.name.text == "protocols":
+            if not sub.args:
+                raise errf(sub.name, "protocols requires one or more arguments")
+            protocols = tuple(a.text for a in sub.args)
+        else:
+            raise errf(sub.name, f"unknown subdirective: {sub.name.text}")
+    return [Value("bind", (tuple(a for a in d.args), protocols))]
+
+
+@directive("log")
+def access_log(d: Directive, scope: Scope) -> list[Value]:
+    if d.args or d.block:
+        scope.warn(d.name, "access log options ignored: access logs go to the default log")
+    return [Value("log", True)]
+
+
+def _ignored(d: Directive, scope: Scope) -> list[Value]:
+    scope.warn(d.name, policy.ignored_message("directive", d.name.text))
+    return []
+
+
+for _name in policy.IGNORED_DIRECTIVES:
+    DIRECTIVES[_name] = _ignored

@@ -1,0 +1,305 @@
+"""The configuration model: what the adapter produces and the runtime executes.
+
+Frozen dataclasses, shaped like Caddy's JSON config (servers -> routes -> matcher sets +
+handlers) so `adapt` output reads like `caddy adapt`. Durations are float seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .addresses import ListenAddress
+from .durations import format_duration
+from .matchers import MatcherSet
+
+
+def _dur(value: float | None) -> str | None:
+    return None if value is None else format_duration(value)
+
+
+def _compact(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop empty/None values so the JSON stays as terse as Caddy's."""
+    return {k: v for k, v in obj.items() if v not in (None, (), [], {}, False, "")}
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+class Handler:
+    """A route handler. `name` is Caddy's module name (the "handler" key in JSON)."""
+
+    name = ""
+    terminal = False  # True: never calls the next handler
+
+    def config(self) -> dict[str, Any]:
+        return {"handler": self.name}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    match: tuple[MatcherSet, ...] = ()  # ORed; empty = every request
+    handle: tuple[Handler, ...] = ()
+    group: str | None = None  # only the first matching route of a group runs
+    terminal: bool = False  # stop evaluating the enclosing route list after this route
+
+    def config(self) -> dict[str, Any]:
+        return _compact(
+            {
+                "group": self.group,
+                "match": [s.config() for s in self.match],
+                "handle": [h.config() for h in self.handle],
+                "terminal": self.terminal,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Subroute(Handler):
+    routes: tuple[Route, ...] = ()
+    name = "subroute"
+
+    def config(self) -> dict[str, Any]:
+        return {"handler": self.name, "routes": [r.config() for r in self.routes]}
+
+
+@dataclass(frozen=True, slots=True)
+class StaticResponse(Handler):
+    """`respond`, `abort`, `error` (without handle_errors) and redirects."""
+
+    status: int | None = None
+    body: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    close: bool = False
+    abort: bool = False
+    name = "static_response"
+    terminal = True
+
+    def config(self) -> dict[str, Any]:
+        return _compact(
+            {
+                "handler": self.name,
+                "status_code": self.status,
+                "body": self.body,
+                "headers": {k: [v] for k, v in self.headers},
+                "close": self.close,
+                "abort": self.abort,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderOp:
+    action: str  # "set" | "add" | "delete" | "replace" | "default"
+    field: str
+    value: str = ""
+    search: str | None = None  # for "replace": substring or regex to find
+    regex: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Headers(Handler):
+    """`header`: response header manipulation. `deferred` ops apply when the response starts."""
+
+    ops: tuple[HeaderOp, ...] = ()
+    deferred: bool = False
+    name = "headers"
+
+    def config(self) -> dict[str, Any]:
+        ops: dict[str, Any] = {}
+        for op in self.ops:
+            ops.setdefault(op.action, {})
+            if op.action == "delete":
+                ops["delete"] = [*ops["delete"], op.field] if isinstance(ops["delete"], list) else [op.field]
+            elif op.action == "replace":
+                ops["replace"].setdefault(op.field, []).append(
+                    {"search_regexp" if op.regex else "search": op.search, "replace": op.value}
+                )
+            else:
+                ops[op.action].setdefault(op.field, []).append(op.value)
+        return {"handler": self.name, "response": _compact({**ops, "deferred": self.deferred})}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestBody(Handler):
+    max_size: int = 0
+    name = "request_body"
+
+    def config(self) -> dict[str, Any]:
+        return {"handler": self.name, "max_size": self.max_size}
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsEndpoint(Handler):
+    """Caddy's `metrics` directive: serve the Prometheus exposition here."""
+
+    openmetrics: bool = True
+    name = "metrics"
+    terminal = True
+
+    def config(self) -> dict[str, Any]:
+        return _compact({"handler": self.name, "disable_openmetrics": not self.openmetrics})
+
+
+@dataclass(frozen=True, slots=True)
+class StripPathPrefix(Handler):
+    """The rewrite that `handle_path` puts in front of its handlers."""
+
+    prefix: str = ""
+    name = "rewrite"
+
+    def config(self) -> dict[str, Any]:
+        return {"handler": self.name, "strip_path_prefix": self.prefix}
+
+
+@dataclass(frozen=True, slots=True)
+class DurableStreams(Handler):
+    """The `durable_streams` handler, with the plugin's defaults applied (Provision)."""
+
+    data_dir: str | None = None  # None -> in-memory store
+    max_file_handles: int = 100
+    long_poll_timeout: float = 30.0
+    sse_reconnect_interval: float = 60.0
+    webhook_callback_url: str | None = None
+    name = "durable_streams"
+    terminal = True
+
+    def config(self) -> dict[str, Any]:
+        return _compact(
+            {
+                "handler": self.name,
+                "data_dir": self.data_dir,
+                "max_file_handles": self.max_file_handles,
+                "long_poll_timeout": format_duration(self.long_poll_timeout),
+                "sse_reconnect_interval": format_duration(self.sse_reconnect_interval),
+                "webhook_callback_url": self.webhook_callback_url,
+            }
+        )
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    cert_file: str
+    key_file: str
+    hosts: tuple[str, ...] = ()  # SNI names this certificate serves (empty: any)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    read_body: float | None = None
+    read_header: float | None = None
+    write: float | None = None
+    idle: float | None = None
+
+    def config(self) -> dict[str, Any]:
+        return _compact({k: _dur(getattr(self, k)) for k in ("read_body", "read_header", "write", "idle")})
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    listen: tuple[ListenAddress, ...]
+    routes: tuple[Route, ...] = ()
+    certificates: tuple[Certificate, ...] = ()  # non-empty -> TLS on every listener
+    tls_min_version: str | None = None  # "tls1.2" | "tls1.3"
+    tls_max_version: str | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    max_header_size: int | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    client_ip_headers: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+    access_log: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.certificates)
+
+    def config(self) -> dict[str, Any]:
+        return _compact(
+            {
+                "listen": [str(a) for a in self.listen],
+                "routes": [r.config() for r in self.routes],
+                "tls_certificates": [
+                    _compact({"certificate": c.cert_file, "key": c.key_file, "hosts": list(c.hosts)})
+                    for c in self.certificates
+                ],
+                "tls_protocols": [v for v in (self.tls_min_version, self.tls_max_version) if v],
+                "timeouts": self.timeouts.config(),
+                "max_header_bytes": self.max_header_size,
+                "trusted_proxies": list(self.trusted_proxies),
+                "client_ip_headers": list(self.client_ip_headers),
+                "protocols": list(self.protocols),
+                "logs": {} if not self.access_log else {"enabled": True},
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    name: str = "default"
+    output: str = "stderr"  # stderr | stdout | discard | file
+    file_path: str | None = None
+    format: str | None = None  # json | console | None (auto: console on a TTY)
+    level: str = "INFO"
+
+    def config(self) -> dict[str, Any]:
+        writer: dict[str, Any] = {"output": self.output}
+        if self.file_path:
+            writer["filename"] = self.file_path
+        return _compact({"writer": writer, "encoder": {"format": self.format} if self.format else None, "level": self.level})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    servers: tuple[Server, ...] = ()
+    admin_off: bool = False
+    # operations endpoint (/metrics, /healthz, /readyz); only when `admin <addr>` is given
+    admin: ListenAddress | None = None
+    metrics: bool = False  # per-request HTTP metrics (global `metrics` / servers { metrics })
+    auto_https: tuple[str, ...] = ()
+    http_port: int = 80
+    https_port: int = 443
+    grace_period: float | None = None
+    shutdown_delay: float | None = None
+    debug: bool = False
+    logs: tuple[LogConfig, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def log_level(self) -> str:
+        if self.debug:
+            return "DEBUG"  # like Caddy, `debug` wins over the default logger's level
+        for log in self.logs:
+            if log.name == "default":
+                return log.level
+        return "INFO"
+
+    def to_json(self) -> dict[str, Any]:
+        http = _compact(
+            {
+                "http_port": self.http_port if self.http_port != 80 else None,
+                "https_port": self.https_port if self.https_port != 443 else None,
+                "grace_period": _dur(self.grace_period),
+                "shutdown_delay": _dur(self.shutdown_delay),
+                "servers": {s.name: s.config() for s in self.servers},
+            }
+        )
+        out: dict[str, Any] = {}
+        if self.admin_off:
+            out["admin"] = {"disabled": True}
+        elif self.admin is not None:
+            out["admin"] = {"listen": str(self.admin)}
+        if self.metrics:
+            http["metrics"] = {}
+        if self.logs or self.debug:
+            logs = {log.name: log.config() for log in self.logs}
+            if self.debug and "default" not in logs:
+                logs["default"] = {"level": "DEBUG"}
+            out["logging"] = {"logs": logs}
+        if self.auto_https:
+            http["automatic_https"] = list(self.auto_https)
+        out["apps"] = {"http": http}
+        return out

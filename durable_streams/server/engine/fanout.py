@@ -1,0 +1,60 @@
+"""Waking live readers. One `Signal` per stream: every waiter (long-poll or SSE) awaits
+the same future, which a commit, close or delete resolves and replaces. No polling.
+SSE subscribers at the same position share one encoded event (`SharedEvents`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Awaitable, Callable, TypeVar
+
+T = TypeVar("T")
+
+
+class Signal:
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] | None = None
+
+    async def wait(self, timeout: float) -> None:
+        """Return when `fire()` is called or `timeout` seconds pass. Callers check their
+        condition first and call this without awaiting in between, so no wake-up is lost."""
+        if timeout <= 0:
+            return
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def fire(self) -> None:
+        future, self._future = self._future, None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
+class SharedEvents:
+    """A small cache of encoded SSE events keyed by the stream snapshot they were read
+    from, so N subscribers woken by one append read and encode it once. Concurrent
+    subscribers await the same in-flight result."""
+
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._events: OrderedDict[tuple, asyncio.Future] = OrderedDict()
+
+    async def get(self, key: tuple, produce: Callable[[], Awaitable[T]]) -> T:
+        future = self._events.get(key)
+        if future is None:
+            future = asyncio.ensure_future(produce())
+            # Mark a failure as seen even if every awaiting subscriber has gone.
+            future.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._events[key] = future
+            if len(self._events) > self._size:
+                self._events.popitem(last=False)
+            try:
+                return await asyncio.shield(future)
+            except BaseException:
+                if self._events.get(key) is future and future.done():
+                    del self._events[key]  # never cache a failure
+                raise
+        return await asyncio.shield(future)

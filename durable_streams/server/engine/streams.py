@@ -1,0 +1,455 @@
+"""The registry of streams and every state-changing rule, with no HTTP in it.
+
+One `asyncio.Lock` per stream serialises check-then-append (closed -> content type ->
+JSON validation -> producer -> Stream-Seq -> offsets -> store commit -> publish).
+Structural changes (create, delete, expiry, fork clean-up) hold a per-path lock
+(locks.py), taken before a stream lock, never after. Readers take no lock: a stream's
+bytes below its tail never change, so a snapshot of (tail, closed) is enough."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+from ..store.base import Commit, ProducerState, StreamConfig, StreamState, StreamStore
+from .errors import (
+    Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamGone, StreamNotFound,
+)
+from .expiry import Lifetime, fork_lifetime
+from .fanout import SharedEvents, Signal
+from .forks import ForkRequest, fork_anchor, read_range, sub_offset_prefix
+from .locks import PathLocks
+from .messages import Framing, framing_of, json_records, media_type, unit_end
+from .offsets import parse_position
+from .producers import ProducerClaim, ProducerVerdict, check_stream_seq, judge
+
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
+T = TypeVar("T")
+
+
+async def run_to_completion(operation: Awaitable[T]) -> T:
+    """Run a state change to its end even if the request that asked for it is cancelled
+    (client gone): the store and the engine's view of a stream must never disagree."""
+    task = asyncio.ensure_future(operation)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return await asyncio.shield(task)
+
+
+class Stream:
+    """One live incarnation of a stream path."""
+
+    def __init__(self, config: StreamConfig, state: StreamState, source: "Stream | None") -> None:
+        self.config = config
+        self.state = state
+        self.source = source  # fork source (the object, so a re-created path is never confused)
+        self.forks: set[Stream] = set()  # live forks
+        self.pins = 0  # forks being created from this stream right now
+        self.framing = framing_of(config.content_type)
+        self.lifetime = Lifetime.from_settings(config.settings)
+        self.lock = asyncio.Lock()
+        self.signal = Signal()
+        self.events = SharedEvents()
+        self.removed = False
+
+    @property
+    def path(self) -> str:
+        return self.config.path
+
+    @property
+    def referenced(self) -> bool:
+        """The reference count is non-zero: its bytes must be kept for forks."""
+        return bool(self.forks) or self.pins > 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    content_type: str | None  # None -> default (or the fork source's)
+    lifetime: Lifetime = Lifetime()
+    closed: bool = False
+    body: bytes = b""
+    fork: ForkRequest | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    content_type: str | None
+    body: bytes
+    close: bool = False
+    stream_seq: str | None = None
+    producer: ProducerClaim | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResult:
+    """The stream as it was when the create (or the identical re-create) completed."""
+
+    created: bool
+    content_type: str
+    tail: int
+    closed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    tail: int
+    closed: bool
+    producer: ProducerVerdict | None = None
+    wrote: bool = True  # False: duplicate or idempotent close, nothing new
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One page of a read, from one snapshot of the stream."""
+
+    data: bytes
+    start: int
+    next: int
+    up_to_date: bool  # the page reaches the tail
+    closed: bool  # the stream is closed and the page reaches its final offset
+
+
+class StreamEngine:
+    def __init__(self, store: StreamStore, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._streams: dict[str, Stream] = {}
+        self._paths = PathLocks()
+        self.stopping = False
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def open(self) -> None:
+        stored = await self.store.open()
+        for item in stored:
+            self._streams[item.config.path] = Stream(item.config, item.state, None)
+        for stream in self._streams.values():  # refcounts are derived from the forks
+            source_path = stream.config.settings.get("forked_from")
+            source = self._streams.get(source_path) if source_path else None
+            if source is not None:
+                stream.source = source
+                source.forks.add(stream)
+        # A crash may have left a deleted source whose last fork is gone: finish the job.
+        for stream in list(self._streams.values()):
+            await self._collect(self._unreferenced(stream))
+
+    def release_readers(self) -> None:
+        """Stop accepting requests and wake every live reader so it can finish."""
+        self.stopping = True
+        for stream in list(self._streams.values()):
+            stream.signal.fire()
+
+    async def close(self) -> None:
+        self.release_readers()
+        await self.store.close()
+
+    # ---------------------------------------------------------------- lookup and expiry
+
+    def _expired(self, stream: Stream) -> bool:
+        if stream.state.soft_deleted or stream.removed:
+            return False
+        return stream.lifetime.is_expired(stream.state.last_access, self.clock())
+
+    async def _resolve(self, path: str) -> Stream | None:
+        """The stream at `path` (soft-deleted ones included), expiring it if due. A
+        soft-deleted stream also drops forks that expired since, which may free it."""
+        stream = self._streams.get(path)
+        if stream is not None and self._expired(stream):
+            await self._discard(stream)
+            stream = self._streams.get(path)
+        if stream is not None and stream.state.soft_deleted:
+            for fork in [f for f in stream.forks if self._expired(f)]:
+                await self._discard(fork)
+            await self._collect(self._unreferenced(stream))
+            stream = self._streams.get(path)
+        return stream
+
+    async def require(self, path: str) -> Stream:
+        """The visible stream at `path`, or the reason it is not there."""
+        if self.stopping:
+            raise ShuttingDown("server is shutting down")
+        stream = await self._resolve(path)
+        if stream is None:
+            raise StreamNotFound(f"stream {path} not found")
+        if stream.state.soft_deleted:
+            raise StreamGone(f"stream {path} has been deleted")
+        return stream
+
+    async def sweep_expired(self) -> int:
+        """Reclaim expired streams nobody has asked for since they expired (lazy checks
+        already make expiry exact; this only frees memory and disk). Returns how many."""
+        swept = 0
+        for index, stream in enumerate(list(self._streams.values())):
+            if self._expired(stream):
+                await self._discard(stream)
+                swept += 1
+            if index % 1000 == 999:
+                await asyncio.sleep(0)  # stay responsive with many streams
+        return swept
+
+    async def run_sweeper(self, interval: float) -> None:
+        while not self.stopping:
+            await asyncio.sleep(interval)
+            await self.sweep_expired()
+
+    def touch(self, stream: Stream) -> None:
+        """A read or write reached the stream: restart its sliding TTL (never for HEAD)."""
+        now = self.clock()
+        stream.state.last_access = now
+        self.store.touch(stream.path, now)
+
+    # ---------------------------------------------------------------- removal
+
+    async def _discard(self, stream: Stream, *, explicit: bool = False) -> None:
+        await run_to_completion(self._discard_now(stream, explicit))
+
+    async def _discard_now(self, stream: Stream, explicit: bool) -> None:
+        """Delete (or expire) a stream, then collect sources it was the last fork of,
+        one path lock at a time (never nested, so never deadlocked)."""
+        async with self._paths.hold(stream.path):
+            if explicit:
+                if stream.removed or self._streams.get(stream.path) is not stream:
+                    raise StreamNotFound(f"stream {stream.path} not found")
+                if stream.state.soft_deleted:
+                    raise StreamGone(f"stream {stream.path} has been deleted")
+            collectable = await self._remove(stream)
+        await self._collect(collectable)
+
+    async def _collect(self, source: Stream | None) -> None:
+        while source is not None:
+            async with self._paths.hold(source.path):
+                if source.removed or self._unreferenced(source) is None:
+                    return
+                source = await self._remove(source)
+
+    async def _remove(self, stream: Stream) -> Stream | None:
+        """With the stream's path lock held: soft-delete it while forks still read it,
+        otherwise remove it and release its source. Returns the source when it is now
+        a soft-deleted stream nothing reads any more."""
+        if stream.removed:
+            return None
+        if stream.referenced:
+            if not stream.state.soft_deleted:
+                async with stream.lock:
+                    await self.store.mark_soft_deleted(stream.path)
+                    stream.state.soft_deleted = True
+                stream.signal.fire()
+            return None
+        if self._streams.get(stream.path) is stream:
+            del self._streams[stream.path]
+        stream.removed = True
+        stream.signal.fire()
+        async with stream.lock:  # let an in-flight commit finish first
+            await self.store.delete(stream.path)
+        if stream.source is None:
+            return None
+        stream.source.forks.discard(stream)
+        return self._unreferenced(stream.source)
+
+    @staticmethod
+    def _unreferenced(stream: Stream) -> Stream | None:
+        """`stream` if it is soft-deleted and nothing reads it any more, else None."""
+        return stream if stream.state.soft_deleted and not stream.referenced else None
+
+    async def delete(self, path: str) -> None:
+        stream = await self.require(path)
+        await self._discard(stream, explicit=True)
+
+    # ---------------------------------------------------------------- create
+
+    async def create(self, path: str, request: CreateRequest) -> CreateResult:
+        """Create the stream, or confirm an identical one."""
+        return await run_to_completion(self._create(path, request))
+
+    async def _create(self, path: str, request: CreateRequest) -> CreateResult:
+        while True:
+            await self._resolve(path)  # expire a previous incarnation first (takes its lock)
+            async with self._paths.hold(path):
+                existing = self._streams.get(path)
+                if existing is not None and self._expired(existing):
+                    continue  # expired in between: resolve again
+                if existing is not None:
+                    if existing.state.soft_deleted:
+                        raise Conflict(f"stream {path} has been deleted and is kept for its forks")
+                    self._check_same_config(existing, request)
+                    stream, created = existing, False
+                else:
+                    stream, created = await self._create_new(path, request), True
+                state = stream.state
+                return CreateResult(created, stream.config.content_type, state.tail, state.closed)
+
+    async def _create_new(self, path: str, request: CreateRequest) -> Stream:
+        settings: dict = {"requested": request.lifetime.to_settings()}
+        content_type, lifetime = request.content_type, request.lifetime
+        source, base_offset = None, 0
+        if request.fork is not None:
+            source = await self._resolve(request.fork.source_path)
+            base_offset = fork_anchor(source, request.fork, content_type)
+            # Pin the source before awaiting anything: a concurrent DELETE of it must
+            # soft-delete it rather than reclaim bytes this fork is about to share.
+            source.pins += 1
+            content_type = content_type or source.config.content_type
+            lifetime = fork_lifetime(source.lifetime, lifetime)
+            settings.update(
+                forked_from=request.fork.source_path,
+                fork_offset=base_offset,
+                fork_sub_offset=request.fork.sub_offset,
+            )
+        try:
+            prefix = b""
+            if source is not None:
+                prefix = await sub_offset_prefix(self.store, source, base_offset, request.fork.sub_offset)
+            content_type = content_type or DEFAULT_CONTENT_TYPE
+            settings.update(lifetime.to_settings())
+            body = request.body
+            if framing_of(content_type) is Framing.JSON and body:
+                body = json_records(body, allow_empty_array=True)
+            data = prefix + body
+            now = self.clock()
+            config = StreamConfig(path, content_type, now, base_offset, settings)
+            state = StreamState(tail=base_offset + len(data), closed=request.closed, last_access=now)
+            await self.store.create(config, state, data)
+        except BaseException:
+            if source is not None:
+                source.pins -= 1  # if that freed a deleted source, its next lookup collects it
+            raise
+        stream = Stream(config, state, source)
+        self._streams[path] = stream
+        if source is not None:
+            source.pins -= 1
+            source.forks.add(stream)
+        return stream
+
+    @staticmethod
+    def _check_same_config(stream: Stream, request: CreateRequest) -> None:
+        settings = stream.config.settings
+        wanted_type = request.content_type
+        if wanted_type is None and request.fork is None:
+            wanted_type = DEFAULT_CONTENT_TYPE
+        if wanted_type is not None and media_type(wanted_type) != media_type(stream.config.content_type):
+            raise Conflict("stream exists with a different Content-Type")
+        requested = Lifetime.from_settings(settings.get("requested", {}))
+        if (requested.ttl, requested.expires_at) != (request.lifetime.ttl, request.lifetime.expires_at):
+            raise Conflict("stream exists with a different TTL or expiry")
+        if stream.state.closed != request.closed:
+            raise Conflict("stream exists with a different closed status")
+        fork = request.fork
+        if settings.get("forked_from") != (fork.source_path if fork else None):
+            raise Conflict("stream exists with a different fork source")
+        if fork is not None:
+            if fork.offset is not None and parse_position(fork.offset) != settings.get("fork_offset"):
+                raise Conflict("stream exists with a different fork offset")
+            if fork.sub_offset != settings.get("fork_sub_offset", 0):
+                raise Conflict("stream exists with a different fork sub-offset")
+
+    # ---------------------------------------------------------------- append / close
+
+    async def append(self, path: str, request: AppendRequest) -> AppendResult:
+        return await run_to_completion(self._append(path, request))
+
+    async def _append(self, path: str, request: AppendRequest) -> AppendResult:
+        stream = await self.require(path)
+        async with stream.lock:
+            if stream.removed:
+                raise StreamNotFound(f"stream {path} not found")
+            if stream.state.soft_deleted:
+                raise StreamGone(f"stream {path} has been deleted")
+            result = await self._append_locked(stream, request)
+        self.touch(stream)
+        return result
+
+    async def _append_locked(self, stream: Stream, request: AppendRequest) -> AppendResult:
+        state = stream.state
+        claim = request.producer
+        if state.closed:
+            if claim is not None and state.closed_by == claim.as_tuple():
+                return AppendResult(state.tail, True, ProducerVerdict(True, claim.epoch, claim.seq), wrote=False)
+            if not request.body and request.close:
+                return AppendResult(state.tail, True, None, wrote=False)
+            raise StreamClosed("stream is closed", state.tail)
+        data = b""
+        if request.body:
+            if request.content_type is None:
+                raise InvalidRequest("Content-Type is required with a body")
+            if media_type(request.content_type) != media_type(stream.config.content_type):
+                raise Conflict("Content-Type does not match the stream's")
+            data = request.body
+            if stream.framing is Framing.JSON:
+                data = json_records(data, allow_empty_array=False)
+        elif not request.close:
+            raise InvalidRequest("empty body (only a close may have no body)")
+        verdict = None
+        if claim is not None:
+            verdict = judge(self._producer_state(state, claim.producer_id), claim)
+            if verdict.duplicate:
+                return AppendResult(state.tail, state.closed, verdict, wrote=False)
+        if request.stream_seq is not None:
+            check_stream_seq(state.stream_seq, request.stream_seq)
+        now = self.clock()
+        commit = Commit(
+            tail=state.tail + len(data),
+            close=request.close,
+            closed_by=claim.as_tuple() if (claim is not None and request.close) else None,
+            stream_seq=request.stream_seq,
+            producer=(claim.producer_id, ProducerState(verdict.epoch, verdict.seq, now)) if verdict else None,
+        )
+        await self.store.append(stream.path, data, commit)
+        # Visible to readers only now that the store holds it.
+        state.tail = commit.tail
+        if commit.close:
+            state.closed = True
+            state.closed_by = commit.closed_by
+        if commit.stream_seq is not None:
+            state.stream_seq = commit.stream_seq
+        if commit.producer is not None:
+            state.producers[commit.producer[0]] = commit.producer[1]
+        stream.signal.fire()
+        return AppendResult(state.tail, state.closed, verdict, wrote=True)
+
+    def _producer_state(self, state: StreamState, producer_id: str) -> ProducerState | None:
+        """Producer state is kept for the stream's life by durable stores; a memory store
+        forgets producers idle for a week (the protocol's recommendation)."""
+        known = state.producers.get(producer_id)
+        if known is not None and not self.store.durable and self.clock() - known.updated_at > PRODUCER_IDLE_TTL:
+            del state.producers[producer_id]
+            return None
+        return known
+
+    # ---------------------------------------------------------------- reads
+
+    async def read(self, stream: Stream, start: int, max_bytes: int,
+                   snapshot: tuple[int, bool] | None = None) -> Chunk:
+        """One page from `start`, cut at a unit boundary, from one snapshot (tail, closed)
+        of the stream, taken now unless given."""
+        tail, closed = snapshot or (stream.state.tail, stream.state.closed)
+        if start > tail:
+            raise InvalidRequest("offset is beyond the tail of the stream")
+        end = min(tail, start + max(1, max_bytes))
+        data = await read_range(self.store, stream, start, end)
+        if end < tail:
+            cut = unit_end(stream.framing, data)
+            if cut == 0 and stream.framing is Framing.JSON:  # one message larger than a page
+                rest = await read_range(self.store, stream, start, tail)
+                cut = rest.find(b"\n") + 1 or len(rest)
+                data = rest
+            data = data[: cut or len(data)]
+        next_offset = start + len(data)
+        return Chunk(data, start, next_offset, next_offset == tail, closed and next_offset == tail)
+
+    async def wait(self, stream: Stream, position: int, deadline: float) -> None:
+        """Wait until the stream grows past `position`, closes, disappears, the server
+        stops, or the loop clock reaches `deadline`."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if stream.removed:
+                raise StreamNotFound(f"stream {stream.path} was deleted")
+            if stream.state.soft_deleted:
+                raise StreamGone(f"stream {stream.path} has been deleted")
+            if stream.state.tail > position or stream.state.closed or self.stopping:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await stream.signal.wait(remaining)

@@ -1,0 +1,403 @@
+"""Prometheus metrics behind a small API that the other layers call.
+
+Callers never touch prometheus_client: they hold a `NullMetrics` (metrics off)
+or a `Metrics` (metrics on), which share one interface, and call methods such
+as `observe_request(...)`, `appended(n)` or `reader_started("sse")`.
+
+Every metric lives on a dedicated CollectorRegistry (never the process-global
+default one), so several servers in one process, or in one test run, do not
+collide. Label values come from small fixed sets: stream paths never become
+labels, whatever the request looks like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.exposition import choose_encoder
+
+from durable_streams.server import __version__
+
+NAMESPACE = "durable_streams"
+METRICS_PATH = "/metrics"
+
+OPERATIONS = ("create", "append", "read", "long-poll", "sse", "head", "delete", "other")
+READER_KINDS = ("long-poll", "sse")
+METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH")
+
+# aiohttp answers a request whose client went away with no status at all; we
+# record it with nginx's "client closed request" code so it lands in 4xx.
+CLIENT_CLOSED_REQUEST = 499
+
+# Request latency spans 1 ms catch-up reads up to SSE connections held for the
+# reconnect interval (60 s by default) and beyond.
+REQUEST_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+)
+# fsync latency: tens of microseconds (tmpfs, cache) up to seconds (a busy disk).
+FLUSH_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5,
+)
+# Records written per group commit.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class StoreStats(Protocol):
+    """What a store counts about itself (the file store has these attributes)."""
+
+    @property
+    def open_handles(self) -> int: ...
+
+    @property
+    def evictions(self) -> int: ...
+
+
+def operation_of(method: str, query: Mapping[str, str] | None = None) -> str:
+    """The protocol operation a request performs, from its method and query."""
+    method = method.upper()
+    if method == "PUT":
+        return "create"
+    if method == "POST":
+        return "append"  # closing a stream is an append with Stream-Closed
+    if method == "HEAD":
+        return "head"
+    if method == "DELETE":
+        return "delete"
+    if method == "GET":
+        live = (query or {}).get("live")
+        if live in READER_KINDS:
+            return live
+        return "read"
+    return "other"
+
+
+def status_class(status: int) -> str:
+    """`2xx`-style class of an HTTP status; anything outside 100-599 is `other`."""
+    if 100 <= status <= 599:
+        return f"{status // 100}xx"
+    return "other"
+
+
+def _method_label(method: str) -> str:
+    method = method.upper()
+    return method if method in METHODS else "OTHER"
+
+
+def _bounded(value: str, allowed: tuple[str, ...]) -> str:
+    return value if value in allowed else "other"
+
+
+class NullMetrics:
+    """The metrics interface; every call does nothing (metrics turned off).
+
+    `Metrics` overrides each method. Methods are cheap and synchronous, and
+    safe to call from any thread (the file store's writer thread included).
+    """
+
+    enabled = False
+
+    # -- HTTP layer (runtime middleware) --
+    def observe_request(self, method: str, status: int, operation: str, seconds: float) -> None:
+        """One finished HTTP request: its method, status code, operation and latency."""
+
+    def reader_started(self, kind: str) -> None:
+        """A long-poll or SSE reader starts waiting (`kind` in READER_KINDS)."""
+
+    def reader_finished(self, kind: str) -> None:
+        """A reader counted by `reader_started` has gone."""
+
+    # -- protocol / engine --
+    def appended(self, nbytes: int) -> None:
+        """`nbytes` of stream data committed by an append or a create with a body."""
+
+    def served(self, nbytes: int) -> None:
+        """`nbytes` of stream data sent to readers (catch-up, long-poll, SSE)."""
+
+    def track_streams(self, count: Callable[[], int]) -> Callable[[], None]:
+        """Add `count()` to the number of streams in existence, read at each scrape.
+
+        Counting at scrape time cannot drift, unlike increments and decrements
+        spread over create, delete, expiry and recovery. Each store/engine
+        registers its own count; call the returned function when it closes
+        (e.g. the old handlers after a reload).
+        """
+        return _nothing
+
+    def stream_expired(self) -> None:
+        """A stream ceased to exist because its TTL or Expires-At passed."""
+
+    def producer_duplicate(self) -> None:
+        """An idempotent producer's retry was recognised and not appended again."""
+
+    # -- store --
+    def observe_flush(self, seconds: float, batch_size: int) -> None:
+        """One group commit: fsync latency and the number of records it made durable.
+
+        Called per flush (from the store's writer thread) so latency has a
+        distribution, not just a mean.
+        """
+
+    def track_store(self, store: StoreStats) -> Callable[[], None]:
+        """Export a store's own counters (open handles, evictions), read at each scrape.
+
+        Returns the function that stops tracking it (call it when the store closes).
+        """
+        return _nothing
+
+    def observe_recovery(self, seconds: float) -> None:
+        """Duration of the start-up recovery of the store."""
+
+    # -- exposition --
+    def render(self, accept: str | None = None, *, openmetrics: bool = True) -> tuple[bytes, str]:
+        """Exposition body for a scraper's Accept header, and its content type.
+
+        Empty when metrics are off.
+        """
+        return b"", CONTENT_TYPE_LATEST
+
+
+NULL_METRICS = NullMetrics()
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Tracked(list):
+    """Objects registered by several stores/engines; each registration can be undone."""
+
+    def add(self, item: Any) -> Callable[[], None]:
+        self.append(item)
+
+        def remove() -> None:
+            if item in self:
+                self.remove(item)
+
+        return remove
+
+
+class _StoreCollector(Collector):
+    """Sums the counters that tracked stores keep themselves, at scrape time."""
+
+    def __init__(self, stores: _Tracked) -> None:
+        self._stores = stores
+
+    def collect(self) -> Iterable[Metric]:
+        stores = list(self._stores)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_store_open_files", "File handles held open by the stores.",
+            value=sum(store.open_handles for store in stores),
+        )
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_store_file_evictions", "File handles closed to stay under max_file_handles.",
+            value=sum(store.evictions for store in stores),
+        )
+
+
+class Metrics(NullMetrics):
+    """Prometheus-backed metrics on their own registry."""
+
+    enabled = True
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+
+        Gauge(
+            "build_info", "Build information; the value is always 1.",
+            ["version"], namespace=NAMESPACE, registry=r,
+        ).labels(version=__version__).set(1)
+
+        request_labels = ["method", "status_class", "operation"]
+        self._requests = Counter(
+            "http_requests", "HTTP requests handled, by method, status class and operation.",
+            request_labels, namespace=NAMESPACE, registry=r,
+        )
+        self._request_seconds = Histogram(
+            "http_request_duration_seconds",
+            "Time from receiving a request to the end of its response "
+            "(for long-poll and SSE: the whole wait or connection).",
+            request_labels, namespace=NAMESPACE, registry=r, buckets=REQUEST_BUCKETS,
+        )
+        self._readers = Gauge(
+            "live_readers", "Long-poll and SSE readers currently connected.",
+            ["kind"], namespace=NAMESPACE, registry=r,
+        )
+        for kind in READER_KINDS:
+            self._readers.labels(kind=kind)
+
+        self._appended = Counter(
+            "appended_bytes", "Stream data bytes committed by appends and creates.",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._served = Counter(
+            "served_bytes", "Stream data bytes sent to readers.",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._stream_counts = _Tracked()
+        Gauge(
+            "streams", "Streams in existence.", namespace=NAMESPACE, registry=r,
+        ).set_function(lambda: sum(count() for count in list(self._stream_counts)))
+        self._expired = Counter(
+            "streams_expired", "Streams that ceased to exist because their TTL or Expires-At passed.",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._duplicates = Counter(
+            "producer_duplicates", "Appends recognised as idempotent-producer retries and not appended again.",
+            namespace=NAMESPACE, registry=r,
+        )
+
+        self._flush_seconds = Histogram(
+            "store_flush_duration_seconds", "Latency of one group commit (write + fsync).",
+            namespace=NAMESPACE, registry=r, buckets=FLUSH_BUCKETS,
+        )
+        self._flush_batch = Histogram(
+            "store_flush_batch_size", "Records made durable by one group commit.",
+            namespace=NAMESPACE, registry=r, buckets=BATCH_BUCKETS,
+        )
+        self._stores = _Tracked()
+        r.register(_StoreCollector(self._stores))
+        self._recovery_seconds = Gauge(
+            "recovery_duration_seconds", "Duration of the last start-up recovery of the store.",
+            namespace=NAMESPACE, registry=r,
+        )
+
+    def observe_request(self, method: str, status: int, operation: str, seconds: float) -> None:
+        labels = (_method_label(method), status_class(status), _bounded(operation, OPERATIONS))
+        self._requests.labels(*labels).inc()
+        self._request_seconds.labels(*labels).observe(seconds)
+
+    def reader_started(self, kind: str) -> None:
+        self._readers.labels(kind=_bounded(kind, READER_KINDS)).inc()
+
+    def reader_finished(self, kind: str) -> None:
+        self._readers.labels(kind=_bounded(kind, READER_KINDS)).dec()
+
+    def appended(self, nbytes: int) -> None:
+        self._appended.inc(nbytes)
+
+    def served(self, nbytes: int) -> None:
+        self._served.inc(nbytes)
+
+    def track_streams(self, count: Callable[[], int]) -> Callable[[], None]:
+        return self._stream_counts.add(count)
+
+    def stream_expired(self) -> None:
+        self._expired.inc()
+
+    def producer_duplicate(self) -> None:
+        self._duplicates.inc()
+
+    def observe_flush(self, seconds: float, batch_size: int) -> None:
+        self._flush_seconds.observe(seconds)
+        self._flush_batch.observe(batch_size)
+
+    def track_store(self, store: StoreStats) -> Callable[[], None]:
+        return self._stores.add(store)
+
+    def observe_recovery(self, seconds: float) -> None:
+        self._recovery_seconds.set(seconds)
+
+    def render(self, accept: str | None = None, *, openmetrics: bool = True) -> tuple[bytes, str]:
+        # OpenMetrics only when the scraper asks for it (and it is allowed:
+        # Caddy's `disable_openmetrics`); otherwise the text format under
+        # prometheus_client's current content type.
+        if openmetrics and accept and "application/openmetrics-text" in accept:
+            encode, content_type = choose_encoder(accept)
+            return encode(self.registry), content_type
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def create_metrics(enabled: bool) -> NullMetrics:
+    """A fresh `Metrics` when enabled, else the shared no-op instance."""
+    return Metrics() if enabled else NULL_METRICS
+
+
+def metrics_handler(
+    metrics: NullMetrics, *, openmetrics: bool = True
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """aiohttp handler serving the exposition format (mount at e.g. /metrics).
+
+    `openmetrics=False` is the `metrics { disable_openmetrics }` option.
+    """
+
+    async def serve_metrics(request: web.Request) -> web.Response:
+        if request.method not in ("GET", "HEAD"):
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        if not metrics.enabled:
+            raise web.HTTPNotFound(text="metrics are disabled\n")
+        body, content_type = metrics.render(request.headers.get("Accept"), openmetrics=openmetrics)
+        return web.Response(
+            body=body,
+            headers={"Content-Type": content_type, "Cache-Control": "no-store"},
+        )
+
+    return serve_metrics
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+async def measure_request(metrics: NullMetrics, request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run `handler(request)` and record it: count, latency, live readers.
+
+    The one place the HTTP layer feeds metrics; `metrics_middleware` wraps it
+    for aiohttp apps, and custom routing code can call it directly.
+    """
+    operation = operation_of(request.method, request.query)
+    is_reader = operation in READER_KINDS
+    if is_reader:
+        metrics.reader_started(operation)
+    started = time.perf_counter()
+    status = 500  # an unexpected exception becomes a 500 in aiohttp
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except (ConnectionResetError, asyncio.CancelledError):
+        status = CLIENT_CLOSED_REQUEST
+        raise
+    finally:
+        if is_reader:
+            metrics.reader_finished(operation)
+        metrics.observe_request(request.method, status, operation, time.perf_counter() - started)
+
+
+def metrics_middleware(metrics: NullMetrics) -> Any:
+    """aiohttp middleware recording every request that passes through the app."""
+
+    @web.middleware
+    async def record_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await measure_request(metrics, request, handler)
+
+    return record_metrics
+
+
+def add_metrics_route(app: web.Application, metrics: NullMetrics, path: str = METRICS_PATH) -> None:
+    """Mount the exposition handler on an aiohttp app (GET and HEAD)."""
+    app.router.add_get(path, metrics_handler(metrics))

@@ -1,0 +1,52 @@
+"""One error type for the HTTP layer: status + reason + extra headers, answered as a
+plain-text body with `Cache-Control: no-store` and the common security headers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..engine import errors as engine
+from ..engine.offsets import format_offset
+from .responses import plain
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
+                 *, close: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or {}
+        self.close = close  # e.g. an unread oversized body: the connection cannot be reused
+
+    def response(self, *, with_body: bool = True) -> web.Response:
+        headers = {"Cache-Control": "no-store", **self.headers}
+        body = b""
+        if with_body:
+            headers["Content-Type"] = "text/plain"
+            body = (self.reason + "\n").encode("utf-8", "replace")
+        response = plain(self.status, headers, body)
+        if self.close:
+            response.force_close()
+        return response
+
+
+def from_engine(error: engine.StreamError) -> HttpError:
+    """Map an engine refusal to its status code and headers."""
+    if isinstance(error, engine.StreamClosed):
+        return HttpError(409, error.reason, {"Stream-Closed": "true", "Stream-Next-Offset": format_offset(error.tail)})
+    if isinstance(error, engine.ProducerSeqGap):
+        return HttpError(409, error.reason, {
+            "Producer-Expected-Seq": str(error.expected),
+            "Producer-Received-Seq": str(error.received),
+        })
+    if isinstance(error, engine.StaleProducerEpoch):
+        return HttpError(403, error.reason, {"Producer-Epoch": str(error.current_epoch)})
+    status = {
+        engine.InvalidRequest: 400,
+        engine.StreamNotFound: 404,
+        engine.StreamGone: 410,
+        engine.Conflict: 409,
+        engine.ShuttingDown: 503,
+    }.get(type(error), 500)
+    return HttpError(status, error.reason)

@@ -1,0 +1,365 @@
+"""The `durable_streams` HTTP handler: parse and validate a request, call the engine,
+format its answer (plain bytes, a JSON array, or Server-Sent Events).
+
+The stream key is the full request path. Every response carries the security and CORS
+headers; errors are plain text with `Cache-Control: no-store`; no request produces a
+traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from ..engine.errors import InvalidRequest, StreamError
+from ..engine.expiry import Lifetime
+from ..engine.forks import ForkRequest
+from ..engine.messages import Framing, json_array
+from ..engine.offsets import format_offset, parse_position, parse_read_offset
+from ..engine.streams import AppendRequest, Chunk, CreateRequest, Stream, StreamEngine
+from ..store import open_store
+from ..store.base import StoreError
+from . import headers as parse
+from .cursor import next_cursor
+from .errors import HttpError, from_engine
+from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
+from .sse import control_event, data_event, needs_base64
+
+log = logging.getLogger(__name__)
+
+MAX_PATH_BYTES = 1024
+SWEEP_INTERVAL = 30.0  # seconds between background reclaims of expired streams
+CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
+_LIVE_MODES = ("long-poll", "sse")
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    data_dir: str | None = None  # None -> in-memory store
+    max_file_handles: int = 100
+    long_poll_timeout: float = 30.0  # seconds
+    sse_reconnect_interval: float = 60.0
+    max_read_bytes: int = 1 << 20  # page size of a catch-up read
+    max_body_size: int = 64 << 20  # default request body limit
+
+
+class DurableStreamsHandler:
+    def __init__(self, settings: ProtocolSettings) -> None:
+        self.settings = settings
+        self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles))
+        self._live: set[asyncio.Task] = set()  # requests waiting on streams (long-poll, SSE)
+        self._sweeper: asyncio.Task | None = None
+        self._methods = {
+            "GET": self._get, "HEAD": self._head, "PUT": self._put,
+            "POST": self._post, "DELETE": self._delete,
+        }
+
+    async def start(self) -> None:
+        await self.engine.open()
+        self._sweeper = asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL))
+
+    async def stop(self) -> None:
+        self.engine.release_readers()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        if self._live:
+            await asyncio.wait(list(self._live), timeout=5)
+        await self.engine.close()
+
+    # ---------------------------------------------------------------- dispatch
+
+    async def handle(self, request: web.Request, *, max_body_size: int | None = None) -> web.StreamResponse:
+        with_body = request.method != "HEAD"
+        try:
+            path = _stream_path(request)
+            if request.method == "OPTIONS":
+                return plain(204, PREFLIGHT_HEADERS)
+            method = self._methods.get(request.method)
+            if method is None:
+                raise HttpError(405, f"method {request.method} is not allowed", {"Allow": ALLOWED_METHODS})
+            limit = self.settings.max_body_size if max_body_size is None else max_body_size
+            return await method(request, path, limit)
+        except HttpError as error:
+            return error.response(with_body=with_body)
+        except StreamError as error:
+            return from_engine(error).response(with_body=with_body)
+        except StoreError as error:
+            log.error("storage error handling %s %s: %s", request.method, request.path, error)
+            return HttpError(error.status, "storage unavailable, retry later").response(with_body=with_body)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unexpected error handling %s %s", request.method, request.path)
+            return HttpError(500, "internal server error").response(with_body=with_body)
+
+    # ---------------------------------------------------------------- writes
+
+    async def _put(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+        h = request.headers
+        ttl, expires = h.get("Stream-TTL"), h.get("Stream-Expires-At")
+        if ttl is not None and expires is not None:
+            raise InvalidRequest("Stream-TTL and Stream-Expires-At cannot both be set")
+        lifetime = Lifetime(
+            ttl=parse.decimal(ttl, "Stream-TTL") if ttl is not None else None,
+            expires_at=parse.expires_at(expires) if expires is not None else None,
+            expires_at_text=expires,
+        )
+        fork = _fork_request(h)
+        body = await _read_body(request, limit)
+        result = await self.engine.create(path, CreateRequest(
+            content_type=parse.content_type(h.get("Content-Type")),
+            lifetime=lifetime,
+            closed=parse.is_true(h.get("Stream-Closed")),
+            body=body,
+            fork=fork,
+        ))
+        headers = {"Content-Type": result.content_type, "Stream-Next-Offset": format_offset(result.tail)}
+        if result.closed:
+            headers["Stream-Closed"] = "true"
+        if result.created:
+            headers["Location"] = _location(request)
+        return plain(201 if result.created else 200, headers)
+
+    async def _post(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+        h = request.headers
+        claim = parse.producer_claim(h.get("Producer-Id"), h.get("Producer-Epoch"), h.get("Producer-Seq"))
+        body = await _read_body(request, limit)
+        result = await self.engine.append(path, AppendRequest(
+            content_type=parse.content_type(h.get("Content-Type")),
+            body=body,
+            close=parse.is_true(h.get("Stream-Closed")),
+            stream_seq=h.get("Stream-Seq"),
+            producer=claim,
+        ))
+        headers = {"Stream-Next-Offset": format_offset(result.tail)}
+        if result.closed:
+            headers["Stream-Closed"] = "true"
+        if result.producer is not None:
+            headers["Producer-Epoch"] = str(result.producer.epoch)
+            headers["Producer-Seq"] = str(result.producer.seq)
+        # 200 tells a producer its new data landed; everything else is 204.
+        new_producer_data = claim is not None and result.wrote and bool(body)
+        return plain(200 if new_producer_data else 204, headers)
+
+    async def _delete(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+        await self.engine.delete(path)
+        return plain(204)
+
+    # ---------------------------------------------------------------- reads
+
+    async def _head(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+        stream = await self.engine.require(path)  # HEAD never refreshes a TTL
+        state, lifetime = stream.state, stream.lifetime
+        headers = {
+            "Content-Type": stream.config.content_type,
+            "Stream-Next-Offset": format_offset(state.tail),
+            "Cache-Control": "no-store",
+        }
+        if lifetime.ttl is not None:
+            headers["Stream-TTL"] = str(lifetime.ttl)
+        if lifetime.expires_at_text is not None:
+            headers["Stream-Expires-At"] = lifetime.expires_at_text
+        if state.closed:
+            headers["Stream-Closed"] = "true"
+        return plain(200, headers)
+
+    async def _get(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+        query = request.rel_url.query
+        stream = await self.engine.require(path)  # existence before parameter errors
+        offsets = query.getall("offset", [])
+        live = query.get("live")
+        if len(offsets) > 1:
+            raise InvalidRequest("offset must be given at most once")
+        if live is not None and live not in _LIVE_MODES:
+            raise InvalidRequest(f"unknown live mode {live!r}")
+        if live is not None and not offsets:
+            raise InvalidRequest(f"live={live} requires an offset")
+        start = parse_read_offset(offsets[0]) if offsets else 0
+        if start is not None and start > stream.state.tail:
+            raise InvalidRequest("offset is beyond the tail of the stream")
+        self.engine.touch(stream)
+        if live == "sse":
+            return await self._live_request(self._sse(request, stream, start))
+        if live == "long-poll":
+            return await self._live_request(self._long_poll(request, stream, start))
+        if start is None:
+            return self._at_tail(stream, status=200)
+        chunk = await self.engine.read(stream, start, self.settings.max_read_bytes)
+        return self._chunk_response(request, stream, chunk)
+
+    async def _live_request(self, work):
+        task = asyncio.current_task()
+        self._live.add(task)
+        try:
+            return await work
+        finally:
+            self._live.discard(task)
+
+    def _chunk_response(self, request: web.Request, stream: Stream, chunk: Chunk,
+                        extra: dict[str, str] | None = None) -> web.StreamResponse:
+        headers = _position_headers(stream, chunk.next, chunk.up_to_date, chunk.closed)
+        headers.update(extra or {})
+        tag = f'"{stream.config.created_at!r}:{format_offset(chunk.start)}:{format_offset(chunk.next)}'
+        headers["ETag"] = tag + (':c"' if chunk.closed else '"')
+        # Pages with data never change and may be cached; an empty page at the tail may.
+        headers["Cache-Control"] = CACHEABLE if chunk.data else "no-store"
+        if request.headers.get("If-None-Match") == headers["ETag"]:
+            return plain(304, headers)
+        body = json_array(chunk.data) if stream.framing is Framing.JSON else chunk.data
+        return plain(200, headers, body)
+
+    def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> web.StreamResponse:
+        """Nothing to return: the canonical up-to-date (and, if closed, EOF) answer."""
+        state = stream.state
+        headers = _position_headers(stream, state.tail, True, state.closed)
+        headers["Cache-Control"] = "no-store"
+        if cursor is not None and not state.closed:
+            headers["Stream-Cursor"] = cursor
+        body = b"[]" if status == 200 and stream.framing is Framing.JSON else b""
+        return plain(status, headers, body)
+
+    async def _long_poll(self, request: web.Request, stream: Stream, start: int | None) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        position = stream.state.tail if start is None else start
+        await self.engine.wait(stream, position, loop.time() + self.settings.long_poll_timeout)
+        self.engine.touch(stream)
+        cursor = next_cursor(request.rel_url.query.get("cursor"), self.engine.clock())
+        if stream.state.tail > position:
+            chunk = await self.engine.read(stream, position, self.settings.max_read_bytes)
+            extra = {} if chunk.closed else {"Stream-Cursor": cursor}
+            return self._chunk_response(request, stream, chunk, extra)
+        return self._at_tail(stream, status=204, cursor=cursor)
+
+    async def _sse(self, request: web.Request, stream: Stream, start: int | None) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.sse_reconnect_interval
+        position = stream.state.tail if start is None else start
+        client_cursor = request.rel_url.query.get("cursor")
+        response = web.StreamResponse(status=200)
+        response.headers.update(COMMON_HEADERS)
+        response.headers.update({
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies must not buffer events
+        })
+        if needs_base64(stream.framing):
+            response.headers["Stream-SSE-Data-Encoding"] = "base64"
+        await response.prepare(request)
+        last_cursor = 0
+
+        def control(next_offset: int, up_to_date: bool, closed: bool) -> bytes:
+            nonlocal last_cursor
+            fields: dict = {"streamNextOffset": format_offset(next_offset)}
+            if closed:
+                fields["streamClosed"] = True
+                fields["upToDate"] = True
+            else:
+                # Cursors never go backwards within one connection.
+                last_cursor = max(last_cursor, int(next_cursor(client_cursor, self.engine.clock())))
+                fields["streamCursor"] = str(last_cursor)
+                if up_to_date:
+                    fields["upToDate"] = True
+            return control_event(fields)
+
+        announced_up_to_date = False
+        try:
+            while not (self.engine.stopping or stream.removed or stream.state.soft_deleted):
+                tail, closed = stream.state.tail, stream.state.closed
+                if position < tail:
+                    event, chunk = await stream.events.get(
+                        (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
+                    )
+                    await response.write(event + control(chunk.next, chunk.up_to_date, chunk.closed))
+                    position = chunk.next
+                    announced_up_to_date = chunk.up_to_date
+                    if chunk.closed:
+                        break
+                    continue
+                if closed:
+                    await response.write(control(position, True, True))
+                    break
+                if not announced_up_to_date:
+                    await response.write(control(position, True, False))
+                    announced_up_to_date = True
+                if loop.time() >= deadline:
+                    break  # periodic reconnect lets CDNs collapse readers
+                await self.engine.wait(stream, position, deadline)
+                self.engine.touch(stream)
+            await response.write_eof()
+        except (ConnectionResetError, StreamError):
+            pass  # the client left, or the stream went away: the connection just ends
+        except Exception:  # headers are sent: the only thing left to do is end the stream
+            log.exception("SSE stream %s ended by an unexpected error", stream.path)
+            response.force_close()
+        return response
+
+
+    async def _sse_batch(self, stream: Stream, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
+        """Read and encode one data event; shared by every subscriber at this position."""
+        chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
+        return data_event(stream.framing, chunk.data), chunk
+
+
+# -------------------------------------------------------------------- request parsing
+
+
+def _stream_path(request: web.Request) -> str:
+    """The stream key (the full path), refusing traversal and oversized paths."""
+    raw = request.rel_url.raw_path
+    if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+        raise HttpError(400, f"path longer than {MAX_PATH_BYTES} bytes")
+    path = request.path
+    for candidate in (path, unquote(raw)):
+        if "\x00" in candidate:
+            raise HttpError(400, "path contains a NUL byte")
+        if any(segment in (".", "..") for segment in candidate.split("/")):
+            raise HttpError(400, "path contains a dot segment")
+    return path
+
+
+def _location(request: web.Request) -> str:
+    """The new stream's absolute URL, or just its path when the Host header is unusable."""
+    try:
+        return str(request.url.with_query(None))
+    except ValueError:
+        return request.rel_url.raw_path
+
+
+def _fork_request(h) -> ForkRequest | None:
+    source = h.get("Stream-Forked-From")
+    offset, sub = h.get("Stream-Fork-Offset"), h.get("Stream-Fork-Sub-Offset")
+    if source is None:
+        if offset is not None or sub is not None:
+            raise InvalidRequest("Stream-Fork-Offset and Stream-Fork-Sub-Offset require Stream-Forked-From")
+        return None
+    if offset is not None:
+        parse_position(offset)  # malformed -> 400 before anything else
+    sub_offset = parse.decimal(sub, "Stream-Fork-Sub-Offset") if sub is not None else 0
+    return ForkRequest(source, offset, sub_offset)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body incrementally, giving up as soon as it exceeds `limit`."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes", close=True)
+    body = bytearray()
+    async for piece in request.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes", close=True)
+    return bytes(body)
+
+
+def _position_headers(stream: Stream, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:
+    headers = {"Content-Type": stream.config.content_type, "Stream-Next-Offset": format_offset(next_offset)}
+    if up_to_date:
+        headers["Stream-Up-To-Date"] = "true"
+    if closed:
+        headers["Stream-Closed"] = "true"
+    return headers

@@ -1,0 +1,45 @@
+"""Headers every response carries, and the plain (non-streaming) response builder.
+Header values are set raw: aiohttp's `content_type=`/`text=` would append
+`; charset=utf-8`, and clients compare Content-Type byte for byte."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+ALLOWED_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
+_CORS_ALLOW_HEADERS = ", ".join([
+    "Content-Type", "Authorization", "If-None-Match", "Stream-Seq", "Stream-TTL",
+    "Stream-Expires-At", "Stream-Closed", "Producer-Id", "Producer-Epoch", "Producer-Seq",
+    "Stream-Forked-From", "Stream-Fork-Offset", "Stream-Fork-Sub-Offset",
+])
+_CORS_EXPOSE_HEADERS = ", ".join([
+    "Stream-Next-Offset", "Stream-Cursor", "Stream-Up-To-Date", "Stream-Closed",
+    "Stream-TTL", "Stream-Expires-At", "Stream-SSE-Data-Encoding", "ETag", "Location",
+    "Content-Type", "Producer-Epoch", "Producer-Seq", "Producer-Expected-Seq",
+    "Producer-Received-Seq",
+])
+
+# Browser defence in depth (PROTOCOL "Browser Security Headers") plus permissive CORS:
+# authorisation, if any, is the job of the surrounding server configuration.
+COMMON_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Resource-Policy": "cross-origin",
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": _CORS_EXPOSE_HEADERS,
+}
+
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": ALLOWED_METHODS,
+    "Access-Control-Allow-Headers": _CORS_ALLOW_HEADERS,
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> web.Response:
+    response = web.Response(status=status, body=body)
+    response.headers.update(COMMON_HEADERS)
+    if headers:
+        response.headers.update(headers)
+    if not body and status in (204, 304):
+        response.headers.pop("Content-Type", None)
+    return response

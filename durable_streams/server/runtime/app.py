@@ -1,0 +1,307 @@
+"""The one object that owns the daemon's lifecycle: start-up, serving, reload, shutdown.
+
+Order matters:
+- start: every `durable_streams` store opens (and recovers) before any socket is bound,
+  so the first request already sees recovered data; then listeners; then readiness and
+  systemd's READY=1.
+- reload (SIGHUP): the new config is built next to the old one; stores whose settings
+  did not change are kept (their clients stay connected), listeners whose sockets did
+  not change get the new routes in place; the rest is replaced.
+- shutdown (SIGTERM/SIGINT): readiness turns 503 and systemd hears STOPPING=1; after
+  `shutdown_delay` we stop accepting, stop the handlers (ending long-polls/SSE, flushing
+  and closing stores), then close remaining connections, all within `grace_period`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ..config.model import Config, MetricsEndpoint, Server
+from ..ops.health import Readiness
+from ..ops.metrics import create_metrics
+from ..ops.systemd import SystemdNotifier
+from .listeners import Listener, open_listener, open_ops_listener, socket_settings
+from .routing import Compiler, Factory
+
+DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound
+
+
+def _uses(config: Config, kind: type) -> bool:
+    def walk(routes) -> bool:
+        for route in routes:
+            for handler in route.handle:
+                if isinstance(handler, kind) or walk(getattr(handler, "routes", ())):
+                    return True
+        return False
+
+    return any(walk(s.routes) for s in config.servers)
+
+
+class ServerApp:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        handler_factories: Mapping[type, Factory] | None = None,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.config = config
+        self.factories = handler_factories
+        self.metrics = create_metrics(config.metrics or config.admin is not None or _uses(config, MetricsEndpoint))
+        self.readiness = Readiness()
+        self.notifier = notifier or SystemdNotifier()
+        self.compiler = self._compiler(config)
+        self.listeners: list[Listener] = []
+        self._ops: web.AppRunner | None = None
+        self._started: list[Any] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._closing: set[asyncio.Task[None]] = set()
+        self.grace_override: float | None = None
+        self.log = structlog.get_logger("durable_streams.server")
+
+    def _compiler(self, config: Config, previous: Compiler | None = None) -> Compiler:
+        return Compiler(self.factories, services={"metrics": self.metrics}, previous=previous)
+
+    @property
+    def grace_period(self) -> float:
+        if self.grace_override is not None:
+            return self.grace_override
+        g = self.config.grace_period
+        return DEFAULT_GRACE_PERIOD if g is None or g <= 0 else g
+
+    @property
+    def bound_addresses(self) -> list[tuple[str, Any]]:
+        """(server name, socket name) for every bound socket, e.g. ("srv0", ("127.0.0.1", 4437))."""
+        out = [b for listener in self.listeners for b in listener.bound]
+        if self._ops is not None:
+            for site in self._ops.sites:
+                for sock in getattr(getattr(site, "_server", None), "sockets", None) or ():
+                    out.append(("admin", sock.getsockname()))
+        return out
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self) -> None:
+        self.notifier.status("starting: opening stores")
+        try:
+            if self.config.admin is not None:
+                # first, so /readyz can say "starting" during a long recovery
+                self._ops = await open_ops_listener(
+                    self.config.admin, self.readiness, self.metrics, shutdown_timeout=self.grace_period
+                )
+            routes = [self.compiler.routes(s.routes) for s in self.config.servers]
+            for handler in self.compiler.lifecycle:
+                await handler.start()
+                self._started.append(handler)
+            for server, route_list in zip(self.config.servers, routes):
+                self.listeners.append(await self._open(server, route_list))
+        except BaseException:
+            await self.shutdown()
+            raise
+        for name, sockname in self.bound_addresses:
+            self.log.info("listening", server=name, address=_format_sockname(sockname))
+        self.readiness.mark_ready()
+        self.notifier.ready(self._status())
+        self._watchdog = self.notifier.start_watchdog()
+
+    async def _open(self, server: Server, route_list) -> Listener:
+        return await open_listener(
+            server,
+            route_list,
+            shutdown_timeout=self.grace_period,
+            metrics=self.metrics if self.config.metrics else None,
+        )
+
+    def _status(self) -> str:
+        addresses = ", ".join(str(a) for s in self.config.servers for a in s.listen)
+        return f"serving on {addresses}" if addresses else "serving (no listeners)"
+
+    # ------------------------------------------------------------------ reload
+
+    async def reload(self, new: Config) -> None:
+        """Swap to `new` without dropping connections that it still serves."""
+        self.notifier.reloading("reloading configuration")
+        try:
+            await self._reload(new)
+        finally:
+            self.notifier.ready(self._status())
+
+    async def _reload(self, new: Config) -> None:
+        compiler = self._compiler(new, previous=self.compiler)
+        routes = [compiler.routes(s.routes) for s in new.servers]
+        fresh = [h for h in compiler.lifecycle if h not in compiler.reused]
+        dropped = [h for h in self.compiler.lifecycle if h not in compiler.reused]
+        # A dropped store may hold the data_dir a fresh one needs: stop those first.
+        for handler in dropped:
+            await self._stop_handler(handler, time.monotonic() + self.grace_period)
+            if handler in self._started:
+                self._started.remove(handler)
+        started = []
+        try:
+            for handler in fresh:
+                await handler.start()
+                started.append(handler)
+        except BaseException:
+            for handler in started:
+                await self._stop_handler(handler, time.monotonic() + self.grace_period)
+            raise
+        self._started.extend(started)
+
+        old_by_settings = {listener.socket_settings(): listener for listener in self.listeners}
+        kept: list[Listener] = []
+        for server, route_list in zip(new.servers, routes):
+            listener = old_by_settings.pop(socket_settings(server), None)
+            if listener is not None:
+                listener.server, listener.routes = server, route_list
+                kept.append(listener)
+        # listeners that go away stop accepting now and drain in the background
+        for listener in old_by_settings.values():
+            await listener.stop_accepting()
+            task = asyncio.get_running_loop().create_task(listener.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        for server, route_list in zip(new.servers, routes):
+            if socket_settings(server) not in {k.socket_settings() for k in kept}:
+                kept.append(await self._open(server, route_list))
+        self.listeners = kept
+        self.compiler, self.config = compiler, new
+        self.log.info("configuration reloaded", listeners=len(kept), stores_kept=len(compiler.reused))
+
+    # ------------------------------------------------------------------ stop
+
+    async def _stop_handler(self, handler: Any, deadline: float) -> None:
+        try:
+            await asyncio.wait_for(handler.stop(), timeout=max(0.1, deadline - time.monotonic()))
+        except Exception as exc:  # keep closing everything else
+            self.log.warning("handler did not stop cleanly", error=repr(exc))
+
+    async def shutdown(self) -> None:
+        """Graceful stop, bounded by the grace period. Safe to call more than once."""
+        if self._stopped:
+            return
+        self._stopped = True
+        deadline = time.monotonic() + self.grace_period
+        self.readiness.mark_stopping()
+        self.notifier.stopping("stopping")
+        await SystemdNotifier.stop_watchdog(self._watchdog)
+        for listener in self.listeners:
+            await listener.stop_accepting()
+        for handler in reversed(self._started):
+            await self._stop_handler(handler, deadline)
+        self._started.clear()
+        for closer in [*(listener.close() for listener in self.listeners), *self._closing]:
+            try:
+                await asyncio.wait_for(closer, timeout=max(0.1, deadline - time.monotonic()))
+            except Exception as exc:
+                self.log.warning("listener did not close cleanly", error=repr(exc))
+        self.listeners = []
+        if self._ops is not None:
+            await self._ops.cleanup()
+            self._ops = None
+        self.log.info("stopped")
+
+    async def serve(self, stop: asyncio.Event, reload_requests: asyncio.Queue | None = None,
+                    load: Callable[[], Config] | None = None) -> None:
+        """Start, serve (handling reload requests) until `stop`, then shut down."""
+        await self.start()
+        try:
+            waiter = asyncio.ensure_future(stop.wait())
+            while not stop.is_set():
+                if reload_requests is None:
+                    await waiter
+                    break
+                getter = asyncio.ensure_future(reload_requests.get())
+                done, _ = await asyncio.wait({waiter, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                await self._try_reload(load)
+            delay = self.config.shutdown_delay or 0
+            if delay > 0:
+                self.readiness.mark_stopping()
+                self.log.info("shutdown delayed", seconds=delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self.shutdown()
+
+    async def _try_reload(self, load: Callable[[], Config] | None) -> None:
+        if load is None:
+            return
+        try:
+            new = load()
+        except Exception as exc:  # a bad Caddyfile keeps the running config
+            self.log.error("reload refused; keeping the running configuration", error=str(exc))
+            self.notifier.reloading("reload refused")
+            self.notifier.ready(self._status())
+            return
+        try:
+            await self.reload(new)
+        except Exception as exc:
+            self.log.error("reload failed; keeping what is running", error=repr(exc))
+
+
+def _format_sockname(sockname: Any) -> str:
+    if isinstance(sockname, tuple):
+        host, port = sockname[0], sockname[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(sockname)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # e.g. Windows: the standard loop works, only slower
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run(
+    config: Config,
+    *,
+    handler_factories: Mapping[type, Factory] | None = None,
+    reload: Callable[[], Config] | None = None,
+) -> int:
+    """Blocking entry point for the CLI: serve until SIGTERM/SIGINT, then stop gracefully.
+
+    SIGHUP calls `reload()` for a new Config and swaps to it (a bad one is refused).
+    A second SIGTERM/SIGINT while stopping cuts the grace period short.
+    """
+    app = ServerApp(config, handler_factories=handler_factories)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        reloads: asyncio.Queue[None] = asyncio.Queue()
+        task = asyncio.current_task()
+
+        def on_stop_signal(signum: int) -> None:
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                app.log.warning("second signal: stopping without waiting", signal=name)
+                app.grace_override = 0.5
+                if task is not None:
+                    task.cancel()
+                return
+            app.log.info("shutting down", signal=name)
+            stop.set()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_stop_signal, signum)
+        if reload is not None and hasattr(signal, "SIGHUP"):
+            loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+        await app.serve(stop, reloads, reload)
+
+    with asyncio.Runner(loop_factory=_new_loop) as runner:
+        try:
+            runner.run(main())
+        except asyncio.CancelledError:
+            return 1
+    return 0

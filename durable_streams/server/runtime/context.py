@@ -1,0 +1,31 @@
+"""Per-request state shared by the handlers of one request (survives request.clone)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from ..config.model import HeaderOp
+
+@dataclass
+class RequestContext:
+    client_ip: str = ""
+    # Headers written by non-deferred `header` ops: Caddy puts them on the response writer
+    # before the next handler runs, so handlers may overwrite them.
+    early_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
+    # Ops that Caddy applies when the response header is written (`defer`, deletes, `?`).
+    deferred_ops: list[HeaderOp] = field(default_factory=list)
+    max_body_size: int | None = None
+
+
+def context_of(request: web.BaseRequest) -> RequestContext:
+    ctx = request.get(CONTEXT_KEY)
+    if ctx is None:
+        ctx = request[CONTEXT_KEY] = RequestContext()
+    return ctx
+
+
+# aiohttp >= 3.12 wants typed keys for request state; older versions take a string.
+CONTEXT_KEY = web.RequestKey("ds.ctx", RequestContext) if hasattr(web, "RequestKey") else "ds.ctx"

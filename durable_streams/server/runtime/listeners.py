@@ -1,0 +1,248 @@
+"""One aiohttp server per config Server: an app whose only handler runs the route tree,
+bound on each listen address (TCP or unix), with TLS when the server has certificates."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from ..config.addresses import ListenAddress
+from ..config.matchers import HostMatcher, RequestView
+from ..config.model import Server
+from .context import RequestContext, CONTEXT_KEY
+from .routing import RouteList, apply_response_headers, client_ip
+
+# The protocol handler streams request bodies itself and enforces its own limits.
+CLIENT_MAX_SIZE = 1 << 62
+
+log = logging.getLogger("durable_streams.server.access")
+SERVER_HEADER = "durable-streams-server"
+
+
+async def _empty_response(request: web.Request) -> web.StreamResponse:
+    # Caddy answers a request no handler wrote to with an empty 200.
+    return web.Response(status=200)
+
+
+class _AccessLogger(AbstractAccessLogger):
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "handled request",
+            extra={
+                "ds_fields": {
+                    "method": request.method,
+                    "uri": request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs") else str(request.rel_url),
+                    "status": response.status,
+                    "duration": round(time, 6),
+                    "remote_ip": request.remote,
+                    "host": request.host,
+                    "size": response.body_length,
+                }
+            },
+        )
+
+
+def build_ssl_context(server: Server) -> ssl.SSLContext | None:
+    """One context per certificate; SNI picks among them when there are several."""
+    if not server.certificates:
+        return None
+
+    def make(cert_file: str, key_file: str) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if server.tls_min_version == "tls1.3" else ssl.TLSVersion.TLSv1_2
+        if server.tls_max_version == "tls1.2":
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.load_cert_chain(cert_file, key_file)
+        return ctx
+
+    contexts = [(c.hosts, make(c.cert_file, c.key_file)) for c in server.certificates]
+    default = contexts[0][1]
+    if len(contexts) > 1:
+
+        def pick(sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            if not server_name:
+                return
+            view = RequestView(method="", path="", host=server_name)
+            for hosts, ctx in contexts:
+                if hosts and HostMatcher(hosts).matches(view):
+                    sock.context = ctx
+                    return
+
+        default.sni_callback = pick  # type: ignore[assignment]
+    return default
+
+
+@dataclass
+class Listener:
+    """A running server: its runner and the sockets actually bound.
+
+    `server` and `routes` are read on every request, so a reload can swap them in place
+    when the socket-level settings did not change (no connection is dropped).
+    """
+
+    server: Server
+    runner: web.AppRunner | None
+    routes: RouteList
+    sites: list[web.BaseSite] = field(default_factory=list)
+
+    def socket_settings(self) -> tuple:
+        return socket_settings(self.server)
+
+    @property
+    def bound(self) -> list[tuple[str, Any]]:
+        out = []
+        for site in self.sites:
+            srv = getattr(site, "_server", None)
+            for sock in getattr(srv, "sockets", None) or ():
+                name = sock.getsockname()
+                out.append((self.server.name, name))
+        return out
+
+    async def stop_accepting(self) -> None:
+        for site in list(self.sites):
+            await site.stop()
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+def socket_settings(server: Server) -> tuple:
+    """What cannot change without re-binding: addresses, TLS and connection limits."""
+    return (server.listen, server.certificates, server.tls_min_version, server.tls_max_version,
+            server.timeouts.idle, server.max_header_size, server.access_log)
+
+
+async def open_listener(
+    server: Server,
+    routes: RouteList,
+    *,
+    shutdown_timeout: float,
+    access_log: bool = False,
+    metrics: Any = None,
+) -> Listener:
+    listener = Listener(server, None, routes)
+
+    async def run_routes(request: web.Request) -> web.StreamResponse:
+        current = listener.server
+        request[CONTEXT_KEY] = RequestContext(
+            client_ip=client_ip(request, current.trusted_proxies, current.client_ip_headers)
+        )
+        return await listener.routes(request, _empty_response)
+
+    if metrics is not None:
+        from ..ops.metrics import measure_request
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await measure_request(metrics, request, run_routes)
+    else:
+        handle = run_routes
+
+    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
+    app.router.add_route("*", "/{tail:.*}", handle)
+
+    async def on_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
+        # Caddy says "Server: Caddy"; we name ourselves instead of aiohttp/Python versions.
+        response.headers["Server"] = SERVER_HEADER
+        apply_response_headers(response, request)
+
+    app.on_response_prepare.append(on_prepare)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
+        access_log_class=_AccessLogger,
+        access_log=log if (access_log or server.access_log) else None,
+        **_handler_args(server),
+    )
+    await runner.setup()
+    listener.runner = runner
+    ssl_context = build_ssl_context(server)
+    try:
+        for address in server.listen:
+            if address.network == "unix":
+                site: web.BaseSite = web.UnixSite(runner, address.host, ssl_context=ssl_context)
+            else:
+                site = web.SockSite(runner, _bind_socket(address.network, address.host, address.port), ssl_context=ssl_context)
+            await site.start()
+            listener.sites.append(site)
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return listener
+
+
+def _handler_args(server: Server) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if server.timeouts.idle is not None:
+        args["keepalive_timeout"] = server.timeouts.idle
+    if server.max_header_size:
+        args["max_field_size"] = server.max_header_size
+        args["max_line_size"] = server.max_header_size
+    return args
+
+
+def _bind_socket(network: str, host: str, port: int) -> socket.socket:
+    """Bind like Go's net.Listen: "" = every interface (dual-stack when IPv6 exists)."""
+    if network == "tcp6" or (":" in host):
+        family = socket.AF_INET6
+    elif network == "tcp4" or host:
+        family = socket.AF_INET
+    else:
+        family = socket.AF_INET6 if socket.has_dualstack_ipv6() else socket.AF_INET
+    if host and family == socket.AF_INET and not _is_ip(host):
+        host = socket.gethostbyname(host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and not host:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((host or ("::" if family == socket.AF_INET6 else "0.0.0.0"), port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        # Caddy-like wording: which address, then the system's reason
+        raise OSError(exc.errno, f"listening on {shown}: bind: {(exc.strerror or str(exc)).lower()}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+        return True
+    except OSError:
+        return False
+
+
+async def open_ops_listener(address: ListenAddress, readiness: Any, metrics: Any, *, shutdown_timeout: float) -> web.AppRunner:
+    """The admin address: /metrics, /healthz, /readyz (no config API)."""
+    from ..ops.health import add_health_routes
+    from ..ops.metrics import add_metrics_route
+
+    app = web.Application()
+    add_health_routes(app, readiness)
+    add_metrics_route(app, metrics)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
+    await runner.setup()
+    try:
+        if address.network == "unix":
+            site: web.BaseSite = web.UnixSite(runner, address.host)
+        else:
+            site = web.SockSite(runner, _bind_socket(address.network, address.host, address.port))
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner

@@ -1,0 +1,145 @@
+"""The on-disk state of a data_dir and the synchronous operations on it.
+
+Layout:
+    <data_dir>/LOCK                       flock + pid: one process per data_dir
+    <data_dir>/checkpoint                 catalog snapshot + log generation to replay from
+    <data_dir>/wal/<generation>.wal       shared write-ahead log (all streams)
+    <data_dir>/streams/<xx>/<id>.data     raw bytes of one stream incarnation; file position
+                                          = logical position - base_offset
+
+Used by exactly one thread at a time: recovery, then the writer thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+from . import checkpoint
+from .catalog import Catalog
+from .filepool import DataFilePool
+from .fsutil import fsync_dir, pwrite_all
+from .records import Kind, Record
+from .syncfs import SYNCFS_THRESHOLD, syncfs, syncfs_available
+from .wal import WalFile
+
+SHARDS = [f"{i:02x}" for i in range(256)]
+
+
+@dataclass(slots=True)
+class PendingCheckpoint:
+    generation: int  # first log generation NOT covered by the snapshot
+    snapshot: bytes
+    files: set[str]  # data files written before the snapshot, to flush
+    shards: set[str]  # shard directories with created/unlinked entries, to flush
+
+
+class Storage:
+    def __init__(self, data_dir: str, max_file_handles: int) -> None:
+        self.data_dir = data_dir
+        self.wal_dir = os.path.join(data_dir, "wal")
+        self.streams_dir = os.path.join(data_dir, "streams")
+        self.catalog = Catalog()
+        self.pool = DataFilePool(self.streams_dir, max_file_handles)
+        self.wal = WalFile(self.wal_dir)
+        # Written since the last checkpoint: must be fsynced before the log can go.
+        self._dirty_lock = threading.Lock()  # the checkpoint thread hands sets back on failure
+        self._dirty_files: set[str] = set()
+        self._dirty_shards: set[str] = set()
+
+    def make_dirs(self) -> None:
+        created = False
+        for d in (self.wal_dir, self.streams_dir):
+            if not os.path.isdir(d):
+                os.makedirs(d, exist_ok=True)
+                created = True
+        for shard in SHARDS:
+            d = os.path.join(self.streams_dir, shard)
+            if not os.path.isdir(d):
+                os.mkdir(d)
+                created = True
+        if created:
+            fsync_dir(self.streams_dir)
+            fsync_dir(self.data_dir)
+
+    def write_data(self, incarnation: str, file_position: int, data: bytes) -> None:
+        """Put bytes into a stream's data file (page cache only; the log makes them durable)."""
+        with self._dirty_lock:
+            self._dirty_files.add(incarnation)
+            self._dirty_shards.add(incarnation[:2])
+        with self.pool.handle(incarnation, create=True) as fd:
+            pwrite_all(fd, data, file_position)
+
+    def apply_durable(self, record: Record) -> None:
+        """Apply a record that is in the durable log to the catalog, and reclaim the
+        storage of a deleted incarnation (the log's DELETE record keeps it dead)."""
+        entry = self.catalog.apply(record)
+        if record.kind is Kind.DELETE and entry is not None:
+            self.discard_file(entry.incarnation)
+
+    def discard_file(self, incarnation: str) -> None:
+        self.pool.discard(incarnation)
+        with self._dirty_lock:
+            self._dirty_files.discard(incarnation)
+            self._dirty_shards.add(incarnation[:2])  # the unlink must be durable too
+        try:
+            os.unlink(self.pool.path_of(incarnation))
+        except FileNotFoundError:
+            pass
+
+    def begin_checkpoint(self) -> PendingCheckpoint:
+        """Writer thread, between batches: switch to a new log generation and snapshot the
+        catalog, which at this moment is exactly the state after every older record.
+        `finish_checkpoint` may then run on another thread while appends continue."""
+        generation = self.wal.generation + 1
+        # The new log file exists before any checkpoint names it: whichever later step
+        # fails, the checkpoint on disk points at logs that hold everything after it.
+        self.wal.start(generation)
+        snapshot = checkpoint.encode(generation, self.catalog)
+        with self._dirty_lock:
+            files, shards = self._dirty_files, self._dirty_shards
+            self._dirty_files, self._dirty_shards = set(), set()
+        return PendingCheckpoint(generation, snapshot, files, shards)
+
+    def finish_checkpoint(self, pending: PendingCheckpoint) -> None:
+        """Make the data files durable, install the snapshot, drop the older logs."""
+        try:
+            self._flush_files(pending.files, pending.shards)
+            checkpoint.write(self.data_dir, pending.snapshot)
+            self.wal.remove_older_than(pending.generation)
+        except OSError:
+            with self._dirty_lock:  # still not known durable: the next checkpoint retries
+                self._dirty_files |= pending.files
+                self._dirty_shards |= pending.shards
+            raise
+
+    def _flush_files(self, files: set[str], shards: set[str]) -> None:
+        if len(files) + len(shards) > SYNCFS_THRESHOLD and syncfs_available():
+            syncfs(self.streams_dir)
+            return
+        for incarnation in files:
+            try:
+                with self.pool.handle(incarnation) as fd:
+                    os.fsync(fd)
+            except FileNotFoundError:
+                pass  # deleted since: its DELETE record is in the newer log
+        for shard in shards:
+            fsync_dir(os.path.join(self.streams_dir, shard))
+
+    def orphan_files(self) -> list[str]:
+        """Data files no live incarnation owns (left by a crash between writing a
+        create's bytes and its log record, or by an unlink lost in a crash)."""
+        orphans = []
+        live = self.catalog.by_incarnation
+        for shard in SHARDS:
+            with os.scandir(os.path.join(self.streams_dir, shard)) as it:
+                for item in it:
+                    stem, _, ext = item.name.partition(".")
+                    if ext == "data" and stem not in live:
+                        orphans.append(stem)
+        return orphans
+
+    def close(self) -> None:
+        self.wal.close()
+        self.pool.close_all()

@@ -1,0 +1,193 @@
+"""FileStore: the durable StreamStore behind `data_dir` (asyncio facade).
+
+Writes go to the group-commit writer thread and are awaited on asyncio futures;
+reads run `os.pread` on pooled descriptors in a small thread pool; nothing blocks
+the event loop on file I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
+from .fsutil import store_error
+from .lock import DataDirLock
+from .recovery import RecoveryReport, recover
+from .storage import Storage
+from .writer import GroupCommitWriter, Job, WriterMetrics
+
+READ_THREADS = 4
+
+
+class FileStore(StreamStore):
+    durable = True
+
+    def __init__(
+        self,
+        data_dir: str,
+        max_file_handles: int = 100,
+        *,
+        checkpoint_bytes: int = 64 << 20,
+        touch_flush_interval: float = 1.0,
+        checkpoint_on_close: bool = True,
+    ) -> None:
+        if max_file_handles < 1:
+            raise ValueError("max_file_handles must be at least 1")
+        self.data_dir = os.path.abspath(data_dir)
+        self.max_file_handles = max_file_handles
+        self.checkpoint_bytes = checkpoint_bytes
+        self.touch_flush_interval = touch_flush_interval
+        # A checkpoint at close makes the next start replay nothing; tests turn it off to
+        # leave a log behind, as a crash would.
+        self.checkpoint_on_close = checkpoint_on_close
+        self.recovery: RecoveryReport | None = None
+        self._lock = DataDirLock(self.data_dir)
+        self._storage = Storage(self.data_dir, max_file_handles)
+        self._writer: GroupCommitWriter | None = None
+        self._metrics = WriterMetrics()  # survives close, for the metrics exporter
+        self._reads: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._touched: dict[str, float] = {}
+        self._touch_timer: asyncio.TimerHandle | None = None
+
+    # --- metrics (plain attributes/properties for the metrics exporter) ---
+
+    @property
+    def open_handles(self) -> int:
+        return self._storage.pool.open_handles
+
+    @property
+    def evictions(self) -> int:
+        return self._storage.pool.evictions
+
+    @property
+    def metrics(self) -> WriterMetrics:
+        return self._metrics
+
+    @property
+    def flush_count(self) -> int:
+        return self.metrics.flush_count
+
+    @property
+    def flush_seconds_total(self) -> float:
+        return self.metrics.flush_seconds_total
+
+    @property
+    def batch_records_total(self) -> int:
+        return self.metrics.batch_records_total
+
+    @property
+    def batch_records_max(self) -> int:
+        return self.metrics.batch_records_max
+
+    # --- lifecycle ---
+
+    async def open(self) -> list[StoredStream]:
+        if self._writer is not None:
+            raise RuntimeError("FileStore is already open")
+        loop = asyncio.get_running_loop()
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self.recovery = await loop.run_in_executor(None, recover, self._storage)
+        except BaseException as exc:
+            self._storage.close()
+            self._lock.release()
+            if isinstance(exc, OSError):
+                raise store_error(exc, f"recovery of {self.data_dir} failed") from exc
+            raise
+        streams = [entry.snapshot() for entry in self._storage.catalog.by_path.values()]
+        self._loop = loop
+        self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ds-store-read")
+        self._writer = GroupCommitWriter(self._storage, loop, self.checkpoint_bytes, self._metrics)
+        self._writer.start()
+        self._writer.submit(Job("sweep"))  # orphan files: off the start-up path
+        return streams
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        if self._touch_timer is not None:
+            self._touch_timer.cancel()
+        self._flush_touches()
+        try:
+            await self._submit(Job("stop" if self.checkpoint_on_close else "halt"))
+        except StoreError:
+            pass  # logged by the writer; the log still holds everything
+        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        self._reads.shutdown(wait=True)
+        self._storage.close()
+        self._lock.release()
+        self._writer = None
+
+    async def checkpoint(self) -> None:
+        """Force a checkpoint now (tests, operators); normally driven by log size."""
+        await self._submit(Job("checkpoint"))
+
+    # --- writes ---
+
+    async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
+        await self._submit(Job("create", config.path, config=config, state=copy.deepcopy(state), data=bytes(data)))
+
+    async def append(self, path: str, data: bytes, commit: Commit) -> None:
+        await self._submit(Job("append", path, data=bytes(data), commit=commit))
+
+    async def mark_soft_deleted(self, path: str) -> None:
+        await self._submit(Job("soft_delete", path))
+
+    async def delete(self, path: str) -> None:
+        self._touched.pop(path, None)
+        await self._submit(Job("delete", path))
+
+    def touch(self, path: str, when: float) -> None:
+        if when > self._touched.get(path, 0.0):
+            self._touched[path] = when
+        if self._touch_timer is None and self._loop is not None:
+            self._touch_timer = self._loop.call_later(self.touch_flush_interval, self._flush_touches)
+
+    def _flush_touches(self) -> None:
+        self._touch_timer = None
+        if self._touched and self._writer is not None:
+            touches, self._touched = self._touched, {}
+            self._writer.submit(Job("touch", touches=touches))  # no waiter: written lazily
+
+    async def _submit(self, job: Job) -> None:
+        if self._writer is None:
+            raise RuntimeError("FileStore is not open")
+        job.future = self._loop.create_future()
+        self._writer.submit(job)
+        await job.future
+
+    # --- reads ---
+
+    async def read(self, path: str, start: int, end: int) -> bytes:
+        entry = self._storage.catalog.by_path.get(path)
+        if entry is None:
+            raise KeyError(path)
+        if start >= end:
+            return b""
+        base = entry.config.base_offset
+        return await self._loop.run_in_executor(
+            self._reads, self._read_sync, entry.incarnation, start - base, end - start
+        )
+
+    def _read_sync(self, incarnation: str, position: int, length: int) -> bytes:
+        pool = self._storage.pool
+        try:
+            with pool.handle(incarnation) as fd:
+                chunks = []
+                while length:
+                    chunk = os.pread(fd, length, position)
+                    if not chunk:
+                        raise StoreError(
+                            f"data file {pool.path_of(incarnation)} is shorter than its committed length (damaged)"
+                        )
+                    chunks.append(chunk)
+                    position += len(chunk)
+                    length -= len(chunk)
+                return b"".join(chunks)
+        except OSError as exc:
+            raise store_error(exc, "read failed") from exc

@@ -1,0 +1,66 @@
+"""In-memory store: bytes and state in process memory, lost on exit (`durable = False`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .base import Commit, StoredStream, StreamConfig, StreamState, StreamStore
+
+
+class _Entry:
+    __slots__ = ("config", "state", "data")
+
+    def __init__(self, config: StreamConfig, state: StreamState, data: bytes) -> None:
+        self.config = config
+        self.state = state
+        self.data = bytearray(data)
+
+
+class MemoryStore(StreamStore):
+    durable = False
+
+    def __init__(self) -> None:
+        self._streams: dict[str, _Entry] = {}
+
+    async def open(self) -> list[StoredStream]:
+        return [StoredStream(e.config, _copy(e.state)) for e in self._streams.values()]
+
+    async def close(self) -> None:
+        pass
+
+    async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
+        self._streams[config.path] = _Entry(config, _copy(state), data)
+
+    async def append(self, path: str, data: bytes, commit: Commit) -> None:
+        entry = self._streams[path]
+        entry.data += data
+        state = entry.state
+        state.tail = commit.tail
+        if commit.close:
+            state.closed = True
+            state.closed_by = commit.closed_by
+        if commit.stream_seq is not None:
+            state.stream_seq = commit.stream_seq
+        if commit.producer is not None:
+            producer_id, producer_state = commit.producer
+            state.producers[producer_id] = producer_state
+
+    async def mark_soft_deleted(self, path: str) -> None:
+        self._streams[path].state.soft_deleted = True
+
+    async def delete(self, path: str) -> None:
+        self._streams.pop(path, None)
+
+    async def read(self, path: str, start: int, end: int) -> bytes:
+        entry = self._streams[path]
+        base = entry.config.base_offset
+        return bytes(entry.data[start - base : end - base])
+
+    def touch(self, path: str, when: float) -> None:
+        entry = self._streams.get(path)
+        if entry is not None:
+            entry.state.last_access = when
+
+
+def _copy(state: StreamState) -> StreamState:
+    return dataclasses.replace(state, producers=dict(state.producers))

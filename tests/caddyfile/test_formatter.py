@@ -1,0 +1,29 @@
+"""`caddy fmt`: Caddy's formatter table plus idempotence on every table output."""
+
+from __future__ import annotations
+
+import pytest
+
+from durable_streams.server.caddyfile import format_caddyfile
+
+from .formatter_table import FORMATTER_CASES
+
+
+@pytest.mark.parametrize(("description", "text", "expected"), FORMATTER_CASES, ids=[c[0] for c in FORMATTER_CASES])
+def test_caddy_formatter_table(description: str, text: str, expected: str) -> None:
+    assert format_caddyfile(text) == expected
+
+
+@pytest.mark.parametrize(("description", "text", "expected"), FORMATTER_CASES, ids=[c[0] for c in FORMATTER_CASES])
+def test_formatting_is_stable(description: str, text: str, expected: str) -> None:
+    once = format_caddyfile(text)
+    assert format_caddyfile(once) == once
+
+
+def test_typical_durable_streams_config() -> None:
+    messy = "{\nadmin off\n  auto_https off\n}\n:4437 {\n    route /v1/stream/* {\n  durable_streams {\n data_dir ./data\n}\n}\n}"
+    assert format_caddyfile(messy) == (
+        # consecutive lines stay consecutive: fmt does not insert a blank line after `}`
+        "{\n\tadmin off\n\tauto_https off\n}\n:4437 {\n\troute /v1/stream/* {\n"
+        "\t\tdurable_streams {\n\t\t\tdata_dir ./data\n\t\t}\n\t}\n}\n"
+    )

@@ -1,0 +1,154 @@
+"""Live reads: SSE connections end after sse_reconnect_interval (for CDN collapsing)
+and resume without replay; deleting a stream or stopping the server releases
+long-polls and SSE readers instead of leaving them to their timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+
+# Guards against a hang, far below the configured live timeouts (60 s): a reader that
+# was not released would trip them. Not performance expectations.
+RELEASE_GUARD = 10.0
+TEXT = {"Content-Type": "text/plain"}
+
+
+def controls(sse_text: str) -> list[dict]:
+    return [json.loads(m) for m in re.findall(r"event: control\ndata:(\{[^\n]*\})\n\n", sse_text)]
+
+
+async def test_sse_connection_closes_after_reconnect_interval(start_server, http):
+    async with start_server(sse_reconnect_interval=0.3, long_poll_timeout=60) as server:
+        url = server.url(server.new_path("sse"))
+        async with http.put(url, data="hello", headers=TEXT) as r:
+            assert r.status == 201
+        async with http.get(url, params={"offset": "-1", "live": "sse"}) as r:
+            assert r.headers["Content-Type"] == "text/event-stream"
+            text = await asyncio.wait_for(r.text(), RELEASE_GUARD)  # ends: the server closed it
+        assert "event: data\ndata:hello\n\n" in text
+        last = controls(text)[-1]
+        assert last["upToDate"] is True and "streamClosed" not in last
+
+        # Resuming from the last streamNextOffset replays nothing and sees new data.
+        async with http.post(url, data="again", headers=TEXT) as r:
+            assert r.status == 204
+        params = {"offset": last["streamNextOffset"], "live": "sse", "cursor": last["streamCursor"]}
+        async with http.get(url, params=params) as r:
+            text = await asyncio.wait_for(r.text(), RELEASE_GUARD)
+        assert "data:again" in text and "hello" not in text
+        assert int(controls(text)[0]["streamCursor"]) > int(last["streamCursor"])
+
+
+async def test_sse_splits_payload_lines_and_base64_for_binary(server, http):
+    text_url = server.url(server.new_path("lines"))
+    async with http.put(text_url, data="a\r\nevent: x\rb\nc", headers=TEXT) as r:
+        assert r.status == 201
+    async with http.post(text_url, headers={"Stream-Closed": "true"}) as r:
+        assert r.status == 204
+    async with http.get(text_url, params={"offset": "-1", "live": "sse"}) as r:
+        body = await asyncio.wait_for(r.text(), RELEASE_GUARD)
+    assert "event: data\ndata:a\ndata:event: x\ndata:b\ndata:c\n\n" in body
+    assert controls(body)[-1]["streamClosed"] is True
+
+    bin_url = server.url(server.new_path("bin"))
+    async with http.put(bin_url, data=bytes(range(256)), headers={"Content-Type": "application/octet-stream",
+                                                                   "Stream-Closed": "true"}) as r:
+        assert r.status == 201
+    async with http.get(bin_url, params={"offset": "-1", "live": "sse"}) as r:
+        assert r.headers["Stream-SSE-Data-Encoding"] == "base64"
+        body = await asyncio.wait_for(r.text(), RELEASE_GUARD)
+    import base64
+    data_lines = re.search(r"event: data\n((?:data:[^\n]*\n)+)\n", body).group(1)
+    payload = "".join(line[len("data:"):] for line in data_lines.splitlines())
+    assert base64.b64decode(payload) == bytes(range(256))
+
+
+@pytest.mark.parametrize("mode", ["long-poll", "sse"])
+async def test_delete_releases_waiting_readers(start_server, http, mode):
+    async with start_server(long_poll_timeout=60, sse_reconnect_interval=60) as server:
+        url = server.url(server.new_path("del"))
+        async with http.put(url, headers=TEXT) as r:
+            assert r.status == 201
+            tail = r.headers["Stream-Next-Offset"]
+
+        async def reader():
+            async with http.get(url, params={"offset": tail, "live": mode}) as r:
+                return r.status, await r.text()
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.2)  # let the reader start waiting
+        async with http.delete(url) as r:
+            assert r.status == 204
+        status, text = await asyncio.wait_for(task, RELEASE_GUARD)
+        if mode == "long-poll":
+            assert status == 404
+        else:
+            assert status == 200 and "streamClosed" not in text  # the event stream just ends
+
+
+async def test_stop_releases_live_readers(start_server, http):
+    async with start_server(long_poll_timeout=60, sse_reconnect_interval=60) as server:
+        url = server.url(server.new_path("stop"))
+        async with http.put(url, headers=TEXT) as r:
+            tail = r.headers["Stream-Next-Offset"]
+
+        async def reader(mode):
+            async with http.get(url, params={"offset": tail, "live": mode}) as r:
+                return r.status
+
+        tasks = [asyncio.create_task(reader(m)) for m in ("long-poll", "sse")]
+        await asyncio.sleep(0.2)
+        await asyncio.wait_for(server.handler.stop(), RELEASE_GUARD)
+        assert sorted(await asyncio.wait_for(asyncio.gather(*tasks), RELEASE_GUARD)) == [200, 204]
+
+
+async def test_long_poll_wakes_on_append_with_only_new_data(start_server, http):
+    async with start_server(long_poll_timeout=60) as server:
+        url = server.url(server.new_path("lp"))
+        async with http.put(url, data="old", headers=TEXT) as r:
+            tail = r.headers["Stream-Next-Offset"]
+
+        async def reader():
+            async with http.get(url, params={"offset": tail, "live": "long-poll"}) as r:
+                return r.status, await r.text(), r.headers
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.2)
+        async with http.post(url, data="new", headers=TEXT) as r:
+            assert r.status == 204
+        status, body, headers = await asyncio.wait_for(task, RELEASE_GUARD)
+        assert (status, body) == (200, "new")
+        assert re.fullmatch(r"[0-9]+", headers["Stream-Cursor"])
+
+
+async def test_many_sse_subscribers_get_every_event_then_eof(server, http):
+    url = server.url(server.new_path("fan"))
+    async with http.put(url, headers={"Content-Type": "application/json"}) as r:
+        tail = r.headers["Stream-Next-Offset"]
+    ready = asyncio.Event()
+    waiting = 0
+
+    async def subscriber():
+        nonlocal waiting
+        async with http.get(url, params={"offset": tail, "live": "sse"}) as r:
+            first = await r.content.readuntil(b"\n\n")  # the initial up-to-date control
+            waiting += 1
+            if waiting == 20:
+                ready.set()
+            return first + await r.content.read()
+
+    tasks = [asyncio.create_task(subscriber()) for _ in range(20)]
+    await asyncio.wait_for(ready.wait(), RELEASE_GUARD)
+    for batch in ([1, 2], [3]):
+        async with http.post(url, data=json.dumps(batch), headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 204
+    async with http.post(url, headers={"Stream-Closed": "true"}) as r:
+        assert r.status == 204
+    for text in await asyncio.wait_for(asyncio.gather(*tasks), RELEASE_GUARD):
+        text = text.decode()
+        events = re.findall(r"event: data\ndata:([^\n]*)\n\n", text)
+        assert [m for e in events for m in json.loads(e)] == [1, 2, 3]
+        assert controls(text)[-1]["streamClosed"] is True
