@@ -70,6 +70,7 @@ class Settings:
     rounds: int
     durable_rounds: int
     writer_counts: tuple[int, ...]
+    durable_writer_counts: tuple[int, ...]
     append_seconds: float
     append_bytes: int
     catchup_mib: int
@@ -85,9 +86,11 @@ class Settings:
 
 
 FULL = dict(rounds=3, durable_rounds=2, append_seconds=1.5, catchup_mib=64, catchup_reads=5,
-            live_seconds=3.0, writer_counts=(1, 32, 256))
-QUICK = dict(rounds=1, durable_rounds=1, append_seconds=0.5, catchup_mib=8, catchup_reads=1,
-             live_seconds=1.5, writer_counts=(1, 32, 256))
+            live_seconds=3.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32, 256))
+# The smoke run skips 256 file-backed writers: creating and fsyncing 256 streams alone
+# takes several seconds per server.
+QUICK = dict(rounds=1, durable_rounds=1, append_seconds=0.4, catchup_mib=8, catchup_reads=1,
+             live_seconds=1.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32))
 ALL_TESTS = ("appends", "catchup", "live", "durable")
 
 
@@ -144,9 +147,12 @@ def caddy_duration(ms: int) -> str:
 def ours_caddyfile(port: int, data_dir: str | None, long_poll_ms: int, file_handles: int) -> str:
     storage = (f"                data_dir {data_dir}\n"
                f"                max_file_handles {file_handles}\n") if data_dir else ""
+    # http:// because a site with a host and no scheme means HTTPS (as in Caddy);
+    # bind keeps the listener on loopback (the site address alone is only a matcher).
     return (
         "{\n    admin off\n    auto_https off\n}\n\n"
-        f"{HOST}:{port} {{\n"
+        f"http://{HOST}:{port} {{\n"
+        f"    bind {HOST}\n"
         f"    route {STREAM_ROOT}/* {{\n"
         "        durable_streams {\n"
         f"{storage}"
@@ -223,17 +229,22 @@ class ServerProcess:
             self.data_dir = tempfile.mkdtemp(prefix=f"{self.spec.name}-data-", dir=self.work_dir)
         if self.spec.kind == "ours":
             cfg = self.work_dir / f"{self.spec.name}-{port}.Caddyfile"
-            cfg.write_text(ours_caddyfile(port, self.data_dir, self.long_poll_ms, self.file_handles))
+            cfg.write_text(ours_caddyfile(port, self.data_dir, self.long_poll_ms,
+                                          self.file_handles))
             exe = Path(sys.executable).parent / "durable-streams-server"
-            return [str(exe if exe.exists() else "durable-streams-server"), "run", "--config", str(cfg)]
+            exe_name = str(exe) if exe.exists() else "durable-streams-server"
+            return [exe_name, "run", "--config", str(cfg)]
         if self.spec.kind == "node":
             cmd = ["node", str(NODE_DIR / "serve.mjs"), "--host", HOST, "--port", str(port),
                    "--long-poll-timeout-ms", str(self.long_poll_ms), "--watch-stdin"]
             if self.data_dir:
                 cmd += ["--data-dir", self.data_dir, "--max-file-handles", str(self.file_handles)]
             return cmd
-        text = self.spec.value.format(port=port, data_dir=self.data_dir or "",
-                                      long_poll_ms=self.long_poll_ms)
+        # Plain replacement, not str.format: shell text may hold braces of its own.
+        text = self.spec.value
+        for name, value in (("port", port), ("data_dir", shlex.quote(self.data_dir or "")),
+                            ("long_poll_ms", self.long_poll_ms)):
+            text = text.replace("{" + name + "}", str(value))
         return ["/bin/sh", "-c", "exec " + text]
 
     async def start(self, port: int, timeout: float = 30.0) -> None:
@@ -281,6 +292,10 @@ class ServerProcess:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is not None:
+            print(f"WARNING: {self.spec.name} had exited with {proc.returncode} before the end "
+                  f"of its phase; figures after that failed. Log tail:\n{self.log_tail()}",
+                  file=sys.stderr, flush=True)
         if proc is not None:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
@@ -351,15 +366,17 @@ class CpuWindow:
         }
 
 
-def new_session(connections: int, read_timeout: float | None = 30.0) -> aiohttp.ClientSession:
+def new_session(connections: int, read_timeout: float | None = 30.0,
+                read_bufsize: int = 1 << 16) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=connections, limit_per_host=connections,
                                        force_close=False),
         timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=read_timeout),
-        headers=CLIENT_HEADERS, auto_decompress=False)
+        headers=CLIENT_HEADERS, auto_decompress=False, read_bufsize=read_bufsize)
 
 
-async def create_streams(session: aiohttp.ClientSession, urls: list[str], content_type: str) -> None:
+async def create_streams(session: aiohttp.ClientSession, urls: list[str],
+                         content_type: str) -> None:
     limit = asyncio.Semaphore(32)
 
     async def create(url: str) -> None:
@@ -651,7 +668,9 @@ async def measure_catchup(server: ServerProcess, path: str, expected: int) -> di
     url = f"{server.base_url}{path}"
     total, pages, offset, up_to_date = 0, 0, "-1", False
     max_pages = expected // 1024 + 100  # pages of >= 1 KiB, or something is wrong
-    async with new_session(1, read_timeout=60) as session:
+    # A large read buffer: with the default 64 KiB, aiohttp pauses and resumes the socket
+    # every few chunks, and the read measures that churn.
+    async with new_session(1, read_timeout=60, read_bufsize=4 << 20) as session:
         with CpuWindow(server) as cpu:
             while not up_to_date and pages < max_pages:
                 async with session.get(url, params={"offset": offset}) as resp:
@@ -829,7 +848,8 @@ async def measure_live(server: ServerProcess, prefix: str, mode: str, settings: 
             with CpuWindow(server) as cpu:
                 start = time.perf_counter()
                 for seq in range(count):
-                    await asyncio.sleep(max(0.0, start + seq / settings.live_rate - time.perf_counter()))
+                    due = start + seq / settings.live_rate
+                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
                     await append(live_message(seq))
                 await append(live_message(None))
                 await asyncio.wait(tasks, timeout=grace)
@@ -862,6 +882,8 @@ class Case:
     samples: dict[str, list[dict]] = field(default_factory=dict)
 
 
+Measure = Callable[[ServerProcess, str], Awaitable[dict]]
+
 APPEND_METRICS = (("appends_per_s", "appends/s", "higher"), ("p50_ms", "p50 ms", "lower"),
                   ("p99_ms", "p99 ms", "lower"),
                   ("server_cpu_us_per_op", "srv CPU us/append", "lower"))
@@ -884,8 +906,7 @@ def round_orders(servers: list[ServerProcess], rounds: int):
 
 
 async def run_interleaved(case: Case, servers: list[ServerProcess], rounds: int,
-                          measure: Callable[[ServerProcess, str], Awaitable[dict]],
-                          run_id: str) -> None:
+                          measure: Measure, run_id: str) -> None:
     for r, order in round_orders(servers, rounds):
         for server in order:
             prefix = f"bench-{run_id}/{case.key}/{server.spec.name}/r{r}"
@@ -916,14 +937,16 @@ def fmt(value) -> str:
     return str(value)
 
 
-def append_cases(settings: Settings, durable: bool) -> list[Case]:
+def append_cases(settings: Settings, durable: bool) -> list[tuple[Case, Measure]]:
     storage = "file" if durable else "mem"
     cases = []
-    for writers in settings.writer_counts:
+    for writers in settings.durable_writer_counts if durable else settings.writer_counts:
         for shared in (False, True):
             where = "shared stream" if shared else "own streams"
-            cases.append(Case(f"append-{storage}-w{writers}-{'shared' if shared else 'own'}",
-                              f"append {storage} {writers:>3}w {where}", APPEND_METRICS))
+            case = Case(f"append-{storage}-w{writers}-{'shared' if shared else 'own'}",
+                        f"append {storage} {writers:>3}w {where}", APPEND_METRICS)
+            cases.append((case, lambda server, prefix, writers=writers, shared=shared:
+                          measure_appends(server, prefix, writers, shared, settings)))
     return cases
 
 
@@ -958,18 +981,20 @@ async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
         servers = await start_servers(specs, work_dir, False, settings)
         try:
             if "appends" in settings.tests:
-                for case in append_cases(settings, durable=False):
+                for case, measure in append_cases(settings, durable=False):
                     cases.append(case)
-                    await run_interleaved(case, servers, settings.rounds, _append_measure(case, settings), run_id)
+                    await run_interleaved(case, servers, settings.rounds, measure, run_id)
             if "catchup" in settings.tests:
                 cases.append(await run_catchup(servers, settings, run_id))
             if "live" in settings.tests:
                 for mode in ("long-poll", "sse"):
-                    case = Case(f"live-{mode}", f"live {mode} {settings.live_readers} readers", LIVE_METRICS)
+                    case = Case(f"live-{mode}", f"live {mode} {settings.live_readers} readers",
+                                LIVE_METRICS)
                     cases.append(case)
                     await run_interleaved(
                         case, servers, settings.rounds,
-                        lambda server, prefix, mode=mode: measure_live(server, prefix, mode, settings),
+                        lambda server, prefix, mode=mode: measure_live(server, prefix, mode,
+                                                                       settings),
                         run_id)
         finally:
             stop_servers(servers)
@@ -977,19 +1002,12 @@ async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
     if "durable" in settings.tests and durable_specs:
         servers = await start_servers(durable_specs, work_dir, True, settings)
         try:
-            for case in append_cases(settings, durable=True):
+            for case, measure in append_cases(settings, durable=True):
                 cases.append(case)
-                await run_interleaved(case, servers, settings.durable_rounds,
-                                      _append_measure(case, settings), run_id)
+                await run_interleaved(case, servers, settings.durable_rounds, measure, run_id)
         finally:
             stop_servers(servers)
     return cases
-
-
-def _append_measure(case: Case, settings: Settings):
-    writers = int(re.search(r"-w(\d+)-", case.key).group(1))
-    shared = case.key.endswith("-shared")
-    return lambda server, prefix: measure_appends(server, prefix, writers, shared, settings)
 
 
 async def run_catchup(servers: list[ServerProcess], settings: Settings, run_id: str) -> Case:
@@ -1082,9 +1100,17 @@ def environment(specs: list[TargetSpec]) -> dict:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10,
                                   cwd=REPO_DIR).stdout.strip() or None
         return None
+
+    def peer_version() -> str | None:
+        package = NODE_DIR / "node_modules" / "@durable-streams" / "server" / "package.json"
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads(package.read_text())["version"]
+        return None
+
     return {
         "python": sys.version.split()[0], "aiohttp": aiohttp.__version__,
-        "node": out(["node", "--version"]), "cpus": os.cpu_count(),
+        "node": out(["node", "--version"]), "node_peer_version": peer_version(),
+        "cpus": os.cpu_count(),
         "platform": platform.platform(), "git_commit": out(["git", "rev-parse", "HEAD"]),
         "git_dirty": bool(out(["git", "status", "--porcelain"])),
         "targets": [{"name": s.name, "kind": s.kind, "value": s.value} for s in specs],
@@ -1111,16 +1137,18 @@ def write_results(path: Path, settings: Settings, specs: list[TargetSpec], peer:
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--target", action="append", type=parse_target, metavar="SPEC",
                    help="target to measure (repeatable); default: ours and node")
-    p.add_argument("--peer", help="target the others are divided by (default: 'node' if present, else the last)")
+    p.add_argument("--peer", help="target the others are divided by "
+                                  "(default: 'node' if present, else the last)")
     p.add_argument("--quick", action="store_true", help="smoke run (< 1 minute)")
     p.add_argument("--tests", default=",".join(ALL_TESTS),
                    help=f"comma-separated subset of {','.join(ALL_TESTS)}")
     p.add_argument("--rounds", type=int, help="interleaved rounds per in-memory figure")
     p.add_argument("--durable-rounds", type=int, help="interleaved rounds per file-backed figure")
-    p.add_argument("--writers", help="writer counts, e.g. 1,32,256")
+    p.add_argument("--writers", help="writer counts of all append tests, e.g. 1,32,256")
     p.add_argument("--append-seconds", type=float, help="timed window per append figure")
     p.add_argument("--append-bytes", type=int, default=100)
     p.add_argument("--client", choices=("lean", "aiohttp"), default="lean",
@@ -1143,12 +1171,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     tests = frozenset(t.strip() for t in args.tests.split(",") if t.strip())
     if not tests or tests - set(ALL_TESTS):
         p.error(f"--tests must be a subset of {','.join(ALL_TESTS)}")
-    writers = (tuple(int(w) for w in args.writers.split(",")) if args.writers
-               else base["writer_counts"])
+    try:
+        writers = (tuple(int(w) for w in args.writers.split(",")) if args.writers
+                   else base["writer_counts"])
+    except ValueError:
+        p.error(f"--writers wants comma-separated counts, got {args.writers!r}")
     settings = Settings(
         rounds=args.rounds or base["rounds"],
         durable_rounds=args.durable_rounds or args.rounds or base["durable_rounds"],
         writer_counts=writers,
+        durable_writer_counts=writers if args.writers else base["durable_writer_counts"],
         append_seconds=args.append_seconds or base["append_seconds"],
         append_bytes=args.append_bytes, catchup_mib=args.catchup_mib or base["catchup_mib"],
         catchup_chunk_kib=args.catchup_chunk_kib,
@@ -1156,7 +1188,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         live_readers=args.live_readers, live_rate=args.live_rate,
         live_seconds=args.live_seconds or base["live_seconds"], long_poll_ms=args.long_poll_ms,
         file_handles=args.file_handles, client=args.client, tests=tests)
-    if min(writers) < 1 or min(settings.rounds, settings.durable_rounds) < 1 or settings.live_readers < 1 or settings.live_rate <= 0:
+    if (min(writers) < 1 or min(settings.rounds, settings.durable_rounds) < 1
+            or settings.live_readers < 1 or settings.live_rate <= 0):
         p.error("counts, rounds and rates must be positive")
     if (settings.catchup_mib * 1024) % settings.catchup_chunk_kib:
         p.error("--catchup-mib must be a whole number of --catchup-chunk-kib chunks")

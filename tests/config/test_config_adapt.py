@@ -14,7 +14,6 @@ from durable_streams.server.config.model import (
     RequestBody,
     StaticResponse,
     StripPathPrefix,
-    Subroute,
 )
 
 from .oracle import caddy_adapt, stub_durable_streams
@@ -206,6 +205,7 @@ SAME_AS_CADDY = [
     "http://a.test:8080 {\n\trespond a\n}\nhttp://b.test:8080, http://c.test:8080 {\n\trespond bc\n}\n:8080 {\n\trespond other\n}\n",
     ":80 {\n\troute {\n\t\thandle /a {\n\t\t\trespond a\n\t\t}\n\t\thandle {\n\t\t\trespond b\n\t\t}\n\t}\n}\n",
     ":80 {\n\t@n not path /x/*\n\thandle @n {\n\t\trespond n\n\t}\n}\n",
+    ":80 {\n\troute {\n\t\trespond a\n\t} respond b\n}\n",
 ]
 
 
@@ -244,3 +244,19 @@ def test_admin_and_metrics_options() -> None:
     # no admin option: no operations endpoint (Caddy would open localhost:2019)
     assert load_config(":80 {\n}\n").admin is None
     assert load_config("{\n\tservers {\n\t\tmetrics\n\t}\n}\n:80 {\n}\n").metrics
+
+
+# Whole realistic files (snippets, imports with args, env defaults, heredocs, matchers):
+# the full pipeline must give the same routes as real Caddy.
+REALISTIC = [
+    '(common) {\n\theader {\n\t\tX-Content-Type-Options nosniff\n\t\t-Server\n\t}\n}\n{\n\tadmin off\n\tauto_https off\n}\n:{$PORT:4437} {\n\timport common\n\t@unauthorized {\n\t\tnot header Authorization "Bearer {$TOKEN:secret}"\n\t}\n\troute /v1/stream/* {\n\t\trespond @unauthorized 401\n\t\tdurable_streams {\n\t\t\tdata_dir ./data\n\t\t}\n\t}\n\trespond <<EOF\n\t\tnot found\n\t\tEOF 404\n}\n',
+    '(site) {\n\thttp://{args[0]}:8080 {\n\t\trespond "{args[1]}"\n\t}\n}\nimport site a.test A\nimport site b.test B\n',
+    '{\n\tauto_https off\n}\nhttp://localhost:4437 {\n\troute /v1/stream/* {\n\t\tdurable_streams\n\t}\n}\n',
+    ':4437 {\n\thandle /v1/* {\n\t\troute {\n\t\t\tdurable_streams\n\t\t}\n\t}\n\thandle {\n\t\trespond 404\n\t}\n}\n',
+    '{\n\tservers :4437 {\n\t\ttimeouts {\n\t\t\tread_body 30s\n\t\t\tidle 5m\n\t\t}\n\t\ttrusted_proxies static private_ranges\n\t}\n}\n:4437 {\n\t@local remote_ip 127.0.0.1/8 ::1\n\troute {\n\t\trespond @local "hi {remote_host}"\n\t}\n}\n',
+]
+
+
+@pytest.mark.parametrize("text", REALISTIC)
+def test_realistic_files_equal_real_caddy(text: str, tmp_path) -> None:
+    test_routes_equal_real_caddy(text, tmp_path)

@@ -273,6 +273,12 @@ CASES = [
         True,
     ),
     (
+        "tokens-after-closing-brace-join-the-block",
+        ":80 {\n\trespond a {\n\t\tclose\n\t} 404\n}\n",
+        "parsing caddyfile tokens for 'respond': unrecognized subdirective '404', at Caddyfile:4",
+        True,
+    ),
+    (
         "global-block-not-first",
         ":80 {\n}\n{\n\tadmin off\n}\n",
         "server block without any key is global configuration, and if used, it must be first",
@@ -315,3 +321,68 @@ def test_two_stores_on_one_data_dir_are_refused() -> None:
     )
     # one block served on two ports is one store: fine
     load_config(":80, :81 {\n\troute {\n\t\tdurable_streams {\n\t\t\tdata_dir ./data\n\t\t}\n\t}\n}\n")
+
+
+# Configs where real Caddy and this adapter must agree: both accept, or both reject with
+# the same message (argument counts, matcher forms, options, address forms).
+PARITY = [
+    ":80 {\n\theader\n}\n",
+    ":80 {\n\theader X\n}\n",
+    ":80 {\n\trespond\n}\n",
+    ":80 {\n\trespond /x\n}\n",
+    ":80 {\n\tabort extra\n}\n",
+    ":80 {\n\tredir\n}\n",
+    ":80 {\n\tredir /a /b 299\n}\n",
+    ":80 {\n\thandle_path\n}\n",
+    ":80 {\n\thandle /x extra {\n\t\trespond hi\n\t}\n}\n",
+    ":80 {\n\troute /x extra {\n\t\trespond hi\n\t}\n}\n",
+    ":80 {\n\trequest_body {\n\t\tmax_size\n\t}\n}\n",
+    ":80 {\n\t@a {\n\t}\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a path_regexp\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a header\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a header X a b\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a protocol\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a not\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a host\n\trespond @a hi\n}\n",
+    ":80 {\n\t@a query\n\trespond @a hi\n}\n",
+    ":80 {\n\ttls a\n}\n",
+    ":80 {\n\ttls a b c\n}\n",
+    ":80 {\n\tbind\n}\n",
+    "{\n\thttp_port\n}\n:80 {\n}\n",
+    "{\n\thttp_port 1 2\n}\n:80 {\n}\n",
+    "{\n\tgrace_period\n}\n:80 {\n}\n",
+    "{\n\tauto_https\n}\n:80 {\n}\n",
+    "{\n\torder\n}\n:80 {\n}\n",
+    "{\n\torder respond\n}\n:80 {\n}\n",
+    "{\n\torder respond first extra\n}\n:80 {\n}\n",
+    "{\n\torder respond before nothing\n}\n:80 {\n}\n",
+    "{\n\tlog {\n\t\tlevel\n\t}\n}\n:80 {\n}\n",
+    "{\n\tlog {\n\t\tbogus x\n\t}\n}\n:80 {\n}\n",
+    "{\n\tlog a\n\tlog a\n}\n:80 {\n}\n",
+    "{\n\tservers {\n\t\tbogus\n\t}\n}\n:80 {\n}\n",
+    "{\n\tservers {\n\t\tprotocols h9\n\t}\n}\n:80 {\n}\n",
+    "{\n\tservers {\n\t\ttrusted_proxies\n\t}\n}\n:80 {\n}\n",
+    "{\n\tdefault_bind {\n\t\tbogus\n\t}\n}\n:80 {\n}\n",
+    "{\n\tadmin localhost:2019 extra\n}\n:80 {\n}\n",
+    "{\n\tdebug\n}\n:80 {\n}\n",
+    ":80 {\n\terror\n}\n",
+    ":80 {\n\trespond {\n\t\tbody a\n\t\tbody b\n\t}\n}\n",
+    ":80 {\n\tlog {\n\t\toutput stdout\n\t}\n}\n",
+    "http://localhost {\n\trespond hi\n}\n",
+    ":80/path {\n\trespond hi\n}\n",
+    "localhost:80 {\n\trespond hi\n}\n",
+    "[::1]:8080 {\n\ttls a.pem b.pem\n}\n",
+    "*.example.com:8443 {\n\ttls a.pem b.pem\n}\n",
+    ":80 {\n\tredir /a /b html\n}\n",
+]
+
+
+@pytest.mark.parametrize("text", PARITY)
+def test_same_verdict_as_real_caddy(text: str, tmp_path) -> None:
+    accepted, message = caddy_adapt(text, tmp_path)
+    try:
+        load_config(text)
+        ours = (True, "")
+    except CaddyfileError as exc:
+        ours = (False, str(exc))
+    assert ours == (accepted, "" if accepted else message)

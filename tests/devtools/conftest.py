@@ -96,10 +96,10 @@ class CliProcess:
 async def start_cli() -> AsyncIterator:
     started: list[CliProcess] = []
 
-    async def start(*args: str, base_url: str | None, **env: str) -> CliProcess:
+    async def start(*args: str, base_url: str | None, stdin_pipe: bool = False, **env: str) -> CliProcess:
         proc = await asyncio.create_subprocess_exec(
             *CLI, *args,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=cli_env(base_url, **env),

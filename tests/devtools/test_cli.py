@@ -89,6 +89,24 @@ async def test_follow_receives_a_write_made_after_it_started_then_ctrl_c(server,
     assert "Traceback" not in stderr
 
 
+async def test_piped_stdin_is_appended_as_it_arrives_and_ctrl_c_stops_cleanly(server, start_cli):
+    url = f"{server.url}/tail"
+    await http("PUT", url, headers={"Content-Type": "text/plain"})
+    writer = await start_cli("write", "tail", base_url=server.url, stdin_pipe=True)
+    writer.proc.stdin.write(b"line 1\n")
+    await writer.proc.stdin.drain()
+    # The input is still open, yet what arrived so far must reach the stream.
+    for _ in range(300):
+        _, _, body = await http("GET", url)
+        if body:
+            break
+        await asyncio.sleep(0.1)
+    assert body == b"line 1\n"
+    writer.proc.send_signal(signal.SIGINT)
+    returncode, stderr = await writer.wait()
+    assert (returncode, stderr) == (130, "")
+
+
 @pytest.mark.parametrize("live", ["long-poll", "sse"])
 async def test_follow_ends_when_the_stream_is_closed(server, start_cli, live):
     await http("PUT", f"{server.url}/job", headers={"Content-Type": "text/plain"}, data=b"step 1\n")

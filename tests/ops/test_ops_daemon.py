@@ -135,6 +135,14 @@ async def test_daemon_speaks_sd_notify_and_serves_health_and_metrics(manager, tm
             append = ("durable_streams_http_requests_total",
                       (("method", "POST"), ("operation", "append"), ("status_class", "2xx")))
             assert series[create] == 1 and series[append] == 1
+            # The protocol, engine and store feed theirs through the same object.
+            assert series[("durable_streams_appended_bytes_total", ())] == 6
+            assert series[("durable_streams_served_bytes_total", ())] == 6
+            assert series[("durable_streams_streams", ())] == 1
+            assert series[("durable_streams_store_open_files", ())] >= 1
+            assert series[("durable_streams_store_flush_duration_seconds_count", ())] >= 1
+            assert series[("durable_streams_store_flush_batch_size_sum", ())] >= 2  # create + append
+            assert series[("durable_streams_recovery_duration_seconds", ())] > 0
             assert not any("/v1/stream" in str(key) for key in series)
 
             # The watchdog pings from the event loop (every 0.1 s here).

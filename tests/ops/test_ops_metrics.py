@@ -123,24 +123,26 @@ def test_each_api_call_moves_its_series():
     assert value(m, "durable_streams_live_readers", kind="sse") == 1
     assert value(m, "durable_streams_live_readers", kind="long-poll") == 1
 
-    m.observe_flush(0.003, 12)
-    assert value(m, "durable_streams_store_flush_duration_seconds_count") == 1
-    assert value(m, "durable_streams_store_flush_batch_size_sum") == 12
-    assert value(m, "durable_streams_store_flush_batch_size_bucket", le="16.0") == 1
-    assert value(m, "durable_streams_store_flush_batch_size_bucket", le="8.0") == 0
-
     class Store:  # the attributes the file store keeps about itself
+        flush_count = 10
+        flush_seconds_total = 0.5
+        batch_records_total = 35
         open_handles = 40
         evictions = 3
 
     first, second = Store(), Store()
     m.track_store(first)
     untrack = m.track_store(second)
-    second.open_handles, second.evictions = 2, 1
+    second.open_handles, second.evictions, second.flush_count = 2, 1, 5
     assert value(m, "durable_streams_store_open_files") == 42  # read at scrape time
     assert value(m, "durable_streams_store_file_evictions_total") == 4
+    assert value(m, "durable_streams_store_flush_duration_seconds_count") == 15
+    assert value(m, "durable_streams_store_flush_duration_seconds_sum") == 1.0
+    assert value(m, "durable_streams_store_flush_batch_size_count") == 15
+    assert value(m, "durable_streams_store_flush_batch_size_sum") == 70
     untrack()
     assert value(m, "durable_streams_store_open_files") == 40
+    assert value(m, "durable_streams_store_flush_batch_size_count") == 10
 
     m.observe_recovery(1.5)
     assert value(m, "durable_streams_recovery_duration_seconds") == 1.5

@@ -79,3 +79,28 @@ async def test_memory_store_forgets_producers_idle_for_a_week(server, http):
     advance_clock(server, 8 * 24 * 3600)
     async with http.post(url, data=b"c", headers=producer(0, 0)) as r:
         assert r.status == 200  # a week later the producer is treated as new
+
+
+async def test_live_readers_keep_a_stream_alive(start_server, http):
+    import asyncio
+
+    async with start_server(long_poll_timeout=60) as server:
+        url = server.url(server.new_path("kept"))
+        async with http.put(url, headers={"Content-Type": "text/plain", "Stream-TTL": "5"}) as r:
+            tail = r.headers["Stream-Next-Offset"]
+
+        async def reader():
+            async with http.get(url, params={"offset": tail, "live": "long-poll"}) as r:
+                return r.status, await r.text()
+
+        task = asyncio.create_task(reader())
+        await asyncio.sleep(0.2)  # let it wait
+        advance_clock(server, 10)  # idle for twice its TTL, but a reader is waiting
+        async with http.head(url) as r:
+            assert r.status == 200
+        async with http.post(url, data=b"news", headers={"Content-Type": "text/plain"}) as r:
+            assert r.status == 204
+        assert await asyncio.wait_for(task, 10) == (200, "news")
+        advance_clock(server, 16)  # idle again past its TTL with nobody waiting
+        async with http.head(url) as r:
+            assert r.status == 404

@@ -73,3 +73,22 @@ async def test_text_pages_are_valid_utf8(start_server, http):
             assert r.status == 201
         pages = await read_all_pages(http, url)
         assert "".join(body.decode("utf-8") for body, _ in pages) == text
+
+
+async def test_etag_revalidation(server, http):
+    url = server.url(server.new_path("etag"))
+    async with http.put(url, data=b"abc", headers={"Content-Type": "text/plain"}) as r:
+        assert r.status == 201
+    async with http.get(url) as r:
+        etag = r.headers["ETag"]
+        assert r.headers["Cache-Control"].startswith("public")
+    for header in (etag, f'"other", {etag}', f"W/{etag}", "*"):
+        async with http.get(url, headers={"If-None-Match": header}) as r:
+            assert r.status == 304 and await r.read() == b"" and r.headers["ETag"] == etag
+    async with http.post(url, headers={"Stream-Closed": "true"}) as r:
+        assert r.status == 204
+    async with http.get(url, headers={"If-None-Match": etag}) as r:
+        assert r.status == 200  # closure changes the ETag: the EOF signal is never hidden
+        assert r.headers["Stream-Closed"] == "true" and r.headers["ETag"] != etag
+    async with http.get(url, params={"offset": "now"}) as r:
+        assert "ETag" not in r.headers and r.headers["Cache-Control"] == "no-store"

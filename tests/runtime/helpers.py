@@ -33,7 +33,9 @@ class EchoHandler:
     async def __call__(self, request: web.Request, next) -> web.StreamResponse:
         from durable_streams.server.runtime.context import context_of
 
+        received = len(await request.read()) if request.body_exists else 0
         body = {
+            "received": received,
             "label": self.label,
             "path": request.path,
             "method": request.method,

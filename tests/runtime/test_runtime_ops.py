@@ -126,3 +126,65 @@ async def test_systemd_notifications(tmp_path) -> None:
     flat = [line.split("=")[0] for m in messages for line in m.split("\n")]
     order = [k for k in flat if k in ("READY", "RELOADING", "STOPPING")]
     assert order == ["READY", "RELOADING", "READY", "STOPPING"]
+
+
+async def test_reload_serves_renewed_certificate_files(tmp_path) -> None:
+    import asyncio
+    import ssl
+
+    from .test_runtime_routing import _self_signed
+
+    cert, key = _self_signed(tmp_path, "streams.test")
+    port = free_port()
+    text = (
+        "{\n\tadmin off\n\tauto_https disable_redirects\n}\n"
+        f"streams.test:{port} {{\n\tbind 127.0.0.1\n\ttls {cert} {key}\n\trespond hi\n}}\n"
+    )
+
+    async def served_certificate() -> bytes:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="streams.test")
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        writer.close()
+        return der
+
+    def on_disk() -> bytes:
+        return ssl.PEM_cert_to_DER_cert(open(cert).read())
+
+    app = ServerApp(load_config(text))
+    await app.start()
+    try:
+        first = on_disk()
+        assert await served_certificate() == first
+        _self_signed(tmp_path, "streams.test")  # "renewal": new files at the same paths
+        assert on_disk() != first
+        await app.reload(load_config(text))
+        assert await served_certificate() == on_disk()
+    finally:
+        await app.shutdown()
+
+
+async def test_shutdown_delay_keeps_serving_while_not_ready() -> None:
+    import asyncio
+
+    port = free_port()
+    text = f"{{\n\tadmin off\n\tshutdown_delay 2s\n}}\n:{port} {{\n\tbind 127.0.0.1\n\trespond ok\n}}\n"
+    app = ServerApp(load_config(text))
+    stop = asyncio.Event()
+    serving = asyncio.ensure_future(app.serve(stop))
+    async with aiohttp.ClientSession() as session:
+        while app.readiness.state != "ready":
+            await asyncio.sleep(0.01)
+        stop.set()
+
+        async def not_ready() -> None:
+            while app.readiness.state == "ready":
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(not_ready(), timeout=30)
+        # during the delay: load balancers see "stopping", requests are still answered
+        assert app.readiness.state == "stopping" and not serving.done()
+        assert (await get(session, port, "/"))[1] == "ok"
+    await asyncio.wait_for(serving, timeout=30)
+    assert app.listeners == []

@@ -265,3 +265,57 @@ class _StaticResolver(aiohttp.abc.AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+
+async def test_error_directive_and_respond_close() -> None:
+    text = BASE + ":0 {\n\tbind 127.0.0.1\n\terror /forbidden 403\n\trespond /bye bye {\n\t\tclose\n\t}\n}\n"
+    async with serve(text) as app:
+        status, _, body = await fetch(port_of(app), "/forbidden")
+        assert (status, body) == (403, b"")
+        status, headers, body = await fetch(port_of(app), "/bye")
+        assert (status, body, headers["Connection"]) == (200, b"bye", "close")
+
+
+async def test_header_replace_and_wildcard_delete() -> None:
+    text = BASE + (
+        ":0 {\n\tbind 127.0.0.1\n"
+        "\theader {\n\t\tX-Note \"hello world\"\n\t\t>X-Note world there\n\t\t-X-Drop-*\n\t}\n"
+        f"\troute {{\n\t\theader X-Drop-Me 1\n\t\theader X-Keep 1\n\t\t{ds('s')}\n\t}}\n}}\n"
+    )
+    async with serve(text) as app:
+        _, headers, _ = await fetch(port_of(app), "/x")
+        assert headers["X-Note"] == "hello there"
+        assert "X-Drop-Me" not in headers and headers["X-Keep"] == "1"
+
+
+async def test_read_header_timeout_closes_slow_header_senders() -> None:
+    import asyncio
+
+    text = "{\n\tadmin off\n\tservers {\n\t\ttimeouts {\n\t\t\tread_header 1s\n\t\t}\n\t}\n}\n:0 {\n\tbind 127.0.0.1\n\trespond ok\n}\n"
+    async with serve(text) as app:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(app))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        await writer.drain()
+        # the server gives up and closes; the generous bound only prevents a hang
+        assert await asyncio.wait_for(reader.read(), timeout=30) == b""
+        writer.close()
+
+
+async def test_read_body_timeout_closes_slow_uploads() -> None:
+    import asyncio
+
+    text = (
+        "{\n\tadmin off\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body 1s\n\t\t}\n\t}\n}\n"
+        f":0 {{\n\tbind 127.0.0.1\n\troute {{\n\t\t{ds('s')}\n\t}}\n}}\n"
+    )
+    async with serve(text) as app:
+        port = port_of(app)
+        # a complete body is read well within the limit
+        status, _, body = await fetch(port, "/s", "POST", data=b"x" * 10)
+        assert status == 200 and b'"received": 10' in body
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        # the rest never comes: the connection is closed without an answer
+        assert await asyncio.wait_for(reader.read(), timeout=30) == b""
+        writer.close()

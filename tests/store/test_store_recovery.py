@@ -4,6 +4,7 @@ records and keeps the store writable."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -13,6 +14,7 @@ from durable_streams.server.store.base import Commit, ProducerState, StoreError,
 from durable_streams.server.store.file import FileStore
 from durable_streams.server.store.file.checkpoint import CorruptCheckpoint
 from durable_streams.server.store.file.wal import list_generations, wal_name
+from durable_streams.server.store.file.writer import Job
 
 PATH = "/v1/stream/r"
 CHUNKS = [b"first-chunk|", b"second|", b"third-and-last"]
@@ -176,4 +178,56 @@ async def test_recovery_replays_only_the_log_since_the_checkpoint(tmp_path):
     await store.close()
     store, _ = await reopen(tmp_path)
     assert store.recovery.records == 1
+    await store.close()
+
+
+def stream_files(data_dir) -> list[str]:
+    return [name for _, _, names in os.walk(os.path.join(data_dir, "streams")) for name in names]
+
+
+async def test_delete_reclaims_and_stays_deleted_across_a_crash(tmp_path):
+    await write_three(tmp_path)
+    store, _ = await reopen(tmp_path)
+    await store.delete(PATH)
+    assert stream_files(tmp_path) == []  # storage reclaimed at once
+    await store.create(StreamConfig(PATH, "text/plain", time.time()), StreamState(tail=3), b"new")
+    await store.close()  # no checkpoint: the log holds create, appends, delete, create
+    store, streams = await reopen(tmp_path)
+    try:
+        assert streams[PATH].state.tail == 3 and streams[PATH].state.producers == {}
+        assert await store.read(PATH, 0, 3) == b"new"
+        assert len(stream_files(tmp_path)) == 1
+    finally:
+        await store.close()
+
+
+async def test_orphan_data_files_are_removed(tmp_path):
+    # Left by a crash between writing a create's bytes and its log record.
+    await write_three(tmp_path)
+    orphan = os.path.join(tmp_path, "streams", "ab", "ab" + "0" * 30 + ".data")
+    with open(orphan, "wb") as f:
+        f.write(b"never acknowledged")
+    store, streams = await reopen(tmp_path)
+    await store.checkpoint()  # runs after the start-up sweep in the writer's queue
+    await store.close()
+    assert not os.path.exists(orphan)
+    assert list(streams) == [PATH]
+
+
+async def test_touch_survives_a_crash(tmp_path):
+    await write_three(tmp_path)
+    store = make(tmp_path, touch_flush_interval=0.01)
+    await store.open()
+    flushes = store.flush_count
+    store.touch(PATH, 12345.0)
+    for _ in range(1000):  # the lazy flush (not close) must write it: wait for its fsync
+        if store.flush_count > flushes:
+            break
+        await asyncio.sleep(0.01)
+    store._writer.submit(Job("halt"))  # die without close(): no touch flush, no checkpoint
+    await asyncio.get_running_loop().run_in_executor(None, store._writer.join)
+    store._storage.close()
+    store._lock.release()
+    store, streams = await reopen(tmp_path)
+    assert streams[PATH].state.last_access == 12345.0
     await store.close()

@@ -76,6 +76,29 @@ class _Formatter:
                 prev_line_top_level_import = False
             line_first_token = ""
 
+        def write_open_brace() -> None:
+            """Place a pending `{` at the end of its line (or alone after a top-level import)."""
+            nonlocal open_brace, open_brace_written, open_brace_own_line, new_lines
+            if self.nesting == 0 and self.last == "}":
+                self.newline()
+                self.newline()
+            open_brace = False
+            if open_brace_own_line and prev_line_top_level_import:
+                if self.last != "\n":
+                    self.newline()
+                self.indent()
+            elif self.beginning_of_line:
+                self.indent()
+            elif not open_brace_space or self.last not in GO_SPACE:
+                self.write(" ")
+            self.write("{")
+            open_brace_written = True
+            open_brace_own_line = False
+            self.newline()
+            new_lines = 0
+            if self.nesting < 10:  # cap runaway nesting like Caddy
+                self.nesting += 1
+
         for ch in text.strip(_SPACE_CHARS):
             if quotes == "" and heredoc == _CLOSED and not heredoc_escaped and space and self.last == "<" and ch == "<":
                 self.write(ch)
@@ -184,25 +207,7 @@ class _Formatter:
                 comment = True
 
             if open_brace and space_prior and not open_brace_written:
-                if self.nesting == 0 and self.last == "}":
-                    self.newline()
-                    self.newline()
-                open_brace = False
-                if open_brace_own_line and prev_line_top_level_import:
-                    if self.last != "\n":
-                        self.newline()
-                    self.indent()
-                elif self.beginning_of_line:
-                    self.indent()
-                elif not open_brace_space or self.last not in GO_SPACE:
-                    self.write(" ")
-                self.write("{")
-                open_brace_written = True
-                open_brace_own_line = False
-                self.newline()
-                new_lines = 0
-                if self.nesting < 10:  # cap runaway nesting like Caddy
-                    self.nesting += 1
+                write_open_brace()
 
             if ch == "{":
                 finish_token()
@@ -255,6 +260,8 @@ class _Formatter:
             self.write(ch)
             self.beginning_of_line = False
 
+        if open_brace and not open_brace_written:
+            write_open_brace()  # Caddy 2.11.7 also flushes a `{` that ends the input
         return "".join(self.out).strip(_SPACE_CHARS) + "\n"
 
 

@@ -35,7 +35,8 @@ class Directive:
 
     `block is None` means the line had no braces; `()` means an empty block.
     `after` holds tokens that followed the block's closing brace on the same line
-    (Caddy glues them onto the segment; rare, but kept so no token is lost).
+    (Caddy glues them onto the segment; rare, but kept so no token is lost). A further
+    `{ ... }` there is kept flat in `after`, braces included, as Caddy keeps it.
     """
 
     name: Token

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -296,7 +296,7 @@ class StreamClient:
         stream is closed. After a first successful response, dropped connections and server
         restarts are survived: the read resumes from the last confirmed offset, with backoff."""
         backoff = Backoff()
-        connected = False
+        connected = failing = False
         while True:
             try:
                 if follow and live == "sse":
@@ -304,7 +304,7 @@ class StreamClient:
                 else:
                     pages = self._read_long_poll(stream_id, offset, follow)
                 async for chunk in pages:
-                    connected = True
+                    connected, failing = True, False
                     backoff.reset()
                     offset = chunk.next_offset
                     yield chunk
@@ -313,8 +313,9 @@ class StreamClient:
                 retryable = not isinstance(exc, StreamError) or exc.status in RETRYABLE_STATUSES
                 if not (connected and retryable):
                     raise
-                if on_retry is not None:
+                if on_retry is not None and not failing:  # once per outage, not once per attempt
                     on_retry(exc, offset)
+                failing = True
                 await backoff.wait()
 
     async def _read_long_poll(self, stream_id: str, offset: str, follow: bool) -> AsyncIterator[ReadChunk]:
@@ -449,10 +450,20 @@ def json_messages(text: str) -> list[Any]:
     return messages
 
 
-def _read_available(stream: BinaryIO, limit: int) -> bytes:
+# stdin is read with os.read on its descriptor, never through sys.stdin's buffered object: the
+# reading thread may still be blocked at exit, and a buffered reader's lock would abort Python.
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _read_available(fd: int, limit: int) -> bytes:
     """Block for the first bytes, then take what is already waiting, up to `limit`: piped input
     becomes one append per burst instead of one per pipe buffer."""
-    fd = stream.fileno()
     data = bytearray(os.read(fd, limit))
     while data and len(data) < limit:
         ready, _, _ = select.select([fd], [], [], 0)
@@ -554,9 +565,9 @@ async def cmd_write(client: StreamClient, args: argparse.Namespace) -> None:
         return
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("nothing to write: give the content as arguments or pipe it to stdin")
-    stdin = sys.stdin.buffer
+    stdin = sys.stdin.fileno()
     if is_json_content_type(content_type):
-        raw = await _in_daemon_thread(stdin.read)
+        raw = await _in_daemon_thread(lambda: _read_all(stdin))
         await append(json.dumps(json_messages(raw.decode("utf-8"))).encode("utf-8"))
         return
     # Raw bytes: append each burst of input as it arrives, so `tail -f log | durable-stream write`

@@ -139,7 +139,10 @@ def _serve(config, source: str, reload=None) -> int:
     try:
         return run(config, reload=reload)
     except OSError as exc:
-        raise CLIError(f"starting server: {exc.strerror or exc}") from None
+        detail = exc.strerror or str(exc)
+        if exc.filename:
+            detail += f": {exc.filename}"
+        raise CLIError(f"starting server: {detail}") from None
     except Exception as exc:  # e.g. a store that cannot open its data_dir
         log.debug("start-up failed", exc_info=True)
         raise CLIError(f"starting server: {type(exc).__name__}: {exc}") from None
@@ -217,12 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="durable-streams-server",
         description="Durable Streams server configured by a Caddyfile.",
     )
+    parser.add_argument("--version", action="version", version=f"durable-streams-server {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     run = sub.add_parser("run", help="serve using a Caddyfile (default ./Caddyfile)",
-                         description="Serve until SIGTERM/SIGINT. Without --config, ./Caddyfile is used; "
-                         "without either, the embedded dev config runs.")
+                         description="Serve until SIGTERM/SIGINT (graceful stop); SIGHUP reloads the Caddyfile. "
+                         "Without --config, ./Caddyfile is used; without either, the embedded dev config runs.")
     run.add_argument("--config", "-c", metavar="PATH", help="Caddyfile to use (default: ./Caddyfile)")
     run.add_argument("--envfile", metavar="FILE", help="load KEY=VALUE environment variables first")
     run.set_defaults(func=cmd_run)

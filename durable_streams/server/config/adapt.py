@@ -8,10 +8,10 @@ ordered most-specific first; each site's handler routes are sorted and grouped.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..caddyfile.tree import Caddyfile, ServerBlock, Token
+from ..caddyfile.tree import Caddyfile, Directive, ServerBlock, Token
 from .addresses import AddressError, ListenAddress, SiteAddress, listener_port, parse_address, parse_bind_host
 from .directives import DEFAULT_ORDER, GroupCounter, Scope, Value, build_subroute, lookup_directive
 from .directives.base import CADDY_DIRECTIVES, normalize_directive_name
@@ -33,7 +33,24 @@ class _Site:
         return [v.value for v in self.values if v.kind == kind]
 
 
+def _glue_trailing_tokens(d: Directive) -> Directive:
+    """Tokens after a block's closing brace (`} respond b`) are read by Caddy's dispenser
+    as one more line of that block; make them one, so every directive sees what Caddy sees."""
+    block = d.block
+    if block is not None:
+        block = tuple(_glue_trailing_tokens(x) for x in block)
+    if d.after:
+        extra = Directive(d.after[0], tuple(d.after[1:]))
+        block = (block or ()) + (extra,)
+        return replace(d, block=block, after=())
+    return d if block is d.block else replace(d, block=block)
+
+
 def adapt(tree: Caddyfile) -> Config:
+    tree = replace(
+        tree,
+        blocks=tuple(replace(b, directives=tuple(_glue_trailing_tokens(d) for d in b.directives)) for b in tree.blocks),
+    )
     warnings: list[str] = list(tree.warnings)
     scope = Scope(matcher_defs={}, order=list(DEFAULT_ORDER), warnings=warnings, groups=GroupCounter())
     blocks = list(tree.blocks)

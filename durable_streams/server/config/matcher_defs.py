@@ -131,10 +131,8 @@ def _header(lines: Lines, definition: str) -> Matcher:
     fields: dict[str, list[str] | None] = {}
     order: list[str] = []
     for token, args, _d in lines:
-        if not args:
-            raise arg_error(token)
-        if len(args) > 2:
-            raise arg_error(args[-1])
+        if not 1 <= len(args) <= 2:
+            raise errf(token, "malformed header matcher: expected field")
         field = args[0].text
         value = args[1].text if len(args) == 2 else None
         if field.startswith("!"):
@@ -205,7 +203,7 @@ _PROTOCOLS = {"http", "https", "grpc", "http/1.0", "http/1.0+", "http/1.1", "htt
 def _protocol(lines: Lines, definition: str) -> Matcher:
     token, args, _ = lines[-1]
     if len(args) != 1:
-        raise arg_error(args[-1] if args else token)
+        raise errf(token, "expected exactly one protocol")
     if args[0].text.lower() not in _PROTOCOLS:
         raise errf(args[0], f"unrecognized protocol: {args[0].text}")
     return ProtocolMatcher(args[0].text.lower())
@@ -214,11 +212,9 @@ def _protocol(lines: Lines, definition: str) -> Matcher:
 def _not(lines: Lines, definition: str) -> Matcher:
     """Each `not` line is one negated set: inline (`not path /x`) or a block of matchers."""
     sets: list[MatcherSet] = []
-    for token, args, block in lines:
-        entries = _entries(tuple(args), block)
-        if not entries:
-            raise arg_error(token)
-        sets.append(matcher_set_from_lines(entries, definition))
+    for _token, args, block in lines:
+        # a bare `not` negates an empty set (which matches everything), as in Caddy
+        sets.append(matcher_set_from_lines(_entries(tuple(args), block), definition))
     return NotMatcher(tuple(sets))
 
 

@@ -5,8 +5,9 @@ SSE subscribers at the same position share one encoded event (`SharedEvents`).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -41,6 +42,19 @@ class SharedEvents:
     def __init__(self, size: int = 2) -> None:
         self._size = size
         self._events: OrderedDict[tuple, asyncio.Future] = OrderedDict()
+        self._subscribers = 0
+
+    @contextlib.contextmanager
+    def subscribed(self) -> Iterator[None]:
+        """Hold while subscribed; the cache is dropped when the last subscriber leaves,
+        so only streams being watched keep encoded events in memory."""
+        self._subscribers += 1
+        try:
+            yield
+        finally:
+            self._subscribers -= 1
+            if not self._subscribers:
+                self._events.clear()
 
     async def get(self, key: tuple, produce: Callable[[], Awaitable[T]]) -> T:
         future = self._events.get(key)

@@ -38,6 +38,17 @@ async def run_to_completion(operation: Awaitable[T]) -> T:
     return await asyncio.shield(task)
 
 
+class EngineEvents:
+    """What the engine reports as it works; no-ops by default. The server's metrics
+    object (ops/metrics.py) has the same methods and is passed in instead."""
+
+    def appended(self, nbytes: int) -> None: ...
+
+    def stream_expired(self) -> None: ...
+
+    def producer_duplicate(self) -> None: ...
+
+
 class Stream:
     """One live incarnation of a stream path."""
 
@@ -47,6 +58,7 @@ class Stream:
         self.source = source  # fork source (the object, so a re-created path is never confused)
         self.forks: set[Stream] = set()  # live forks
         self.pins = 0  # forks being created from this stream right now
+        self.live_readers = 0  # long-polls and SSE connections waiting on it
         self.framing = framing_of(config.content_type)
         self.lifetime = Lifetime.from_settings(config.settings)
         self.lock = asyncio.Lock()
@@ -112,9 +124,11 @@ class Chunk:
 
 
 class StreamEngine:
-    def __init__(self, store: StreamStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: StreamStore, clock: Callable[[], float] = time.time,
+                 events: "EngineEvents | None" = None) -> None:
         self.store = store
         self.clock = clock
+        self.events = events or EngineEvents()
         self._streams: dict[str, Stream] = {}
         self._paths = PathLocks()
         self.stopping = False
@@ -135,6 +149,11 @@ class StreamEngine:
         for stream in list(self._streams.values()):
             await self._collect(self._unreferenced(stream))
 
+    @property
+    def stream_count(self) -> int:
+        """Streams that exist (soft-deleted ones included: they still hold data)."""
+        return len(self._streams)
+
     def release_readers(self) -> None:
         """Stop accepting requests and wake every live reader so it can finish."""
         self.stopping = True
@@ -148,7 +167,8 @@ class StreamEngine:
     # ---------------------------------------------------------------- lookup and expiry
 
     def _expired(self, stream: Stream) -> bool:
-        if stream.state.soft_deleted or stream.removed:
+        # A stream with live readers waiting on it does not expire (PROTOCOL 5.1, TTL).
+        if stream.state.soft_deleted or stream.removed or stream.live_readers:
             return False
         return stream.lifetime.is_expired(stream.state.last_access, self.clock())
 
@@ -196,6 +216,8 @@ class StreamEngine:
 
     def touch(self, stream: Stream) -> None:
         """A read or write reached the stream: restart its sliding TTL (never for HEAD)."""
+        if stream.removed:
+            return  # its path may already belong to a new incarnation
         now = self.clock()
         stream.state.last_access = now
         self.store.touch(stream.path, now)
@@ -214,7 +236,11 @@ class StreamEngine:
                     raise StreamNotFound(f"stream {stream.path} not found")
                 if stream.state.soft_deleted:
                     raise StreamGone(f"stream {stream.path} has been deleted")
+            elif stream.removed or not self._expired(stream):
+                return  # already handled by a concurrent request
             collectable = await self._remove(stream)
+            if not explicit:
+                self.events.stream_expired()
         await self._collect(collectable)
 
     async def _collect(self, source: Stream | None) -> None:
@@ -317,6 +343,8 @@ class StreamEngine:
             raise
         stream = Stream(config, state, source)
         self._streams[path] = stream
+        if data:
+            self.events.appended(len(data))
         if source is not None:
             source.pins -= 1
             source.forks.add(stream)
@@ -365,6 +393,7 @@ class StreamEngine:
         claim = request.producer
         if state.closed:
             if claim is not None and state.closed_by == claim.as_tuple():
+                self.events.producer_duplicate()
                 return AppendResult(state.tail, True, ProducerVerdict(True, claim.epoch, claim.seq), wrote=False)
             if not request.body and request.close:
                 return AppendResult(state.tail, True, None, wrote=False)
@@ -384,6 +413,7 @@ class StreamEngine:
         if claim is not None:
             verdict = judge(self._producer_state(state, claim.producer_id), claim)
             if verdict.duplicate:
+                self.events.producer_duplicate()
                 return AppendResult(state.tail, state.closed, verdict, wrote=False)
         if request.stream_seq is not None:
             check_stream_seq(state.stream_seq, request.stream_seq)
@@ -406,6 +436,7 @@ class StreamEngine:
         if commit.producer is not None:
             state.producers[commit.producer[0]] = commit.producer[1]
         stream.signal.fire()
+        self.events.appended(len(data))
         return AppendResult(state.tail, state.closed, verdict, wrote=True)
 
     def _producer_state(self, state: StreamState, producer_id: str) -> ProducerState | None:
@@ -442,14 +473,19 @@ class StreamEngine:
         """Wait until the stream grows past `position`, closes, disappears, the server
         stops, or the loop clock reaches `deadline`."""
         loop = asyncio.get_running_loop()
-        while True:
-            if stream.removed:
-                raise StreamNotFound(f"stream {stream.path} was deleted")
-            if stream.state.soft_deleted:
-                raise StreamGone(f"stream {stream.path} has been deleted")
-            if stream.state.tail > position or stream.state.closed or self.stopping:
-                return
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            await stream.signal.wait(remaining)
+        stream.live_readers += 1
+        try:
+            while True:
+                if stream.removed:
+                    raise StreamNotFound(f"stream {stream.path} was deleted")
+                if stream.state.soft_deleted:
+                    raise StreamGone(f"stream {stream.path} has been deleted")
+                if stream.state.tail > position or stream.state.closed or self.stopping:
+                    return
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await stream.signal.wait(remaining)
+        finally:
+            stream.live_readers -= 1
+            self.touch(stream)  # its idle time starts when the last reader stops waiting

@@ -29,7 +29,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.exposition import choose_encoder
 
@@ -52,17 +52,19 @@ REQUEST_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
     2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 )
-# fsync latency: tens of microseconds (tmpfs, cache) up to seconds (a busy disk).
-FLUSH_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1, 0.25, 0.5, 1.0, 2.5,
-)
-# Records written per group commit.
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class StoreStats(Protocol):
     """What a store counts about itself (the file store has these attributes)."""
+
+    @property
+    def flush_count(self) -> int: ...  # group commits (one fsync each)
+
+    @property
+    def flush_seconds_total(self) -> float: ...  # time spent writing + fsyncing them
+
+    @property
+    def batch_records_total(self) -> int: ...  # records they made durable
 
     @property
     def open_handles(self) -> int: ...
@@ -149,17 +151,12 @@ class NullMetrics:
         """An idempotent producer's retry was recognised and not appended again."""
 
     # -- store --
-    def observe_flush(self, seconds: float, batch_size: int) -> None:
-        """One group commit: fsync latency and the number of records it made durable.
-
-        Called per flush (from the store's writer thread) so latency has a
-        distribution, not just a mean.
-        """
-
     def track_store(self, store: StoreStats) -> Callable[[], None]:
-        """Export a store's own counters (open handles, evictions), read at each scrape.
+        """Export a store's own counters (group commits, open handles, evictions).
 
-        Returns the function that stops tracking it (call it when the store closes).
+        They are read at each scrape, so the store's writer thread never calls
+        into metrics. Returns the function that stops tracking the store (call
+        it when the store closes).
         """
         return _nothing
 
@@ -203,6 +200,18 @@ class _StoreCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         stores = list(self._stores)
+        flushes = sum(store.flush_count for store in stores)
+        # Summaries (count + sum): the store keeps running totals, not one
+        # observation per flush, so rate() gives flushes/s, mean latency and
+        # mean batch size.
+        yield SummaryMetricFamily(
+            f"{NAMESPACE}_store_flush_duration_seconds", "Group commits (write + fsync) and their total duration.",
+            count_value=flushes, sum_value=sum(store.flush_seconds_total for store in stores),
+        )
+        yield SummaryMetricFamily(
+            f"{NAMESPACE}_store_flush_batch_size", "Group commits and the records they made durable.",
+            count_value=flushes, sum_value=sum(store.batch_records_total for store in stores),
+        )
         yield GaugeMetricFamily(
             f"{NAMESPACE}_store_open_files", "File handles held open by the stores.",
             value=sum(store.open_handles for store in stores),
@@ -269,14 +278,6 @@ class Metrics(NullMetrics):
             namespace=NAMESPACE, registry=r,
         )
 
-        self._flush_seconds = Histogram(
-            "store_flush_duration_seconds", "Latency of one group commit (write + fsync).",
-            namespace=NAMESPACE, registry=r, buckets=FLUSH_BUCKETS,
-        )
-        self._flush_batch = Histogram(
-            "store_flush_batch_size", "Records made durable by one group commit.",
-            namespace=NAMESPACE, registry=r, buckets=BATCH_BUCKETS,
-        )
         self._stores = _Tracked()
         r.register(_StoreCollector(self._stores))
         self._recovery_seconds = Gauge(
@@ -309,10 +310,6 @@ class Metrics(NullMetrics):
 
     def producer_duplicate(self) -> None:
         self._duplicates.inc()
-
-    def observe_flush(self, seconds: float, batch_size: int) -> None:
-        self._flush_seconds.observe(seconds)
-        self._flush_batch.observe(batch_size)
 
     def track_store(self, store: StoreStats) -> Callable[[], None]:
         return self._stores.add(store)

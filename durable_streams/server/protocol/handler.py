@@ -3,13 +3,25 @@ format its answer (plain bytes, a JSON array, or Server-Sent Events).
 
 The stream key is the full request path. Every response carries the security and CORS
 headers; errors are plain text with `Cache-Control: no-store`; no request produces a
-traceback."""
+traceback.
+
+Choices the protocol asks implementations to document:
+- Stream-Seq is scoped per stream (not per writer identity).
+- Stream-TTL together with Stream-Expires-At is refused (400); there is no precedence.
+- Offsets are `%016d_%016d` (reserved part, byte position); reads are paged by
+  `max_read_bytes`, cut at message boundaries for JSON and at characters for text/*.
+- Stream-Fork-Sub-Offset may reach up to the source's tail (the next boundary a store
+  can know), not only to the end of the single append at the fork offset.
+- Idempotent-producer state lives as long as the stream with a durable store; the
+  memory store forgets producers idle for 7 days."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -19,7 +31,7 @@ from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
 from ..engine.messages import Framing, json_array
 from ..engine.offsets import format_offset, parse_position, parse_read_offset
-from ..engine.streams import AppendRequest, Chunk, CreateRequest, Stream, StreamEngine
+from ..engine.streams import AppendRequest, Chunk, CreateRequest, EngineEvents, Stream, StreamEngine
 from ..store import open_store
 from ..store.base import StoreError
 from . import headers as parse
@@ -47,9 +59,12 @@ class ProtocolSettings:
 
 
 class DurableStreamsHandler:
-    def __init__(self, settings: ProtocolSettings) -> None:
+    def __init__(self, settings: ProtocolSettings, *, metrics: Any = None) -> None:
+        """`metrics`: optional, the server's metrics object (ops/metrics.py interface)."""
         self.settings = settings
-        self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles))
+        self.metrics = metrics if metrics is not None else _NoMetrics()
+        self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles), events=self.metrics)
+        self._untrack: list[Callable[[], None]] = []
         self._live: set[asyncio.Task] = set()  # requests waiting on streams (long-poll, SSE)
         self._sweeper: asyncio.Task | None = None
         self._methods = {
@@ -58,7 +73,12 @@ class DurableStreamsHandler:
         }
 
     async def start(self) -> None:
+        started = time.monotonic()
         await self.engine.open()
+        self.metrics.observe_recovery(time.monotonic() - started)
+        self._untrack.append(self.metrics.track_streams(lambda: self.engine.stream_count))
+        if hasattr(self.engine.store, "open_handles"):
+            self._untrack.append(self.metrics.track_store(self.engine.store))
         self._sweeper = asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL))
 
     async def stop(self) -> None:
@@ -70,6 +90,9 @@ class DurableStreamsHandler:
         if self._live:
             await asyncio.wait(list(self._live), timeout=5)
         await self.engine.close()
+        for untrack in self._untrack:
+            untrack()
+        self._untrack.clear()
 
     # ---------------------------------------------------------------- dispatch
 
@@ -192,7 +215,8 @@ class DurableStreamsHandler:
         chunk = await self.engine.read(stream, start, self.settings.max_read_bytes)
         return self._chunk_response(request, stream, chunk)
 
-    async def _live_request(self, work):
+    async def _live_request(self, work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+        """Run a long-poll or SSE request, known to stop() so it can be waited for."""
         task = asyncio.current_task()
         self._live.add(task)
         try:
@@ -206,11 +230,13 @@ class DurableStreamsHandler:
         headers.update(extra or {})
         tag = f'"{stream.config.created_at!r}:{format_offset(chunk.start)}:{format_offset(chunk.next)}'
         headers["ETag"] = tag + (':c"' if chunk.closed else '"')
-        # Pages with data never change and may be cached; an empty page at the tail may.
+        # Pages with data never change and may be cached; an empty page at the tail must
+        # not be, or readers polling it would miss new data.
         headers["Cache-Control"] = CACHEABLE if chunk.data else "no-store"
-        if request.headers.get("If-None-Match") == headers["ETag"]:
+        if _matches(request.headers.get("If-None-Match"), headers["ETag"]):
             return plain(304, headers)
         body = json_array(chunk.data) if stream.framing is Framing.JSON else chunk.data
+        self.metrics.served(len(chunk.data))
         return plain(200, headers, body)
 
     def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> web.StreamResponse:
@@ -268,28 +294,30 @@ class DurableStreamsHandler:
 
         announced_up_to_date = False
         try:
-            while not (self.engine.stopping or stream.removed or stream.state.soft_deleted):
-                tail, closed = stream.state.tail, stream.state.closed
-                if position < tail:
-                    event, chunk = await stream.events.get(
-                        (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
-                    )
-                    await response.write(event + control(chunk.next, chunk.up_to_date, chunk.closed))
-                    position = chunk.next
-                    announced_up_to_date = chunk.up_to_date
-                    if chunk.closed:
+            with stream.events.subscribed():  # shared encodings live while watched
+                while not (self.engine.stopping or stream.removed or stream.state.soft_deleted):
+                    tail, closed = stream.state.tail, stream.state.closed
+                    if position < tail:
+                        event, chunk = await stream.events.get(
+                            (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
+                        )
+                        await response.write(event + control(chunk.next, chunk.up_to_date, chunk.closed))
+                        self.metrics.served(len(chunk.data))
+                        position = chunk.next
+                        announced_up_to_date = chunk.up_to_date
+                        if chunk.closed:
+                            break
+                        continue
+                    if closed:
+                        await response.write(control(position, True, True))
                         break
-                    continue
-                if closed:
-                    await response.write(control(position, True, True))
-                    break
-                if not announced_up_to_date:
-                    await response.write(control(position, True, False))
-                    announced_up_to_date = True
-                if loop.time() >= deadline:
-                    break  # periodic reconnect lets CDNs collapse readers
-                await self.engine.wait(stream, position, deadline)
-                self.engine.touch(stream)
+                    if not announced_up_to_date:
+                        await response.write(control(position, True, False))
+                        announced_up_to_date = True
+                    if loop.time() >= deadline:
+                        break  # periodic reconnect lets CDNs collapse readers
+                    await self.engine.wait(stream, position, deadline)
+                    self.engine.touch(stream)
             await response.write_eof()
         except (ConnectionResetError, StreamError):
             pass  # the client left, or the stream went away: the connection just ends
@@ -298,11 +326,24 @@ class DurableStreamsHandler:
             response.force_close()
         return response
 
-
     async def _sse_batch(self, stream: Stream, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
         return data_event(stream.framing, chunk.data), chunk
+
+
+class _NoMetrics(EngineEvents):
+    """Metrics off: the subset of the ops metrics interface the handler calls."""
+
+    def served(self, nbytes: int) -> None: ...
+
+    def observe_recovery(self, seconds: float) -> None: ...
+
+    def track_streams(self, count: Callable[[], int]) -> Callable[[], None]:
+        return lambda: None
+
+    def track_store(self, store: Any) -> Callable[[], None]:
+        return lambda: None
 
 
 # -------------------------------------------------------------------- request parsing
@@ -354,6 +395,14 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         if len(body) > limit:
             raise HttpError(413, f"request body larger than {limit} bytes", close=True)
     return bytes(body)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 If-None-Match: a list of (possibly weak) tags, or `*`."""
+    if if_none_match is None:
+        return False
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
 def _position_headers(stream: Stream, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:

@@ -39,7 +39,7 @@ def expires_at(value: str) -> float:
     try:
         offset = timedelta(0) if zone in "Zz" else _zone_offset(zone)
         moment = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=timezone(offset))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InvalidRequest("Stream-Expires-At is not a valid date and time") from None
     return moment.timestamp() + fraction + (1 if second == 60 else 0)  # leap second
 

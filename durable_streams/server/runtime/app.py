@@ -15,6 +15,7 @@ Order matters:
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +28,7 @@ from ..config.model import Config, MetricsEndpoint, Server
 from ..ops.health import Readiness
 from ..ops.metrics import create_metrics
 from ..ops.systemd import SystemdNotifier
-from .listeners import Listener, open_listener, open_ops_listener, socket_settings
+from .listeners import Listener, build_ssl_context, open_listener, open_ops_listener, socket_settings
 from .routing import Compiler, Factory
 
 DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound
@@ -135,15 +136,19 @@ class ServerApp:
             self.notifier.ready(self._status())
 
     async def _reload(self, new: Config) -> None:
+        for server in new.servers:
+            build_ssl_context(server)  # unreadable certificate files refuse the reload up front
         compiler = self._compiler(new, previous=self.compiler)
         routes = [compiler.routes(s.routes) for s in new.servers]
         fresh = [h for h in compiler.lifecycle if h not in compiler.reused]
         dropped = [h for h in self.compiler.lifecycle if h not in compiler.reused]
-        # A dropped store may hold the data_dir a fresh one needs: stop those first.
-        for handler in dropped:
-            await self._stop_handler(handler, time.monotonic() + self.grace_period)
-            if handler in self._started:
-                self._started.remove(handler)
+        # A dropped store that holds a data_dir a fresh one needs must close first; the
+        # others stay up until the new configuration is in place.
+        fresh_dirs = {_data_dir(c) for c, h in zip(compiler.configs, compiler.lifecycle) if h in fresh} - {None}
+        old_dirs = {id(h): _data_dir(c) for c, h in zip(self.compiler.configs, self.compiler.lifecycle)}
+        stop_first = [h for h in dropped if old_dirs.get(id(h)) in fresh_dirs]
+        for handler in stop_first:
+            await self._retire(handler)
         started = []
         try:
             for handler in fresh:
@@ -160,6 +165,8 @@ class ServerApp:
         for server, route_list in zip(new.servers, routes):
             listener = old_by_settings.pop(socket_settings(server), None)
             if listener is not None:
+                if listener.tls is not None:
+                    listener.tls.reload()  # renewed certificate files, same paths
                 listener.server, listener.routes = server, route_list
                 kept.append(listener)
         # listeners that go away stop accepting now and drain in the background
@@ -173,9 +180,17 @@ class ServerApp:
                 kept.append(await self._open(server, route_list))
         self.listeners = kept
         self.compiler, self.config = compiler, new
+        for handler in dropped:
+            if handler not in stop_first:
+                await self._retire(handler)
         self.log.info("configuration reloaded", listeners=len(kept), stores_kept=len(compiler.reused))
 
     # ------------------------------------------------------------------ stop
+
+    async def _retire(self, handler: Any) -> None:
+        await self._stop_handler(handler, time.monotonic() + self.grace_period)
+        if handler in self._started:
+            self._started.remove(handler)
 
     async def _stop_handler(self, handler: Any, deadline: float) -> None:
         try:
@@ -246,6 +261,11 @@ class ServerApp:
             await self.reload(new)
         except Exception as exc:
             self.log.error("reload failed; keeping what is running", error=repr(exc))
+
+
+def _data_dir(config: Any) -> str | None:
+    data_dir = getattr(config, "data_dir", None)
+    return os.path.normpath(data_dir) if data_dir else None
 
 
 def _format_sockname(sockname: Any) -> str:

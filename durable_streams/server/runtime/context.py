@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ..config.matchers import ip_in_ranges
 from ..config.model import HeaderOp
+
 
 @dataclass
 class RequestContext:
@@ -17,7 +19,11 @@ class RequestContext:
     early_headers: CIMultiDict[str] = field(default_factory=CIMultiDict)
     # Ops that Caddy applies when the response header is written (`defer`, deletes, `?`).
     deferred_ops: list[HeaderOp] = field(default_factory=list)
-    max_body_size: int | None = None
+    max_body_size: int | None = None  # from `request_body { max_size }`, for the protocol handler
+
+
+# aiohttp >= 3.12 wants typed keys for request state; older versions take a string.
+CONTEXT_KEY = web.RequestKey("ds.ctx", RequestContext) if hasattr(web, "RequestKey") else "ds.ctx"
 
 
 def context_of(request: web.BaseRequest) -> RequestContext:
@@ -27,5 +33,15 @@ def context_of(request: web.BaseRequest) -> RequestContext:
     return ctx
 
 
-# aiohttp >= 3.12 wants typed keys for request state; older versions take a string.
-CONTEXT_KEY = web.RequestKey("ds.ctx", RequestContext) if hasattr(web, "RequestKey") else "ds.ctx"
+def client_ip(request: web.BaseRequest, trusted: tuple[str, ...], headers: tuple[str, ...]) -> str:
+    """The client address: the remote peer, or (from a trusted proxy) the first forwarded IP."""
+    remote = request.remote or ""
+    if not trusted or not ip_in_ranges(remote, trusted):
+        return remote
+    for name in headers or ("X-Forwarded-For",):
+        value = request.headers.get(name)
+        if value:
+            first = value.split(",")[0].strip()
+            if first:
+                return first
+    return remote

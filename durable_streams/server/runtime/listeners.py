@@ -3,6 +3,7 @@ bound on each listen address (TCP or unix), with TLS when the server has certifi
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -15,14 +16,22 @@ from aiohttp.abc import AbstractAccessLogger
 from ..config.addresses import ListenAddress
 from ..config.matchers import HostMatcher, RequestView
 from ..config.model import Server
-from .context import RequestContext, CONTEXT_KEY
-from .routing import RouteList, apply_response_headers, client_ip
+from .context import CONTEXT_KEY, RequestContext, client_ip
+from .handlers import apply_response_headers
+from .routing import RouteList
 
 # The protocol handler streams request bodies itself and enforces its own limits.
 CLIENT_MAX_SIZE = 1 << 62
 
 log = logging.getLogger("durable_streams.server.access")
 SERVER_HEADER = "durable-streams-server"
+
+
+def _abort_unfinished_body(request: web.Request) -> None:
+    if not request.content.at_eof() and request.transport is not None:
+        log.warning("request body not read within read_body timeout; closing connection",
+                    extra={"ds_fields": {"method": request.method, "path": request.path}})
+        request.transport.abort()
 
 
 async def _empty_response(request: web.Request) -> web.StreamResponse:
@@ -48,35 +57,50 @@ class _AccessLogger(AbstractAccessLogger):
         )
 
 
-def build_ssl_context(server: Server) -> ssl.SSLContext | None:
-    """One context per certificate; SNI picks among them when there are several."""
-    if not server.certificates:
-        return None
+class TLSContexts:
+    """The SSL contexts of one server: one per certificate, SNI picks among them.
 
-    def make(cert_file: str, key_file: str) -> ssl.SSLContext:
+    `reload()` loads the certificate files again into the same contexts, so a renewed
+    certificate is served to new connections after SIGHUP without re-binding.
+    """
+
+    def __init__(self, server: Server) -> None:
+        self.certificates = server.certificates
+        self.contexts = [self._new_context(server) for _ in server.certificates]
+        self.reload()
+        if len(self.contexts) > 1:
+            self.contexts[0].sni_callback = self._pick  # type: ignore[assignment]
+
+    @property
+    def default(self) -> ssl.SSLContext:
+        return self.contexts[0]
+
+    @staticmethod
+    def _new_context(server: Server) -> ssl.SSLContext:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if server.tls_min_version == "tls1.3" else ssl.TLSVersion.TLSv1_2
         if server.tls_max_version == "tls1.2":
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_alpn_protocols(["http/1.1"])
-        ctx.load_cert_chain(cert_file, key_file)
         return ctx
 
-    contexts = [(c.hosts, make(c.cert_file, c.key_file)) for c in server.certificates]
-    default = contexts[0][1]
-    if len(contexts) > 1:
+    def reload(self) -> None:
+        for cert, ctx in zip(self.certificates, self.contexts):
+            ctx.load_cert_chain(cert.cert_file, cert.key_file)
 
-        def pick(sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-            if not server_name:
+    def _pick(self, sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        if not server_name:
+            return
+        view = RequestView(method="", path="", host=server_name)
+        for cert, ctx in zip(self.certificates, self.contexts):
+            if cert.hosts and HostMatcher(cert.hosts).matches(view):
+                sock.context = ctx
                 return
-            view = RequestView(method="", path="", host=server_name)
-            for hosts, ctx in contexts:
-                if hosts and HostMatcher(hosts).matches(view):
-                    sock.context = ctx
-                    return
 
-        default.sni_callback = pick  # type: ignore[assignment]
-    return default
+
+def build_ssl_context(server: Server) -> ssl.SSLContext | None:
+    """The server's TLS context (None for plain HTTP); loads the certificate files."""
+    return TLSContexts(server).default if server.certificates else None
 
 
 @dataclass
@@ -91,6 +115,7 @@ class Listener:
     runner: web.AppRunner | None
     routes: RouteList
     sites: list[web.BaseSite] = field(default_factory=list)
+    tls: TLSContexts | None = None
 
     def socket_settings(self) -> tuple:
         return socket_settings(self.server)
@@ -117,7 +142,7 @@ class Listener:
 def socket_settings(server: Server) -> tuple:
     """What cannot change without re-binding: addresses, TLS and connection limits."""
     return (server.listen, server.certificates, server.tls_min_version, server.tls_max_version,
-            server.timeouts.idle, server.max_header_size, server.access_log)
+            server.timeouts.idle, server.timeouts.read_header, server.max_header_size, server.access_log)
 
 
 async def open_listener(
@@ -135,7 +160,15 @@ async def open_listener(
         request[CONTEXT_KEY] = RequestContext(
             client_ip=client_ip(request, current.trusted_proxies, current.client_ip_headers)
         )
-        return await listener.routes(request, _empty_response)
+        read_body = current.timeouts.read_body
+        if not read_body or not request.body_exists:
+            return await listener.routes(request, _empty_response)
+        # servers { timeouts { read_body } }: a body still unread by then ends the connection
+        timer = asyncio.get_running_loop().call_later(read_body, _abort_unfinished_body, request)
+        try:
+            return await listener.routes(request, _empty_response)
+        finally:
+            timer.cancel()
 
     if metrics is not None:
         from ..ops.metrics import measure_request
@@ -164,7 +197,9 @@ async def open_listener(
     )
     await runner.setup()
     listener.runner = runner
-    ssl_context = build_ssl_context(server)
+    if server.certificates:
+        listener.tls = TLSContexts(server)
+    ssl_context = listener.tls.default if listener.tls else None
     try:
         for address in server.listen:
             if address.network == "unix":
@@ -179,10 +214,20 @@ async def open_listener(
     return listener
 
 
+CADDY_DEFAULT_IDLE = 300.0  # Caddy's default idle timeout (5m)
+
+
 def _handler_args(server: Server) -> dict[str, Any]:
-    args: dict[str, Any] = {}
-    if server.timeouts.idle is not None:
-        args["keepalive_timeout"] = server.timeouts.idle
+    """aiohttp connection settings from the `servers` options.
+
+    aiohttp's keep-alive timer runs whenever a connection waits for request headers,
+    from the moment it opens: it is both the idle timeout and the deadline for the
+    headers to arrive. So `read_header` is enforced through it, and the shorter of
+    `idle` and `read_header` applies to both.
+    """
+    t = server.timeouts
+    limits = [v for v in (t.idle if t.idle is not None else CADDY_DEFAULT_IDLE, t.read_header) if v]
+    args: dict[str, Any] = {"keepalive_timeout": min(limits) if limits else CADDY_DEFAULT_IDLE}
     if server.max_header_size:
         args["max_field_size"] = server.max_header_size
         args["max_line_size"] = server.max_header_size

@@ -3,51 +3,24 @@
 Semantics are Caddy's: a route list runs the first matching route's handlers as a
 middleware chain whose `next` continues with the following routes; within a group only
 the first matching route runs; a terminal route ends the list. A Subroute is a nested
-route list whose `next` is its parent's `next`. Handlers are built from config objects
-by factories, so tests can plug their own (see `HandlerFactories`).
+route list whose `next` is its parent's `next`. The Compiler builds handlers from config
+objects through factories (handlers.DEFAULT_FACTORIES), which tests may extend.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
-from ..config.matchers import MatcherSet, RequestView, ip_in_ranges, sets_match
-from ..config.model import (
-    DurableStreams,
-    HeaderOp,
-    Headers,
-    MetricsEndpoint,
-    RequestBody,
-    Route,
-    StaticResponse,
-    StripPathPrefix,
-    Subroute,
-)
-from .context import CONTEXT_KEY, context_of
-from .placeholders import replace_placeholders
+from ..config.matchers import MatcherSet, RequestView, sets_match
+from ..config.model import Route
+from .context import context_of
+from .handlers import DEFAULT_FACTORIES, Factory, Lifecycle, Next, RuntimeHandler
 
-Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class RuntimeHandler(Protocol):
-    """A middleware: may answer, or call `next` (possibly with a changed request)."""
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse: ...
-
-
-class Lifecycle(Protocol):
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
-Factory = Callable[[Any, "Compiler"], RuntimeHandler]
+__all__ = ["Compiler", "Factory", "Next", "RouteList", "RuntimeHandler", "request_view"]
 
 
 def request_view(request: web.Request) -> RequestView:
@@ -118,209 +91,6 @@ async def _chain(handlers: tuple[RuntimeHandler, ...], i: int, request: web.Requ
     return await handlers[i](request, next_handler)
 
 
-# --------------------------------------------------------------------------- built-in handlers
-
-
-class StaticResponseHandler:
-    def __init__(self, config: StaticResponse) -> None:
-        self.config = config
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        c = self.config
-        if c.abort:
-            # Caddy panics with ErrAbortHandler: the connection closes without a response.
-            if request.transport is not None:
-                request.transport.abort()
-            raise web.HTTPException()  # never written: the transport is gone
-        ctx = context_of(request)
-        response = web.Response(status=c.status or 200)
-        for name, value in c.headers:
-            response.headers[name] = replace_placeholders(value, request, known_only=False)
-        body = replace_placeholders(c.body, request, known_only=True) if c.body else ""
-        if body and "Content-Type" not in response.headers and "Content-Type" not in ctx.early_headers:
-            response.headers["Content-Type"] = _sniff_static_type(body)
-        if c.close:
-            response.headers["Connection"] = "close"
-            response.force_close()
-        if body and response.status != 103:
-            response.body = body.encode()
-        return response
-
-
-def _sniff_static_type(body: str) -> str:
-    content = body.strip()
-    if len(content) > 2 and ((content[0], content[-1]) in (("{", "}"), ("[", "]"))):
-        import json
-
-        try:
-            json.loads(content)
-            return "application/json"
-        except ValueError:
-            pass
-    return "text/plain; charset=utf-8"
-
-
-class HeadersHandler:
-    def __init__(self, config: Headers) -> None:
-        self.config = config
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        ctx = context_of(request)
-        if self.config.deferred:
-            ctx.deferred_ops.extend(_with_values(self.config.ops, request))
-        else:
-            for op in _with_values(self.config.ops, request):
-                if op.action in ("delete", "default"):
-                    ctx.deferred_ops.append(op)
-                else:
-                    apply_header_op(ctx.early_headers, op)
-        return await next(request)
-
-
-def _with_values(ops: tuple[HeaderOp, ...], request: web.Request) -> list[HeaderOp]:
-    out = []
-    for op in ops:
-        value = replace_placeholders(op.value, request, known_only=False)
-        out.append(op if value == op.value else HeaderOp(op.action, op.field, value, op.search, op.regex))
-    return out
-
-
-def apply_header_op(headers: Any, op: HeaderOp) -> None:
-    """Apply one op to a CIMultiDict (response headers or the early headers)."""
-    if op.action == "set":
-        headers[op.field] = op.value
-    elif op.action == "add":
-        headers.add(op.field, op.value)
-    elif op.action == "default":
-        if op.field not in headers:
-            headers[op.field] = op.value
-    elif op.action == "delete":
-        _delete_header(headers, op.field)
-    elif op.action == "replace":
-        if op.field == "*":
-            names = list(dict.fromkeys(headers.keys()))
-        else:
-            names = [op.field] if op.field in headers else []
-        for name in names:
-            values = headers.getall(name)
-            del headers[name]
-            for v in values:
-                new = re.sub(op.search or "", op.value, v) if op.regex else v.replace(op.search or "", op.value)
-                headers.add(name, new)
-
-
-def _delete_header(headers: Any, pattern: str) -> None:
-    # Caddy allows a leading or trailing '*' in delete patterns
-    low = pattern.lower()
-    for name in list(dict.fromkeys(headers.keys())):
-        n = name.lower()
-        if (
-            n == low
-            or (low.startswith("*") and low.endswith("*") and len(low) > 1 and low[1:-1] in n)
-            or (low.startswith("*") and n.endswith(low[1:]))
-            or (low.endswith("*") and n.startswith(low[:-1]))
-        ):
-            del headers[name]
-
-
-def apply_response_headers(response: web.StreamResponse, request: web.BaseRequest) -> None:
-    """on_response_prepare: early headers the handler did not overwrite, then deferred ops."""
-    ctx = request.get(CONTEXT_KEY)
-    if ctx is None:
-        return
-    for name in dict.fromkeys(ctx.early_headers.keys()):
-        # aiohttp fills in Content-Type (octet-stream) before this hook runs; a handler that
-        # set nothing must not beat a header the config set earlier, as in Caddy
-        defaulted = name.lower() == "content-type" and response.headers.get(name) == "application/octet-stream"
-        if defaulted:
-            del response.headers[name]
-        if name not in response.headers:
-            for value in ctx.early_headers.getall(name):
-                response.headers.add(name, value)
-    for op in ctx.deferred_ops:
-        apply_header_op(response.headers, op)
-
-
-class RequestBodyHandler:
-    def __init__(self, config: RequestBody) -> None:
-        self.config = config
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        limit = self.config.max_size
-        if limit > 0:
-            context_of(request).max_body_size = limit
-            length = request.content_length
-            if length is not None and length > limit:
-                return web.Response(status=413, text="http: request body too large\n", headers={"Connection": "close"})
-        return await next(request)
-
-
-class StripPrefixHandler:
-    def __init__(self, config: StripPathPrefix) -> None:
-        self.prefix = config.prefix.lower()
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        raw = request.rel_url.raw_path
-        if self.prefix and raw.lower().startswith(self.prefix):
-            stripped = raw[len(self.prefix):]
-            if not stripped.startswith("/"):
-                stripped = "/" + stripped
-            qs = request.rel_url.raw_query_string
-            url = URL(stripped + ("?" + qs if qs else ""), encoded=True)
-            request = request.clone(rel_url=url)
-        return await next(request)
-
-
-class MetricsEndpointHandler:
-    """Caddy's `metrics` directive: the Prometheus exposition, terminal."""
-
-    def __init__(self, config: MetricsEndpoint, metrics: Any) -> None:
-        from ..ops.metrics import metrics_handler
-
-        self.serve = metrics_handler(metrics, openmetrics=config.openmetrics)
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        try:
-            return await self.serve(request)
-        except web.HTTPException as exc:
-            return web.Response(status=exc.status, text=exc.text or "", headers=exc.headers)
-
-
-class DurableStreamsRuntime:
-    """Runs the protocol handler for one `durable_streams` directive (one store)."""
-
-    def __init__(self, config: DurableStreams, metrics: Any = None) -> None:
-        self.config = config
-        self.metrics = metrics
-        self.impl: Any = None
-
-    async def start(self) -> None:
-        # Imported here: the runtime layer works (and is testable) without the protocol layer.
-        from ..protocol.handler import DurableStreamsHandler, ProtocolSettings
-
-        c = self.config
-        settings = ProtocolSettings(
-            data_dir=c.data_dir,
-            max_file_handles=c.max_file_handles,
-            long_poll_timeout=c.long_poll_timeout,
-            sse_reconnect_interval=c.sse_reconnect_interval,
-        )
-        # metrics is an optional, additive keyword of the protocol handler
-        params = inspect.signature(DurableStreamsHandler).parameters
-        if self.metrics is not None and "metrics" in params:
-            self.impl = DurableStreamsHandler(settings, metrics=self.metrics)
-        else:
-            self.impl = DurableStreamsHandler(settings)
-        await self.impl.start()
-
-    async def stop(self) -> None:
-        if self.impl is not None:
-            await self.impl.stop()
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        return await self.impl.handle(request, max_body_size=context_of(request).max_body_size)
-
-
 # --------------------------------------------------------------------------- compiling
 
 
@@ -382,32 +152,3 @@ class Compiler:
                 for r in routes
             ]
         )
-
-
-def _subroute(config: Subroute, compiler: Compiler) -> RuntimeHandler:
-    return compiler.routes(config.routes)
-
-
-DEFAULT_FACTORIES: dict[type, Factory] = {
-    Subroute: _subroute,
-    StaticResponse: lambda c, _: StaticResponseHandler(c),
-    Headers: lambda c, _: HeadersHandler(c),
-    RequestBody: lambda c, _: RequestBodyHandler(c),
-    StripPathPrefix: lambda c, _: StripPrefixHandler(c),
-    DurableStreams: lambda c, compiler: DurableStreamsRuntime(c, compiler.services.get("metrics")),
-    MetricsEndpoint: lambda c, compiler: MetricsEndpointHandler(c, compiler.services["metrics"]),
-}
-
-
-def client_ip(request: web.BaseRequest, trusted: tuple[str, ...], headers: tuple[str, ...]) -> str:
-    """The client address: the remote peer, or (from a trusted proxy) the first forwarded IP."""
-    remote = request.remote or ""
-    if not trusted or not ip_in_ranges(remote, trusted):
-        return remote
-    for name in headers or ("X-Forwarded-For",):
-        value = request.headers.get(name)
-        if value:
-            first = value.split(",")[0].strip()
-            if first:
-                return first
-    return remote

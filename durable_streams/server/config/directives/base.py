@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ...caddyfile.tree import Directive, Token
-from ..errors import AdaptError, arg_error, at, errf
+from ..errors import AdaptError, arg_error, at
 from ..matchers import MatcherSet, PathMatcher
 from ..model import Handler, Route, Subroute
 
@@ -331,14 +331,11 @@ def expand_shorthands(text: str) -> str:
     return text
 
 
-def exactly_one_arg(sub: Directive) -> str:
-    """Caddy's `d.Args(&v)` for a sub-directive line: exactly one argument."""
-    if len(sub.args) != 1:
-        raise arg_error(sub.args[-1] if len(sub.args) > 1 else sub.name)
-    return sub.args[0].text
-
-
-def no_block(d: Directive, what: str | None = None) -> None:
-    if d.block:
-        first = d.block[0].name
-        raise errf(first, f"unknown subdirective: {first.text}" if what is None else what)
+def all_args(line: Directive, count: int) -> tuple[Token, ...]:
+    """Caddy's `d.AllArgs(...)`: exactly `count` arguments; the error names the last token
+    read (the final argument when short, the last wanted one when there are too many)."""
+    if len(line.args) < count:
+        raise arg_error(line.args[-1] if line.args else line.name)
+    if len(line.args) > count:
+        raise arg_error(line.args[count - 1] if count else line.name)
+    return line.args

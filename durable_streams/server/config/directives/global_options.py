@@ -16,7 +16,7 @@ from ..errors import AdaptError, arg_error, errf
 from ..matchers import MatcherError, parse_ip_range
 from ..model import LogConfig, Timeouts
 from . import policy
-from .base import CADDY_DIRECTIVES, Scope
+from .base import CADDY_DIRECTIVES, Scope, all_args
 from .site import parse_size
 
 OptionFunc = Callable[[Directive, dict[str, Any], Scope], None]
@@ -32,9 +32,7 @@ def option(name: str) -> Callable[[OptionFunc], OptionFunc]:
 
 
 def _single(d: Directive) -> Token:
-    if len(d.args) != 1:
-        raise arg_error(d.args[-1] if d.args else d.name)
-    return d.args[0]
+    return all_args(d, 1)[0]
 
 
 @option("debug")
@@ -242,8 +240,8 @@ def _servers(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
                     values[t.name.text] = parse_duration(t.args[0].text)
                 except DurationError as exc:
                     raise errf(t.args[0], f"parsing {t.name.text} timeout duration: {exc}") from None
-                if t.name.text != "idle":
-                    # aiohttp has no per-phase deadlines; only the idle (keep-alive) timeout is enforced
+                if t.name.text == "write":
+                    # no write deadline (SSE responses stay open by design); the rest are enforced
                     scope.warn(t.name, f"servers timeouts option '{t.name.text}' is not enforced by durable-streams daemon")
             found["timeouts"] = Timeouts(**values)
         elif key == "max_header_size":

@@ -25,11 +25,11 @@ from .base import (
     DIRECTIVES,
     Scope,
     Value,
+    all_args,
     block_end,
     build_subroute,
     directive,
     expand_shorthands,
-    extract_matcher,
     handler_directive,
     parse_block,
 )
@@ -103,9 +103,7 @@ def respond(d: Directive, args: list[Token], scope: Scope) -> Handler:
         if sub.name.text == "body":
             if body is not None:
                 raise errf(sub.name, "body already specified")
-            if len(sub.args) != 1:
-                raise arg_error(sub.args[-1] if sub.args else sub.name)
-            body = expand_shorthands(sub.args[0].text)
+            body = expand_shorthands(all_args(sub, 1)[0].text)
         elif sub.name.text == "close":
             if close:
                 raise errf(sub.name, "close already specified")
@@ -132,14 +130,22 @@ def error(d: Directive, args: list[Token], scope: Scope) -> Handler:
             raise errf(sub.name, f"unrecognized subdirective '{sub.name.text}'")
         if message is not None:
             raise errf(sub.name, "message already specified")
-        if len(sub.args) != 1:
-            raise arg_error(sub.args[-1] if sub.args else sub.name)
-        message = sub.args[0].text
+        message = all_args(sub, 1)[0].text
     # Without handle_errors, Caddy answers an error with its status and an empty body.
     return StaticResponse(status=status or 500, body="")
 
 
 _REDIR_CODES = {"permanent": 301, "temporary": 302}
+_REDIR_HTML = """<!DOCTYPE html>
+<html>
+	<head>
+		<title>Redirecting...</title>
+		<script>window.location.replace("{to}");</script>
+		<meta http-equiv="refresh" content="0; URL='{to}'">
+	</head>
+	<body>Redirecting to <a href="{to}">{to}</a>...</body>
+</html>
+"""
 
 
 @handler_directive("redir")
@@ -147,15 +153,22 @@ def redir(d: Directive, args: list[Token], scope: Scope) -> Handler:
     if not args or len(args) > 2:
         raise arg_error(args[-1] if args else d.name)
     target = expand_shorthands(args[0].text)
-    code = 302
-    if len(args) == 2:
-        word = args[1].text
-        if word in _REDIR_CODES:
-            code = _REDIR_CODES[word]
-        elif word.isdigit() and 300 <= int(word) <= 399:
-            code = int(word)
-        else:
+    word = args[1].text if len(args) == 2 else "temporary"
+    if word == "html":
+        # a page that redirects browsers; other clients get a 200 (as in Caddy)
+        import html
+
+        body = _REDIR_HTML.format(to=html.escape(target))
+        return StaticResponse(status=200, body=body, headers=(("Content-Type", "text/html; charset=utf-8"),))
+    if word in _REDIR_CODES:
+        code = _REDIR_CODES[word]
+    else:
+        body = word[1:] if word[:1] in "+-" else word
+        if not (body.isascii() and body.isdigit()):
             raise errf(args[1], f"Not a supported redir code type or not valid integer: '{word}'")
+        code = int(word)
+        if code < 300 or (code > 399 and code != 401):
+            raise errf(args[1], f"Redir code not in the 3xx range or 401: '{code}'")
     return StaticResponse(status=code, headers=(("Location", target),))
 
 
@@ -243,10 +256,9 @@ def request_body(d: Directive, args: list[Token], scope: Scope) -> Handler | Non
     max_size = 0
     for sub in d.block or ():
         if sub.name.text == "max_size":
-            if len(sub.args) != 1:
-                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            value = all_args(sub, 1)[0]
             try:
-                max_size = parse_size(sub.args[0].text)
+                max_size = parse_size(value.text)
             except ValueError as exc:
                 raise errf(sub.args[0], f"parsing max_size: {exc}") from None
         elif sub.name.text == "set":

@@ -7,7 +7,7 @@ after a restart is by construction the state that was acknowledged.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 from dataclasses import dataclass
 
 from ..base import StoredStream, StreamConfig, StreamState
@@ -22,7 +22,12 @@ class Entry:
 
     def snapshot(self) -> StoredStream:
         # Callers get copies: the engine mutates its own StreamState objects.
-        return StoredStream(self.config, copy.deepcopy(self.state))
+        return StoredStream(self.config, copy_state(self.state))
+
+
+def copy_state(state: StreamState) -> StreamState:
+    """An independent copy (ProducerState and tuples are immutable; only the dict is shared)."""
+    return dataclasses.replace(state, producers=dict(state.producers))
 
 
 class Catalog:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from . import checkpoint, wal
+from .catalog import Catalog
 from .records import Kind, Record
 from .storage import Storage
 
@@ -35,10 +36,8 @@ def recover(storage: Storage) -> RecoveryReport:
     storage.make_dirs()
     _remove_stale_temp(storage.data_dir)
     ckpt = checkpoint.read(storage.data_dir)
-    first_gen = 1
-    if ckpt is not None:
-        storage.catalog = ckpt.catalog
-        first_gen = ckpt.wal_generation
+    storage.catalog = ckpt.catalog if ckpt is not None else Catalog()
+    first_gen = ckpt.wal_generation if ckpt is not None else 1
     generations = wal.list_generations(storage.wal_dir)
     # Older generations are already covered by the checkpoint (a crash came between
     # writing it and unlinking them).

@@ -16,6 +16,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+import structlog
+
 from . import checkpoint
 from .catalog import Catalog
 from .filepool import DataFilePool
@@ -25,6 +27,7 @@ from .syncfs import SYNCFS_THRESHOLD, syncfs, syncfs_available
 from .wal import WalFile
 
 SHARDS = [f"{i:02x}" for i in range(256)]
+log = structlog.get_logger("durable_streams.store.file")
 
 
 @dataclass(slots=True)
@@ -87,6 +90,8 @@ class Storage:
             os.unlink(self.pool.path_of(incarnation))
         except FileNotFoundError:
             pass
+        except OSError as exc:  # the delete itself is durable; only space is not reclaimed
+            log.error("store_unlink_failed", incarnation=incarnation, error=str(exc))
 
     def begin_checkpoint(self) -> PendingCheckpoint:
         """Writer thread, between batches: switch to a new log generation and snapshot the

@@ -8,11 +8,11 @@ the event loop on file I/O.
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
+from .catalog import copy_state
 from .fsutil import store_error
 from .lock import DataDirLock
 from .recovery import RecoveryReport, recover
@@ -89,17 +89,19 @@ class FileStore(StreamStore):
         if self._writer is not None:
             raise RuntimeError("FileStore is already open")
         loop = asyncio.get_running_loop()
-        os.makedirs(self.data_dir, exist_ok=True)
-        self._lock.acquire()
         try:
-            self.recovery = await loop.run_in_executor(None, recover, self._storage)
+            os.makedirs(self.data_dir, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise store_error(exc, f"cannot use data_dir {self.data_dir}") from exc
+        try:
+            self.recovery, streams = await loop.run_in_executor(None, self._recover)
         except BaseException as exc:
             self._storage.close()
             self._lock.release()
             if isinstance(exc, OSError):
                 raise store_error(exc, f"recovery of {self.data_dir} failed") from exc
             raise
-        streams = [entry.snapshot() for entry in self._storage.catalog.by_path.values()]
         self._loop = loop
         self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="ds-store-read")
         self._writer = GroupCommitWriter(self._storage, loop, self.checkpoint_bytes, self._metrics)
@@ -107,21 +109,28 @@ class FileStore(StreamStore):
         self._writer.submit(Job("sweep"))  # orphan files: off the start-up path
         return streams
 
+    def _recover(self) -> tuple[RecoveryReport, list[StoredStream]]:
+        report = recover(self._storage)
+        return report, [entry.snapshot() for entry in self._storage.catalog.by_path.values()]
+
     async def close(self) -> None:
-        if self._writer is None:
+        writer = self._writer
+        if writer is None:
             return
         if self._touch_timer is not None:
             self._touch_timer.cancel()
         self._flush_touches()
+        self._writer = None  # refuse new jobs: none may queue behind the stop
+        stop = Job("stop" if self.checkpoint_on_close else "halt", future=self._loop.create_future())
+        writer.submit(stop)
         try:
-            await self._submit(Job("stop" if self.checkpoint_on_close else "halt"))
+            await stop.future
         except StoreError:
             pass  # logged by the writer; the log still holds everything
-        await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+        await asyncio.get_running_loop().run_in_executor(None, writer.join)
         self._reads.shutdown(wait=True)
         self._storage.close()
         self._lock.release()
-        self._writer = None
 
     async def checkpoint(self) -> None:
         """Force a checkpoint now (tests, operators); normally driven by log size."""
@@ -130,7 +139,7 @@ class FileStore(StreamStore):
     # --- writes ---
 
     async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
-        await self._submit(Job("create", config.path, config=config, state=copy.deepcopy(state), data=bytes(data)))
+        await self._submit(Job("create", config.path, config=config, state=copy_state(state), data=bytes(data)))
 
     async def append(self, path: str, data: bytes, commit: Commit) -> None:
         await self._submit(Job("append", path, data=bytes(data), commit=commit))

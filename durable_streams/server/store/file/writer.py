@@ -48,17 +48,13 @@ class Job:
 
 @dataclass(slots=True)
 class WriterMetrics:
-    flush_count: int = 0  # fsyncs of the log (one per batch that carried a waiting write)
+    flush_count: int = 0  # fsyncs of the log: one per batch
     flush_seconds_total: float = 0.0
     flush_seconds_max: float = 0.0
     batch_records_total: int = 0
     batch_records_max: int = 0
     failed_batches: int = 0
     checkpoints: int = 0
-
-
-class _Unknown(KeyError):
-    pass
 
 
 class GroupCommitWriter:
@@ -92,11 +88,17 @@ class GroupCommitWriter:
     def _run(self) -> None:
         while True:
             jobs = self._take_batch()
-            writes = [j for j in jobs if j.op in _RECORD_OPS]
-            if writes:
-                self._commit(writes)
-            for job in jobs:
-                if job.op not in _RECORD_OPS and self._control(job):
+            try:
+                writes = [j for j in jobs if j.op in _RECORD_OPS]
+                if writes:
+                    self._commit(writes)
+                for job in jobs:
+                    if job.op not in _RECORD_OPS and self._control(job):
+                        return
+            except Exception as exc:  # a bug must not leave waiters hanging forever
+                log.exception("store_writer_internal_error")
+                self._deliver([(job.future, StoreError(f"internal store error: {exc}")) for job in jobs])
+                if any(job.op in ("stop", "halt") for job in jobs):
                     return
 
     def _take_batch(self) -> list[Job]:
@@ -175,6 +177,8 @@ class GroupCommitWriter:
                 target = self._resolve(path, overlay, required=False)
                 if target is not None:
                     pairs.append([target[0], when])
+            if not pairs:
+                return None, [], None
             record = Record(Kind.TOUCH, {"t": pairs})
             return record, encode(record), None
         if job.op == "create":
@@ -191,6 +195,8 @@ class GroupCommitWriter:
         incarnation, base = self._resolve(job.path, overlay, required=True)
         if job.op == "append":
             position = job.commit.tail - len(job.data)
+            if position < base:  # would fail the whole batch at pwrite: refuse it alone
+                raise ValueError(f"append to {job.path} ends at {job.commit.tail}, before its base offset")
             meta: dict[str, Any] = {"i": incarnation, "p": position, "c": commit_to_json(job.commit)}
             record = Record(Kind.APPEND, meta, job.data)
             return record, encode(record), (incarnation, position - base)
@@ -224,6 +230,9 @@ class GroupCommitWriter:
             # they are cut (retried first thing in every batch).
             log.critical("store_log_cut_failed", error=str(cut_exc))
             self._pending_cut = start_size
+        for _, record, _, _ in prepared:
+            if record.kind is Kind.CREATE:  # never logged: its file would be an orphan
+                self.storage.discard_file(record.incarnation)
         results.extend((job.future, error) for job, *_ in prepared)
         self._deliver(results)
 
@@ -234,6 +243,10 @@ class GroupCommitWriter:
             error = self._checkpoint()
         elif job.op == "sweep":
             error = self._sweep()
+        elif job.op == "halt":
+            running = self._checkpointer
+            if running is not None:  # files and the lock are released right after
+                running.join()
         self._deliver([(job.future, error)])
         return job.op in ("stop", "halt")  # halt: stop without a checkpoint
 
