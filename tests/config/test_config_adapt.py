@@ -206,6 +206,7 @@ SAME_AS_CADDY = [
     ":80 {\n\troute {\n\t\thandle /a {\n\t\t\trespond a\n\t\t}\n\t\thandle {\n\t\t\trespond b\n\t\t}\n\t}\n}\n",
     ":80 {\n\t@n not path /x/*\n\thandle @n {\n\t\trespond n\n\t}\n}\n",
     ":80 {\n\troute {\n\t\trespond a\n\t} respond b\n}\n",
+    ":80 {\n\tlog\n\tlog_skip /health\n\trespond ok\n}\n",
 ]
 
 
@@ -260,3 +261,11 @@ REALISTIC = [
 @pytest.mark.parametrize("text", REALISTIC)
 def test_realistic_files_equal_real_caddy(text: str, tmp_path) -> None:
     test_routes_equal_real_caddy(text, tmp_path)
+
+
+def test_unformatted_input_warns_like_caddy() -> None:
+    config = load_config(":80 {\n\trespond a\n  respond /b b\n}\n")
+    assert config.warnings[0] == (
+        "Caddyfile:3: Caddyfile input is not formatted; run 'durable-streams-server fmt --overwrite' to fix inconsistencies"
+    )
+    assert load_config(":80 {\n\trespond a\n}\n").warnings == ()

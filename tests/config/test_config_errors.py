@@ -374,6 +374,7 @@ PARITY = [
     "[::1]:8080 {\n\ttls a.pem b.pem\n}\n",
     "*.example.com:8443 {\n\ttls a.pem b.pem\n}\n",
     ":80 {\n\tredir /a /b html\n}\n",
+    ":80 {\n\tlog_skip x\n}\n",
 ]
 
 

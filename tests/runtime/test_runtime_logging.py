@@ -56,8 +56,10 @@ def test_console_format_when_asked(tmp_path) -> None:
 async def test_site_log_directive_writes_access_lines(tmp_path) -> None:
     out = tmp_path / "access.jsonl"
     configure_logging("INFO", output="file", file_path=str(out))
-    async with serve(":0 {\n\tbind 127.0.0.1\n\tlog\n\trespond /x hi 201\n}\n") as app:
+    async with serve(":0 {\n\tbind 127.0.0.1\n\tlog\n\tlog_skip /health\n\trespond /x hi 201\n}\n") as app:
         async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port_of(app)}/health") as r:
+                assert r.status == 200
             async with session.get(f"http://127.0.0.1:{port_of(app)}/x?q=1") as r:
                 assert r.status == 201
     access = [e for e in _lines(out) if e["event"] == "handled request"]

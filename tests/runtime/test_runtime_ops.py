@@ -188,3 +188,19 @@ async def test_shutdown_delay_keeps_serving_while_not_ready() -> None:
         assert (await get(session, port, "/"))[1] == "ok"
     await asyncio.wait_for(serving, timeout=30)
     assert app.listeners == []
+
+
+async def test_failed_reload_keeps_the_running_configuration(tmp_path) -> None:
+    port = free_port()
+    app = ServerApp(load_config(site(port, "a")), handler_factories=ECHO)
+    await app.start()
+    try:
+        (store_a,) = app.compiler.lifecycle
+        broken = load_config(site(port, "b") + f"x.test:{free_port()} {{\n\ttls {tmp_path}/no.crt {tmp_path}/no.key\n}}\n")
+        with pytest.raises(OSError):
+            await app.reload(broken)
+        assert app.compiler.lifecycle == [store_a] and not store_a.stopped
+        async with aiohttp.ClientSession() as session:
+            assert '"label": "a"' in (await get(session, port))[1]
+    finally:
+        await app.shutdown()

@@ -165,3 +165,18 @@ async def test_real_full_disk(small_tmpfs):
     assert stream.config.path == "/s" and stream.state.tail == tail + 3
     assert await store.read("/s", 0, tail + 3) == chunk * (tail // len(chunk)) + b"end"
     await store.close()
+
+
+async def test_failed_create_leaves_nothing_behind(tmp_path):
+    store = FileStore(str(tmp_path))
+    await store.open()
+    store._writer.fault_hook = FailNext("fsync", errno.ENOSPC)
+    with pytest.raises(StoreFull):
+        await store.create(cfg("/c"), StreamState(tail=5), b"first")
+    data_files = [n for _, _, names in os.walk(tmp_path / "streams") for n in names]
+    assert data_files == []
+    with pytest.raises(KeyError):
+        await store.read("/c", 0, 5)
+    await store.create(cfg("/c"), StreamState(tail=6), b"second")  # the path is free
+    assert await store.read("/c", 0, 6) == b"second"
+    await store.close()

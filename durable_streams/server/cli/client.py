@@ -714,8 +714,20 @@ def _error_line(exc: BaseException) -> str:
     return f"error: {exc or type(exc).__name__}"
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # argparse gives `write`'s CONTENT... only the words before the first option; words after
+    # an option (`write s --json '{"a": 1}'`) come back unparsed and belong to the content.
+    if extra and args.command == "write" and not any(word.startswith("-") for word in extra):
+        args.content += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         asyncio.run(run(args))
     except KeyboardInterrupt:

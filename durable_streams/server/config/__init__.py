@@ -41,9 +41,35 @@ def adapt_tree(tree: Caddyfile) -> Config:
 
 def load_config(text: str, filename: str = "Caddyfile", env: Mapping[str, str] | None = None) -> Config:
     """Parse + adapt Caddyfile text. Raises CaddyfileError with Caddy's wording and file:line."""
+    from dataclasses import replace
+
     from ..caddyfile import parse
 
-    return adapt_tree(parse(text, filename=filename, env=env))
+    config = adapt_tree(parse(text, filename=filename, env=env))
+    unformatted = formatting_difference(filename, text)
+    if unformatted:
+        config = replace(config, warnings=(unformatted, *config.warnings))
+    return config
+
+
+def formatting_difference(filename: str, text: str) -> str | None:
+    """Caddy's lint warning when the input is not `fmt`-clean (it never fails a config)."""
+    from ..caddyfile import format_caddyfile
+
+    body = text.replace("\r\n", "\n")
+    formatted = format_caddyfile(body)
+    if formatted == body:
+        return None
+    line = 1
+    for i, ch in enumerate(body):
+        if i >= len(formatted) or ch != formatted[i]:
+            break
+        if ch == "\n":
+            line += 1
+    return (
+        f"{filename}:{line}: Caddyfile input is not formatted;"
+        " run 'durable-streams-server fmt --overwrite' to fix inconsistencies"
+    )
 
 
 __all__ = ["Config", "DEV_CADDYFILE", "CaddyfileError", "adapt_tree", "load_config"]

@@ -130,6 +130,16 @@ class RequestBody(Handler):
 
 
 @dataclass(frozen=True, slots=True)
+class SkipLog(Handler):
+    """`log_skip`: matched requests are left out of the access log."""
+
+    name = "vars"
+
+    def config(self) -> dict[str, Any]:
+        return {"handler": self.name, "log_skip": True}
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsEndpoint(Handler):
     """Caddy's `metrics` directive: serve the Prometheus exposition here."""
 

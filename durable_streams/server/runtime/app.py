@@ -107,8 +107,9 @@ class ServerApp:
         except BaseException:
             await self.shutdown()
             raise
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # "uvloop" or "asyncio"
         for name, sockname in self.bound_addresses:
-            self.log.info("listening", server=name, address=_format_sockname(sockname))
+            self.log.info("listening", server=name, address=_format_sockname(sockname), loop=loop)
         self.readiness.mark_ready()
         self.notifier.ready(self._status())
         self._watchdog = self.notifier.start_watchdog()

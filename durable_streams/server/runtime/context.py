@@ -20,6 +20,7 @@ class RequestContext:
     # Ops that Caddy applies when the response header is written (`defer`, deletes, `?`).
     deferred_ops: list[HeaderOp] = field(default_factory=list)
     max_body_size: int | None = None  # from `request_body { max_size }`, for the protocol handler
+    skip_log: bool = False  # `log_skip`: no access log line for this request
 
 
 # aiohttp >= 3.12 wants typed keys for request state; older versions take a string.

@@ -22,6 +22,7 @@ from ..config.model import (
     Headers,
     MetricsEndpoint,
     RequestBody,
+    SkipLog,
     StaticResponse,
     StripPathPrefix,
     Subroute,
@@ -197,6 +198,12 @@ class StripPrefixHandler:
         return await next(request)
 
 
+class SkipLogHandler:
+    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
+        context_of(request).skip_log = True
+        return await next(request)
+
+
 class MetricsEndpointHandler:
     """Caddy's `metrics` directive: the Prometheus exposition, terminal."""
 
@@ -255,5 +262,6 @@ DEFAULT_FACTORIES: dict[type, Factory] = {
     RequestBody: lambda c, _: RequestBodyHandler(c),
     StripPathPrefix: lambda c, _: StripPrefixHandler(c),
     DurableStreams: lambda c, compiler: DurableStreamsRuntime(c, compiler.services.get("metrics")),
+    SkipLog: lambda c, _: SkipLogHandler(),
     MetricsEndpoint: lambda c, compiler: MetricsEndpointHandler(c, compiler.services["metrics"]),
 }

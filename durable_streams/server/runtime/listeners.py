@@ -41,6 +41,9 @@ async def _empty_response(request: web.Request) -> web.StreamResponse:
 
 class _AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        ctx = request.get(CONTEXT_KEY)
+        if ctx is not None and ctx.skip_log:
+            return
         self.logger.info(
             "handled request",
             extra={

@@ -36,7 +36,7 @@ REJECTED_DIRECTIVES: dict[str, str] = {
 
 # Handler-ish directives that are safe to skip: they only add observability or compression.
 IGNORED_DIRECTIVES: frozenset[str] = frozenset(
-    {"tracing", "log_append", "log_name", "log_skip", "skip_log", "push", "encode"}
+    {"tracing", "log_append", "log_name", "push", "encode"}
 )
 
 REJECTED_OPTIONS: dict[str, str] = {

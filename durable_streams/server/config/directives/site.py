@@ -13,6 +13,7 @@ from ..model import (
     HeaderOp,
     Headers,
     MetricsEndpoint,
+    SkipLog,
     RequestBody,
     Route,
     StaticResponse,
@@ -266,6 +267,18 @@ def request_body(d: Directive, args: list[Token], scope: Scope) -> Handler | Non
         else:
             raise errf(sub.name, f"unrecognized request_body subdirective '{sub.name.text}'")
     return RequestBody(max_size=max_size)
+
+
+def _log_skip(d: Directive, args: list[Token], scope: Scope) -> Handler:
+    if args:
+        raise arg_error(args[0])
+    if d.block:
+        raise arg_error(d.block[0].name)
+    return SkipLog()
+
+
+handler_directive("log_skip")(_log_skip)
+handler_directive("skip_log")(_log_skip)  # Caddy's older name
 
 
 @handler_directive("metrics")

@@ -19,6 +19,9 @@ class Entry:
     incarnation: str  # unique per (path, creation): names the data file
     config: StreamConfig
     state: StreamState
+    # This entry's checkpoint form, kept until the state changes: a checkpoint re-encodes
+    # only the streams written since the last one, however many streams exist.
+    encoded: bytes | None = None
 
     def snapshot(self) -> StoredStream:
         # Callers get copies: the engine mutates its own StreamState objects.
@@ -57,14 +60,17 @@ class Catalog:
                 entry = self.by_incarnation.get(incarnation)
                 if entry is not None and when > entry.state.last_access:
                     entry.state.last_access = when
+                    entry.encoded = None
             return None
         entry = self.by_incarnation.get(record.incarnation)
         if entry is None:
             return None
         if record.kind is Kind.APPEND:
             apply_commit(entry.state, record.meta["c"])
+            entry.encoded = None
         elif record.kind is Kind.SOFT_DELETE:
             entry.state.soft_deleted = True
+            entry.encoded = None
         elif record.kind is Kind.DELETE:
             del self.by_incarnation[entry.incarnation]
             if self.by_path.get(entry.config.path) is entry:

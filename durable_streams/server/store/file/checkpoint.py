@@ -35,17 +35,15 @@ class Checkpoint:
 
 def encode(wal_generation: int, catalog: Catalog) -> bytes:
     """Snapshot the catalog (on the writer thread, where it is consistent with the log)."""
-    body = json.dumps(
-        {
-            "version": 1,
-            "wal_generation": wal_generation,
-            "streams": [
-                [e.incarnation, config_to_json(e.config), state_to_json(e.state)]
-                for e in catalog.by_incarnation.values()
-            ],
-        },
-        separators=(",", ":"),
-    ).encode()
+    parts = []
+    for entry in catalog.by_incarnation.values():
+        if entry.encoded is None:
+            entry.encoded = json.dumps(
+                [entry.incarnation, config_to_json(entry.config), state_to_json(entry.state)],
+                separators=(",", ":"),
+            ).encode()
+        parts.append(entry.encoded)
+    body = b'{"version":1,"wal_generation":%d,"streams":[%b]}' % (wal_generation, b",".join(parts))
     return HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
 
 

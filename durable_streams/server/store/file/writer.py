@@ -259,6 +259,9 @@ class GroupCommitWriter:
                 return None  # one is running; growth will ask again
             running.join()
         try:
+            if self._pending_cut is not None:  # a failed batch must not outlive this log file
+                self.storage.wal.cut_back(self._pending_cut)
+                self._pending_cut = None
             pending = self.storage.begin_checkpoint()
         except OSError as exc:
             return self._checkpoint_failed(exc)
