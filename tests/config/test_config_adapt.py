@@ -140,7 +140,9 @@ def test_tls_site_with_certificate_and_redirects(tmp_path) -> None:
     assert https.certificates[0].hosts == ("example.test",)
     assert https.routes[0].match[0].config() == {"host": ["example.test"]}
     assert [str(a) for a in redirect.listen] == [":80"]
-    (r,) = redirect.routes
+    # Caddy adds the redirect server when it starts: `adapt` does not print it
+    assert redirect.routes == () and redirect.name not in config.to_json()["apps"]["http"]["servers"]
+    (r,) = redirect.runtime_routes
     assert r.handle[0].status == 308
     assert dict(r.handle[0].headers)["Location"] == "https://{http.request.host}{http.request.uri}"
     no_redirects = load_config("{\n\tauto_https disable_redirects\n}\n" + text)

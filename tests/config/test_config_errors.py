@@ -161,10 +161,10 @@ CASES = [
         False,
     ),
     (
-        "basic-auth-rejected-in-route",
-        ":80 {\n\troute {\n\t\tbasic_auth {\n\t\t\tbob hash\n\t\t}\n\t\tdurable_streams\n\t}\n}\n",
-        "parsing caddyfile tokens for 'route': unsupported directive: basic_auth - authentication is not"
-        " implemented; never ignored (use an @matcher + respond 401, or a proxy in front), at Caddyfile:7",
+        "forward-auth-rejected-in-route",
+        ":80 {\n\troute {\n\t\tforward_auth localhost:9000 {\n\t\t\turi /auth\n\t\t}\n\t\tdurable_streams\n\t}\n}\n",
+        "parsing caddyfile tokens for 'route': unsupported directive: forward_auth - not implemented; never"
+        " ignored (use basic_auth, an @matcher + respond 401, or a proxy in front), at Caddyfile:7",
         False,
     ),
     ("hostful-site-without-cert", "example.com {\n\trespond hi\n}\n", "Caddyfile:1: " + NEEDS_TLS.format(key="example.com"), False),

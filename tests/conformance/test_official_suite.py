@@ -51,14 +51,15 @@ def wait_until_serving(port: int, process: subprocess.Popen) -> None:
     raise AssertionError("server did not start listening")
 
 
-@pytest.fixture
-def server_url():
-    """`durable-streams-server run --config tests/conformance/Caddyfile` on a free port."""
+@pytest.fixture(params=["memory", "file"])
+def server_url(request, tmp_path):
+    """`durable-streams-server run --config tests/conformance/Caddyfile` on a free port,
+    once on the in-memory store and once on the file store."""
     port = free_port()
+    env = {**os.environ, "DS_PORT": str(port), "DS_STORE": request.param, "DS_DATA_DIR": str(tmp_path / "data")}
     process = subprocess.Popen(
         [sys.executable, "-m", "durable_streams.server.cli.main", "run", "--config", str(CADDYFILE)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "DS_PORT": str(port)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )
     try:
         wait_until_serving(port, process)

@@ -180,3 +180,29 @@ async def test_failed_create_leaves_nothing_behind(tmp_path):
     await store.create(cfg("/c"), StreamState(tail=6), b"second")  # the path is free
     assert await store.read("/c", 0, 6) == b"second"
     await store.close()
+
+
+async def test_failed_checkpoint_loses_nothing(tmp_path, monkeypatch):
+    from durable_streams.server.store.file import checkpoint
+
+    def no_space(data_dir, blob):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    store = FileStore(str(tmp_path), checkpoint_bytes=2048, checkpoint_on_close=False)
+    await store.open()
+    await store.create(cfg("/k"), StreamState(tail=0))
+    monkeypatch.setattr(checkpoint, "write", no_space)
+    tail = 0
+    for n in range(100):  # far past the checkpoint threshold: checkpoints keep failing
+        chunk = f"{n:03d}|".encode()
+        tail += len(chunk)
+        await store.append("/k", chunk, Commit(tail=tail))
+    with pytest.raises(StoreFull):
+        await store.checkpoint()
+    await store.close()
+    monkeypatch.undo()
+    store = FileStore(str(tmp_path))
+    (stream,) = await store.open()
+    assert stream.state.tail == tail
+    assert await store.read("/k", 0, tail) == b"".join(f"{n:03d}|".encode() for n in range(100))
+    await store.close()

@@ -363,13 +363,9 @@ def _add_https_redirects(servers: list[Server], hosts: list[tuple[str, int]], op
     for server in servers:
         if any(la in listens for la in server.listen) and not server.tls:
             # an existing HTTP server on that port: redirects go before its catch-all sites
-            server = Server(**{**_fields(server), "routes": tuple(redirect_routes) + server.routes})
+            server = replace(server, https_redirects=tuple(redirect_routes))
             extended = True
         out.append(server)
     if not extended:
-        out.append(Server(name=f"srv{len(servers)}", listen=tuple(listens), routes=tuple(redirect_routes)))
+        out.append(Server(name=Server.REDIRECT_ONLY_NAME, listen=tuple(listens), https_redirects=tuple(redirect_routes)))
     return out
-
-
-def _fields(server: Server) -> dict[str, Any]:
-    return {f: getattr(server, f) for f in server.__dataclass_fields__}

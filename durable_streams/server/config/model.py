@@ -130,6 +130,35 @@ class RequestBody(Handler):
 
 
 @dataclass(frozen=True, slots=True)
+class Account:
+    username: str
+    password_hash: bytes = field(repr=False)  # bcrypt, Modular Crypt Format ($2a$/$2b$/$2y$)
+    password: str = field(repr=False)  # as written in the Caddyfile (MCF or base64 of it)
+
+
+@dataclass(frozen=True, slots=True)
+class BasicAuth(Handler):
+    """`basic_auth`: Caddy's `authentication` handler with the `http_basic` provider."""
+
+    accounts: tuple[Account, ...] = ()
+    realm: str = ""  # "" -> "restricted", Caddy's default
+    algorithm: str = "bcrypt"
+    name = "authentication"
+
+    def config(self) -> dict[str, Any]:
+        basic: dict[str, Any] = {
+            "accounts": [{"password": a.password, "username": a.username} for a in self.accounts],
+            "hash": {"algorithm": self.algorithm},
+            "hash_cache": {},  # Caddy's Caddyfile adapter always enables the cache
+        }
+        if self.realm:
+            basic["realm"] = self.realm
+        if not self.accounts:
+            del basic["accounts"]
+        return {"handler": self.name, "providers": {"http_basic": basic}}
+
+
+@dataclass(frozen=True, slots=True)
 class SkipLog(Handler):
     """`log_skip`: matched requests are left out of the access log."""
 
@@ -222,6 +251,21 @@ class Server:
     client_ip_headers: tuple[str, ...] = ()
     protocols: tuple[str, ...] = ()
     access_log: bool = False
+    # Automatic HTTPS redirects. Caddy adds them when it starts, so `adapt` does not show
+    # them; they run before the server's own routes.
+    https_redirects: tuple[Route, ...] = ()
+
+    # The name Caddy gives the server it creates at run time for redirects alone.
+    REDIRECT_ONLY_NAME = "remaining_auto_https_redirects"
+
+    @property
+    def runtime_routes(self) -> tuple[Route, ...]:
+        return self.https_redirects + self.routes
+
+    @property
+    def adapted(self) -> bool:
+        """False for the redirect-only server, which `caddy adapt` never prints."""
+        return self.name != self.REDIRECT_ONLY_NAME
 
     @property
     def tls(self) -> bool:
@@ -294,7 +338,7 @@ class Config:
                 "https_port": self.https_port if self.https_port != 443 else None,
                 "grace_period": _dur(self.grace_period),
                 "shutdown_delay": _dur(self.shutdown_delay),
-                "servers": {s.name: s.config() for s in self.servers},
+                "servers": {s.name: s.config() for s in self.servers if s.adapted},
             }
         )
         out: dict[str, Any] = {}

@@ -13,7 +13,14 @@ Choices the protocol asks implementations to document:
 - Stream-Fork-Sub-Offset may reach up to the source's tail (the next boundary a store
   can know), not only to the end of the single append at the fork offset.
 - Idempotent-producer state lives as long as the stream with a durable store; the
-  memory store forgets producers idle for 7 days."""
+  memory store forgets producers idle for 7 days.
+
+Limits that keep one client from hurting others (extensions, not in the protocol):
+- At most `max_live_readers` long-polls and SSE connections per handler; one more is
+  answered 503 with Retry-After, so clients back off instead of piling up.
+- An SSE reader that stops accepting bytes is disconnected: each frame must leave the
+  connection's buffer within `slow_reader_timeout` seconds, plus one second per
+  SLOW_READER_MIN_RATE bytes of the frame (see `_send`)."""
 
 from __future__ import annotations
 
@@ -46,6 +53,16 @@ MAX_PATH_BYTES = 1024
 SWEEP_INTERVAL = 30.0  # seconds between background reclaims of expired streams
 CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
 _LIVE_MODES = ("long-poll", "sse")
+LIVE_RETRY_AFTER = 5  # seconds a refused live reader is asked to wait
+# Above this many bytes queued in user space an SSE connection counts as backed up (the
+# kernel's socket buffer is full by then). asyncio's own default, made explicit.
+SSE_HIGH_WATER = 64 << 10
+# A reader may take longer for big frames (a catch-up page): this rate, 8 KiB/s, is
+# below any usable link, so only a reader that stopped (or nearly stopped) is cut.
+SLOW_READER_MIN_RATE = 8 << 10
+# On stop, how long woken live readers get to send their last event before their
+# connections are cut; healthy ones need milliseconds, stalled ones would hold shutdown.
+STOP_DRAIN_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,8 @@ class ProtocolSettings:
     sse_reconnect_interval: float = 60.0
     max_read_bytes: int = 1 << 20  # page size of a catch-up read
     max_body_size: int = 64 << 20  # default request body limit
+    max_live_readers: int = 10000  # long-polls + SSE connections at once (503 beyond)
+    slow_reader_timeout: float = 10.0  # seconds an SSE frame may sit in a full buffer
 
 
 class DurableStreamsHandler:
@@ -65,7 +84,8 @@ class DurableStreamsHandler:
         self.metrics = metrics if metrics is not None else _NoMetrics()
         self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles), events=self.metrics)
         self._untrack: list[Callable[[], None]] = []
-        self._live: set[asyncio.Task] = set()  # requests waiting on streams (long-poll, SSE)
+        # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
+        self._live: dict[asyncio.Task, web.Request] = {}
         self._sweeper: asyncio.Task | None = None
         self._methods = {
             "GET": self._get, "HEAD": self._head, "PUT": self._put,
@@ -88,11 +108,20 @@ class DurableStreamsHandler:
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
         if self._live:
-            await asyncio.wait(list(self._live), timeout=5)
+            await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
+        for request in list(self._live.values()):  # stalled in a write: cut the connection
+            _abort(request)
+        if self._live:
+            await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
         await self.engine.close()
         for untrack in self._untrack:
             untrack()
         self._untrack.clear()
+
+    @property
+    def live_readers(self) -> int:
+        """Long-polls and SSE connections in progress."""
+        return len(self._live)
 
     # ---------------------------------------------------------------- dispatch
 
@@ -207,22 +236,29 @@ class DurableStreamsHandler:
             raise InvalidRequest("offset is beyond the tail of the stream")
         self.engine.touch(stream)
         if live == "sse":
-            return await self._live_request(self._sse(request, stream, start))
+            return await self._live_request(request, self._sse, stream, start)
         if live == "long-poll":
-            return await self._live_request(self._long_poll(request, stream, start))
+            return await self._live_request(request, self._long_poll, stream, start)
         if start is None:
             return self._at_tail(stream, status=200)
         chunk = await self.engine.read(stream, start, self.settings.max_read_bytes)
         return self._chunk_response(request, stream, chunk)
 
-    async def _live_request(self, work: Awaitable[web.StreamResponse]) -> web.StreamResponse:
-        """Run a long-poll or SSE request, known to stop() so it can be waited for."""
+    async def _live_request(self, request: web.Request,
+                            serve: Callable[[web.Request, Stream, int | None], Awaitable[web.StreamResponse]],
+                            stream: Stream, start: int | None) -> web.StreamResponse:
+        """Run a long-poll or SSE request within the live-reader cap, known to stop()
+        so it can be waited for."""
+        if len(self._live) >= self.settings.max_live_readers:
+            self._report("live_reader_refused")
+            raise HttpError(503, "too many live readers, retry later",
+                            {"Retry-After": str(LIVE_RETRY_AFTER)})
         task = asyncio.current_task()
-        self._live.add(task)
+        self._live[task] = request
         try:
-            return await work
+            return await serve(request, stream, start)
         finally:
-            self._live.discard(task)
+            del self._live[task]
 
     def _chunk_response(self, request: web.Request, stream: Stream, chunk: Chunk,
                         extra: dict[str, str] | None = None) -> web.StreamResponse:
@@ -276,6 +312,8 @@ class DurableStreamsHandler:
         if needs_base64(stream.framing):
             response.headers["Stream-SSE-Data-Encoding"] = "base64"
         await response.prepare(request)
+        if request.transport is not None:
+            request.transport.set_write_buffer_limits(high=SSE_HIGH_WATER)
         last_cursor = 0
 
         def control(next_offset: int, up_to_date: bool, closed: bool) -> bytes:
@@ -301,7 +339,7 @@ class DurableStreamsHandler:
                         event, chunk = await stream.events.get(
                             (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
                         )
-                        await response.write(event + control(chunk.next, chunk.up_to_date, chunk.closed))
+                        await self._send(request, response, event + control(chunk.next, chunk.up_to_date, chunk.closed))
                         self.metrics.served(len(chunk.data))
                         position = chunk.next
                         announced_up_to_date = chunk.up_to_date
@@ -309,10 +347,10 @@ class DurableStreamsHandler:
                             break
                         continue
                     if closed:
-                        await response.write(control(position, True, True))
+                        await self._send(request, response, control(position, True, True))
                         break
                     if not announced_up_to_date:
-                        await response.write(control(position, True, False))
+                        await self._send(request, response, control(position, True, False))
                         announced_up_to_date = True
                     if loop.time() >= deadline:
                         break  # periodic reconnect lets CDNs collapse readers
@@ -326,6 +364,27 @@ class DurableStreamsHandler:
             response.force_close()
         return response
 
+    async def _send(self, request: web.Request, response: web.StreamResponse, frame: bytes) -> None:
+        """Write one SSE frame. The write only waits while the connection's buffer is
+        above SSE_HIGH_WATER, so the time it takes is the time the reader is not keeping
+        up; past the bound the connection is cut. Memory per reader stays bounded (the
+        buffer plus one frame) and no other subscriber ever waits on this one."""
+        budget = self.settings.slow_reader_timeout + len(frame) / SLOW_READER_MIN_RATE
+        try:
+            async with asyncio.timeout(budget):
+                await response.write(frame)
+        except TimeoutError:
+            log.info("SSE reader of %s disconnected: not reading for %.0f s", request.path, budget)
+            self._report("slow_reader_disconnected")
+            _abort(request)
+            raise ConnectionResetError("slow reader") from None
+
+    def _report(self, event: str) -> None:
+        """Count an optional event: a metrics object without the method ignores it."""
+        hook = getattr(self.metrics, event, None)
+        if hook is not None:
+            hook()
+
     async def _sse_batch(self, stream: Stream, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
@@ -337,6 +396,10 @@ class _NoMetrics(EngineEvents):
 
     def served(self, nbytes: int) -> None: ...
 
+    def live_reader_refused(self) -> None: ...
+
+    def slow_reader_disconnected(self) -> None: ...
+
     def observe_recovery(self, seconds: float) -> None: ...
 
     def track_streams(self, count: Callable[[], int]) -> Callable[[], None]:
@@ -344,6 +407,13 @@ class _NoMetrics(EngineEvents):
 
     def track_store(self, store: Any) -> Callable[[], None]:
         return lambda: None
+
+
+def _abort(request: web.Request) -> None:
+    """Drop the connection and whatever it still had queued."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
 
 
 # -------------------------------------------------------------------- request parsing

@@ -98,7 +98,7 @@ class ServerApp:
                 self._ops = await open_ops_listener(
                     self.config.admin, self.readiness, self.metrics, shutdown_timeout=self.grace_period
                 )
-            routes = [self.compiler.routes(s.routes) for s in self.config.servers]
+            routes = [self.compiler.routes(s.runtime_routes) for s in self.config.servers]
             for handler in self.compiler.lifecycle:
                 await handler.start()
                 self._started.append(handler)
@@ -140,7 +140,7 @@ class ServerApp:
         for server in new.servers:
             build_ssl_context(server)  # unreadable certificate files refuse the reload up front
         compiler = self._compiler(new, previous=self.compiler)
-        routes = [compiler.routes(s.routes) for s in new.servers]
+        routes = [compiler.routes(s.runtime_routes) for s in new.servers]
         fresh = [h for h in compiler.lifecycle if h not in compiler.reused]
         dropped = [h for h in self.compiler.lifecycle if h not in compiler.reused]
         # A dropped store that holds a data_dir a fresh one needs must close first; the

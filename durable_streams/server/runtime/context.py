@@ -21,6 +21,7 @@ class RequestContext:
     deferred_ops: list[HeaderOp] = field(default_factory=list)
     max_body_size: int | None = None  # from `request_body { max_size }`, for the protocol handler
     skip_log: bool = False  # `log_skip`: no access log line for this request
+    user_id: str = ""  # the user `basic_auth` let in (logged, like Caddy's user_id)
 
 
 # aiohttp >= 3.12 wants typed keys for request state; older versions take a string.

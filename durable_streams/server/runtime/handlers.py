@@ -17,6 +17,7 @@ from aiohttp import web
 from yarl import URL
 
 from ..config.model import (
+    BasicAuth,
     DurableStreams,
     HeaderOp,
     Headers,
@@ -27,6 +28,7 @@ from ..config.model import (
     StripPathPrefix,
     Subroute,
 )
+from .auth import BasicAuthHandler
 from .context import CONTEXT_KEY, context_of
 from .placeholders import replace_placeholders
 
@@ -264,4 +266,5 @@ DEFAULT_FACTORIES: dict[type, Factory] = {
     DurableStreams: lambda c, compiler: DurableStreamsRuntime(c, compiler.services.get("metrics")),
     SkipLog: lambda c, _: SkipLogHandler(),
     MetricsEndpoint: lambda c, compiler: MetricsEndpointHandler(c, compiler.services["metrics"]),
+    BasicAuth: lambda c, _: BasicAuthHandler(c),
 }

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
 from ..config.addresses import ListenAddress
 from ..config.matchers import HostMatcher, RequestView
 from ..config.model import Server
+from ..ops.logging import quiet_malformed_requests
+from .access_log import AccessLogger
+from .access_log import log as access_logger
 from .context import CONTEXT_KEY, RequestContext, client_ip
 from .handlers import apply_response_headers
 from .routing import RouteList
@@ -23,7 +25,7 @@ from .routing import RouteList
 # The protocol handler streams request bodies itself and enforces its own limits.
 CLIENT_MAX_SIZE = 1 << 62
 
-log = logging.getLogger("durable_streams.server.access")
+log = logging.getLogger("durable_streams.server")
 SERVER_HEADER = "durable-streams-server"
 
 
@@ -37,27 +39,6 @@ def _abort_unfinished_body(request: web.Request) -> None:
 async def _empty_response(request: web.Request) -> web.StreamResponse:
     # Caddy answers a request no handler wrote to with an empty 200.
     return web.Response(status=200)
-
-
-class _AccessLogger(AbstractAccessLogger):
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        ctx = request.get(CONTEXT_KEY)
-        if ctx is not None and ctx.skip_log:
-            return
-        self.logger.info(
-            "handled request",
-            extra={
-                "ds_fields": {
-                    "method": request.method,
-                    "uri": request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs") else str(request.rel_url),
-                    "status": response.status,
-                    "duration": round(time, 6),
-                    "remote_ip": request.remote,
-                    "host": request.host,
-                    "size": response.body_length,
-                }
-            },
-        )
 
 
 class TLSContexts:
@@ -190,12 +171,15 @@ async def open_listener(
         apply_response_headers(response, request)
 
     app.on_response_prepare.append(on_prepare)
+    quiet_malformed_requests()
     runner = web.AppRunner(
         app,
         handle_signals=False,
         shutdown_timeout=shutdown_timeout,
-        access_log_class=_AccessLogger,
-        access_log=log if (access_log or server.access_log) else None,
+        access_log_class=AccessLogger,
+        access_log=access_logger if (access_log or server.access_log) else None,
+        # a client that goes away cancels its handler: long-polls and SSE end at once
+        handler_cancellation=True,
         **_handler_args(server),
     )
     await runner.setup()
@@ -218,6 +202,10 @@ async def open_listener(
 
 
 CADDY_DEFAULT_IDLE = 300.0  # Caddy's default idle timeout (5m)
+# Longest request line and longest header line without `max_header_size`: roomy for long
+# stream URLs (aiohttp's own default is 8 KiB), small enough that a client cannot make
+# the parser buffer megabytes. Larger ones get aiohttp's 400 (request line) or 431 (header).
+DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 
 
 def _handler_args(server: Server) -> dict[str, Any]:
@@ -230,11 +218,12 @@ def _handler_args(server: Server) -> dict[str, Any]:
     """
     t = server.timeouts
     limits = [v for v in (t.idle if t.idle is not None else CADDY_DEFAULT_IDLE, t.read_header) if v]
-    args: dict[str, Any] = {"keepalive_timeout": min(limits) if limits else CADDY_DEFAULT_IDLE}
-    if server.max_header_size:
-        args["max_field_size"] = server.max_header_size
-        args["max_line_size"] = server.max_header_size
-    return args
+    size = server.max_header_size or DEFAULT_MAX_HEADER_SIZE
+    return {
+        "keepalive_timeout": min(limits) if limits else CADDY_DEFAULT_IDLE,
+        "max_line_size": size,
+        "max_field_size": size,
+    }
 
 
 def _bind_socket(network: str, host: str, port: int) -> socket.socket:

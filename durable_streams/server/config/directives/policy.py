@@ -5,7 +5,7 @@ or rejects. Rejections are for anything that would change security or routing if
 from __future__ import annotations
 
 _NO_PROXY = "this daemon serves Durable Streams only; run it behind Caddy/another proxy for this"
-_NO_AUTH = "authentication is not implemented; never ignored (use an @matcher + respond 401, or a proxy in front)"
+_NO_AUTH = "not implemented; never ignored (use basic_auth, an @matcher + respond 401, or a proxy in front)"
 _NO_ACME = "automatic certificates are not supported; use tls <cert_file> <key_file>"
 
 REJECTED_DIRECTIVES: dict[str, str] = {
@@ -28,8 +28,6 @@ REJECTED_DIRECTIVES: dict[str, str] = {
     "request_header": "not implemented",
     "invoke": "named routes are not implemented",
     "handle_errors": "not implemented",
-    "basic_auth": _NO_AUTH,
-    "basicauth": _NO_AUTH,
     "forward_auth": _NO_AUTH,
     "timeouts": "not implemented; use the servers { timeouts { ... } } global option",
 }

@@ -204,29 +204,38 @@ def header(d: Directive, args: list[Token], scope: Scope) -> list[Handler]:
     ops: list[HeaderOp] = []
     deferred = False
     if args:
-        if len(args) > 3:
-            raise arg_error(args[-1])
-        op, defer = _header_op(args[0], args[0].text, *(a.text for a in args[1:]), *([None] * (3 - len(args))))
+        # `<field> [<value>] [<replacement>]`; Caddy never reads further arguments
+        op, defer = _header_op(args[0], args[0].text, *(a.text for a in args[1:3]), *([None] * (3 - len(args[:3]))))
         ops.append(op)
         deferred = deferred or defer
-    for sub in d.block or ():
-        field = sub.name.text
+    for field_token, values in _header_block_entries(d):
+        field = field_token.text
         if field == "defer":
             deferred = True
             continue
         if field == "match":
-            raise errf(sub.name, "response matchers in 'header' are not supported by durable-streams-server")
+            raise errf(field_token, "response matchers in 'header' are not supported by durable-streams-server")
         if args:
-            raise errf(sub.name, "cannot specify headers in both arguments and block")
-        if len(sub.args) > 2:
-            raise arg_error(sub.args[-1])
+            raise errf(field_token, "cannot specify headers in both arguments and block")
         field = field.removesuffix(":")
-        op, defer = _header_op(sub.name, field, *(a.text for a in sub.args), *([None] * (2 - len(sub.args))))
+        op, defer = _header_op(field_token, field, *values, *([None] * (2 - len(values))))
         ops.append(op)
         deferred = deferred or defer
     if not ops:
         return []
     return [Headers(ops=tuple(ops), deferred=deferred)]
+
+
+def _header_block_entries(d: Directive) -> list[tuple[Token, list[str]]]:
+    """The block's (field, values) entries as Caddy's loop reads them: a field takes at most
+    two more tokens of its line, and a token beyond that starts the next field
+    (`X a b c` = replace in X, then set C to "")."""
+    entries: list[tuple[Token, list[str]]] = []
+    for sub in d.block or ():
+        tokens = [sub.name, *sub.args]
+        for i in range(0, len(tokens), 3):
+            entries.append((tokens[i], [t.text for t in tokens[i + 1:i + 3]]))
+    return entries
 
 
 # --------------------------------------------------------------------------- request_body
