@@ -43,7 +43,8 @@ from durable_streams.server.caddyfile import CaddyfileError, format_caddyfile, p
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CASES = sorted(CORPUS.glob("*.caddy"))
-FMT_SAMPLE = CASES[::6]  # full `caddy fmt` output comparison (one process each)
+# full `caddy fmt` output comparison (one process each); caddy fmt prints nothing for an empty file
+FMT_SAMPLE = [c for c in CASES[::6] if c.read_text(encoding="utf-8").strip()]
 CLI_SAMPLE = CASES[3::12]  # admin-API answers cross-checked with `caddy adapt --config`
 CADDY = shutil.which("caddy", path=str(Path(sys.executable).parent)) or shutil.which("caddy")
 
@@ -347,19 +348,21 @@ def test_pipeline_agrees_with_caddy(case: Path, oracle: dict[str, Oracle], in_co
 
 @pytest.mark.parametrize("case", FMT_SAMPLE, ids=[c.stem for c in FMT_SAMPLE])
 def test_fmt_output_agrees_with_caddy(case: Path, oracle: dict[str, Oracle]) -> None:
-    text = case.read_text(encoding="utf-8")
-    if not text.strip():
-        pytest.skip("caddy fmt prints nothing for an empty file")
-    assert format_caddyfile(text) == oracle[case.name].fmt
+    assert format_caddyfile(case.read_text(encoding="utf-8")) == oracle[case.name].fmt
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
-def test_fmt_cleanliness_agrees_with_caddy(case: Path, oracle: dict[str, Oracle]) -> None:
-    caddy = oracle[case.name].original
-    if not caddy.ok:
-        pytest.skip("Caddy only lints files it adapts")
-    text = case.read_text(encoding="utf-8").replace("\r\n", "\n")
-    assert (format_caddyfile(text) == text) == caddy.formatted
+def test_fmt_cleanliness_agrees_with_caddy(oracle: dict[str, Oracle]) -> None:
+    """Caddy lints (warns "input is not formatted") only the files it adapts, and which
+    those are is known only once Caddy answered: so one test walks all of them."""
+    linted = [case for case in CASES if oracle[case.name].original.ok]
+    assert len(linted) >= 40  # the corpus keeps plenty of adaptable files
+    disagreements = []
+    for case in linted:
+        text = case.read_text(encoding="utf-8").replace("\r\n", "\n")
+        ours = format_caddyfile(text) == text
+        if ours != oracle[case.name].original.formatted:
+            disagreements.append((case.name, "we say formatted" if ours else "we say not formatted"))
+    assert disagreements == []
 
 
 @pytest.mark.parametrize("case", CLI_SAMPLE, ids=[c.stem for c in CLI_SAMPLE])

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from durable_streams.server.cli.client import (
-    StreamClient,
-    StreamIdError,
-    UsageError,
-    build_parser,
-    json_messages,
-    parse_args,
-    stream_path_for,
-)
+from durable_streams.server.cli.client import UsageError, build_parser, json_messages, parse_args
+from durable_streams.server.cli.stream_client import StreamClient, StreamIdError, stream_path_for
 
 
 @pytest.mark.parametrize(("stream_id", "path"), [

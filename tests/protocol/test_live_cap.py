@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 GUARD = 10.0  # against a hang, not a performance expectation
 TEXT = {"Content-Type": "text/plain"}
 
@@ -72,3 +74,50 @@ async def test_default_cap_admits_many_readers(start_server, http):
         for response in await asyncio.wait_for(asyncio.gather(*polls), GUARD):
             assert response.status == 200
             response.release()
+
+
+# ---------------------------------------------------------------- the Caddyfile extension
+
+def _caddyfile(block: str) -> str:
+    return ":80 {\n\troute {\n\t\tdurable_streams {\n\t\t\t" + block + "\n\t\t}\n\t}\n}\n"
+
+
+def _durable_streams(config):
+    (handler,) = [h for s in config.servers for r in s.routes for sub in r.handle for h in _walk(sub)]
+    return handler
+
+
+def _walk(handler):
+    routes = getattr(handler, "routes", None)
+    if routes is None:
+        yield handler
+        return
+    for route in routes:
+        for inner in route.handle:
+            yield from _walk(inner)
+
+
+def test_max_live_readers_subdirective():
+    from durable_streams.server.config import load_config
+
+    handler = _durable_streams(load_config(_caddyfile("max_live_readers 25")))
+    assert handler.max_live_readers == 25
+    assert handler.config()["max_live_readers"] == 25
+    default = _durable_streams(load_config(_caddyfile("data_dir /tmp/x")))
+    assert default.max_live_readers == 10000
+    assert "max_live_readers" not in default.config()  # adapts like the plugin when unused
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    ("abc", "invalid max_live_readers: expected integer"),
+    ("10k", "invalid max_live_readers: expected integer"),
+    ("0", "invalid max_live_readers: must be at least 1"),
+    ("", "wrong argument count or unexpected line ending after 'max_live_readers'"),
+    ("1 2", "unknown subdirective: 2"),
+])
+def test_max_live_readers_errors(value, reason):
+    from durable_streams.server.config import CaddyfileError, load_config
+
+    with pytest.raises(CaddyfileError) as error:
+        load_config(_caddyfile(f"max_live_readers {value}".strip()))
+    assert reason in str(error.value) and "Caddyfile:4" in str(error.value)

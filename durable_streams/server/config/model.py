@@ -191,6 +191,9 @@ class StripPathPrefix(Handler):
         return {"handler": self.name, "strip_path_prefix": self.prefix}
 
 
+DEFAULT_MAX_LIVE_READERS = 10000
+
+
 @dataclass(frozen=True, slots=True)
 class DurableStreams(Handler):
     """The `durable_streams` handler, with the plugin's defaults applied (Provision)."""
@@ -200,6 +203,8 @@ class DurableStreams(Handler):
     long_poll_timeout: float = 30.0
     sse_reconnect_interval: float = 60.0
     webhook_callback_url: str | None = None
+    # Extension (the plugin has no such option): long-polls + SSE at once, per handler.
+    max_live_readers: int = DEFAULT_MAX_LIVE_READERS
     name = "durable_streams"
     terminal = True
 
@@ -212,6 +217,8 @@ class DurableStreams(Handler):
                 "long_poll_timeout": format_duration(self.long_poll_timeout),
                 "sse_reconnect_interval": format_duration(self.sse_reconnect_interval),
                 "webhook_callback_url": self.webhook_callback_url,
+                # only when set, so configs without the extension adapt like the plugin's
+                "max_live_readers": None if self.max_live_readers == DEFAULT_MAX_LIVE_READERS else self.max_live_readers,
             }
         )
 

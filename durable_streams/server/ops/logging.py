@@ -1,6 +1,11 @@
 """structlog set-up: JSON lines when the output is not a terminal, a console renderer on a
 terminal. Standard-library loggers (aiohttp, the protocol layer) go through the same
-renderer, so every line of the daemon has one format."""
+renderer, so every line of the daemon has one format.
+
+Logs never go to stdout unless configured to (`log { output stdout }`): importing this
+module points an unconfigured structlog at stderr, since stdout belongs to commands
+like `adapt` and to embedding programs.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,51 @@ def _open_output(output: str, file_path: str | None) -> IO[str]:
     if output == "file" and file_path:
         return open(file_path, "a", buffering=1, encoding="utf-8")
     return sys.stderr
+
+
+class _Stderr:
+    """sys.stderr looked up at each write, so a replaced sys.stderr (tests, daemons) is used."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def use_stderr_by_default() -> None:
+    """Unless something configured structlog already, send its output to stderr."""
+    if not structlog.is_configured():
+        structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
+
+
+class _MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a malformed request (no Host, bad request line, oversized header) as an
+    exception with a traceback; it is the client's mistake, so one warning line is enough.
+    Exceptions raised by handlers keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+            record.msg = "malformed request from %s: %s"
+            record.args = (remote, (exc.message or type(exc).__name__).splitlines()[0][:200])
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_MALFORMED_FILTER = _MalformedRequestFilter()
+
+
+def quiet_malformed_requests() -> None:
+    """Install the one-line treatment of malformed requests on aiohttp's server logger."""
+    logger = logging.getLogger("aiohttp.server")
+    if _MALFORMED_FILTER not in logger.filters:
+        logger.addFilter(_MALFORMED_FILTER)
 
 
 def configure_logging(level: str = "INFO", *, fmt: str | None = None, output: str = "stderr",
@@ -73,6 +123,7 @@ def configure_logging(level: str = "INFO", *, fmt: str | None = None, output: st
     root.setLevel(_LEVELS.get(level.upper(), logging.INFO))
     # aiohttp logs every failed client connection at DEBUG/INFO; keep them out of INFO logs
     logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.WARNING))
+    quiet_malformed_requests()
 
 
 def configure_from_config(config: Any) -> None:
@@ -83,3 +134,6 @@ def configure_from_config(config: Any) -> None:
         configure_logging(level)
     else:
         configure_logging(level, fmt=default.format, output=default.output, file_path=default.file_path)
+
+
+use_stderr_by_default()

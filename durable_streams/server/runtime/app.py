@@ -26,6 +26,7 @@ from aiohttp import web
 
 from ..config.model import Config, MetricsEndpoint, Server
 from ..ops.health import Readiness
+from ..ops.logging import use_stderr_by_default
 from ..ops.metrics import create_metrics
 from ..ops.systemd import SystemdNotifier
 from .listeners import Listener, build_ssl_context, open_listener, open_ops_listener, socket_settings
@@ -66,6 +67,7 @@ class ServerApp:
         self._stopped = False
         self._closing: set[asyncio.Task[None]] = set()
         self.grace_override: float | None = None
+        use_stderr_by_default()  # no log line may reach stdout unless configured so
         self.log = structlog.get_logger("durable_streams.server")
 
     def _compiler(self, config: Config, previous: Compiler | None = None) -> Compiler:

@@ -239,6 +239,7 @@ class DurableStreamsRuntime:
             max_file_handles=c.max_file_handles,
             long_poll_timeout=c.long_poll_timeout,
             sse_reconnect_interval=c.sse_reconnect_interval,
+            max_live_readers=c.max_live_readers,
         )
         # metrics is an optional, additive keyword of the protocol handler
         params = inspect.signature(DurableStreamsHandler).parameters

@@ -2,6 +2,9 @@
 
 The plugin registers no directive order, so like real Caddy it must sit inside `route`
 unless the global `order` option places it. Defaults are the plugin's Provision defaults.
+
+Extension: `max_live_readers <n>` (long-polls + SSE connections at once, per handler;
+default 10000). The official plugin would reject it as an unknown subdirective.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import re
 from ...caddyfile.tree import Directive, Token
 from ..durations import DurationError, parse_duration
 from ..errors import arg_error, errf
-from ..model import DurableStreams, Handler
+from ..model import DEFAULT_MAX_LIVE_READERS, DurableStreams, Handler
 from . import policy
 from .base import Scope, handler_directive
 
@@ -22,6 +25,11 @@ def _scanf_int(text: str) -> int | None:
     """Go's fmt.Sscanf("%d"): leading integer, trailing garbage ignored."""
     m = _SCANF_INT.match(text)
     return int(m.group(1)) if m else None
+
+
+def _strict_int(text: str) -> int | None:
+    """A whole decimal integer: our own option has no plugin quirks to mimic."""
+    return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else None
 
 
 def _one_value(line: Directive) -> Token:
@@ -49,6 +57,7 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     long_poll = 0.0
     sse_interval = 0.0
     webhook: str | None = None
+    max_live_readers = DEFAULT_MAX_LIVE_READERS
     for line in d.block or ():
         name = line.name.text
         if name == "data_dir":
@@ -62,6 +71,14 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
                 # the plugin would pass a negative limit on; refusing it is stricter, never looser
                 raise errf(token, "invalid max_file_handles: must not be negative")
             max_file_handles = value
+        elif name == "max_live_readers":
+            token = _one_value(line)
+            value = _strict_int(token.text)
+            if value is None:
+                raise errf(token, "invalid max_live_readers: expected integer")
+            if value < 1:
+                raise errf(token, "invalid max_live_readers: must be at least 1")
+            max_live_readers = value
         elif name == "long_poll_timeout":
             long_poll = _duration(_one_value(line))
         elif name == "sse_reconnect_interval":
@@ -83,4 +100,5 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         long_poll_timeout=long_poll or 30.0,
         sse_reconnect_interval=sse_interval or 60.0,
         webhook_callback_url=webhook,
+        max_live_readers=max_live_readers,
     )
