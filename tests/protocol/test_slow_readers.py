@@ -136,3 +136,30 @@ async def test_stalled_sse_reader_is_cut_while_others_get_everything(start_serve
         finally:
             release.set()
             stalled.close()
+
+
+async def test_stop_cuts_a_stalled_reader_instead_of_waiting_for_it(start_server, http):
+    async with start_server(slow_reader_timeout=600, max_read_bytes=APPEND_SIZE) as server:
+        path = server.new_path("slow")
+        url = server.url(path)
+        async with http.put(url, headers=TEXT) as r:
+            assert r.status == 201
+        port = int(server.base_url.rsplit(":", 1)[1])
+        stalled = await open_stalled_reader(port, path)
+        try:
+            for i in range(APPENDS):
+                async with http.post(url, data=payload(i), headers=TEXT) as r:
+                    assert r.status == 204
+
+            async def backed_up() -> None:  # the server holds frames it cannot send
+                (request,) = server.handler._live.values()
+                while request.transport.get_write_buffer_size() == 0:
+                    await asyncio.sleep(0.05)
+
+            await asyncio.wait_for(backed_up(), GUARD)
+            await asyncio.wait_for(server.handler.stop(), GUARD)
+            assert server.handler.live_readers == 0
+            seen = await asyncio.wait_for(read_to_end(stalled), GUARD)
+            assert not seen.endswith(b"0\r\n\r\n")
+        finally:
+            stalled.close()

@@ -56,6 +56,18 @@ class StreamState:
     soft_deleted: bool = False
     last_access: float = 0.0  # TTL clock (unix seconds); persisted lazily via touch()
 
+    def apply(self, commit: "Commit") -> None:
+        """The one definition of what a commit changes (engine, stores and replay use it)."""
+        self.tail = commit.tail
+        if commit.close:
+            self.closed = True
+            self.closed_by = commit.closed_by
+        if commit.stream_seq is not None:
+            self.stream_seq = commit.stream_seq
+        if commit.producer is not None:
+            producer_id, producer_state = commit.producer
+            self.producers[producer_id] = producer_state
+
 
 @dataclass(frozen=True, slots=True)
 class Commit:

@@ -34,16 +34,7 @@ class MemoryStore(StreamStore):
     async def append(self, path: str, data: bytes, commit: Commit) -> None:
         entry = self._streams[path]
         entry.data += data
-        state = entry.state
-        state.tail = commit.tail
-        if commit.close:
-            state.closed = True
-            state.closed_by = commit.closed_by
-        if commit.stream_seq is not None:
-            state.stream_seq = commit.stream_seq
-        if commit.producer is not None:
-            producer_id, producer_state = commit.producer
-            state.producers[producer_id] = producer_state
+        entry.state.apply(commit)
 
     async def mark_soft_deleted(self, path: str) -> None:
         self._streams[path].state.soft_deleted = True

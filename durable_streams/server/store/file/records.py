@@ -131,15 +131,18 @@ def commit_to_json(commit: Commit) -> dict[str, Any]:
     return obj
 
 
+def commit_from_json(obj: dict[str, Any]) -> Commit:
+    closed_by = obj.get("closed_by")
+    producer = obj.get("producer")
+    return Commit(
+        tail=obj["tail"],
+        close=bool(obj.get("close")),
+        closed_by=tuple(closed_by) if closed_by else None,
+        stream_seq=obj.get("stream_seq"),
+        producer=(producer[0], ProducerState(*producer[1:])) if producer else None,
+    )
+
+
 def apply_commit(state: StreamState, commit: dict[str, Any]) -> None:
-    """Apply a commit (in its JSON shape: the same code path at run time and in replay)."""
-    state.tail = commit["tail"]
-    if commit.get("close"):
-        state.closed = True
-        closed_by = commit.get("closed_by")
-        state.closed_by = tuple(closed_by) if closed_by else None
-    if "stream_seq" in commit:
-        state.stream_seq = commit["stream_seq"]
-    if "producer" in commit:
-        pid, epoch, seq, updated_at = commit["producer"]
-        state.producers[pid] = ProducerState(epoch, seq, updated_at)
+    """Apply a commit in its JSON shape: the same code path at run time and in replay."""
+    state.apply(commit_from_json(commit))
