@@ -213,7 +213,11 @@ def test_basic_auth_syntax_errors(body: str, expected: str, caddy_agrees: bool, 
 def test_adapted_json_matches_caddy(password_hash: str, tmp_path) -> None:
     import json
 
-    text = f":8080 {{\n\tbasic_auth /admin/* bcrypt realm1 {{\n\t\talice {password_hash}\n\t}}\n\trespond ok\n}}\n"
+    # written after `respond`, sorted before it by Caddy's directive order
+    text = (
+        f":8080 {{\n\trespond ok\n\theader X-A b\n\tbasic_auth /admin/* bcrypt realm1 {{\n\t\talice {password_hash}\n\t}}\n"
+        "\tbasicauth {\n\t}\n}\n"
+    )
     accepted, adapted = caddy_adapt(text, tmp_path)
     assert accepted
     assert load_config(text).to_json() == json.loads(adapted)

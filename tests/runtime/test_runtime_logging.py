@@ -65,3 +65,36 @@ async def test_site_log_directive_writes_access_lines(tmp_path) -> None:
     access = [e for e in _lines(out) if e["event"] == "handled request"]
     assert len(access) == 1
     assert (access[0]["method"], access[0]["uri"], access[0]["status"]) == ("GET", "/x?q=1", 201)
+
+
+def test_unconfigured_structlog_writes_to_stderr_not_stdout() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import structlog\n"
+        "import durable_streams.server.runtime.app\n"  # what the CLI and embedders import
+        "structlog.get_logger('x').info('hello-from-structlog')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "hello-from-structlog" in done.stderr
+
+
+@pytest.mark.asyncio
+async def test_malformed_request_is_one_warning_line(tmp_path) -> None:
+    out = tmp_path / "log.jsonl"
+    configure_logging("INFO", output="file", file_path=str(out))
+    async with serve(":0 {\n\tbind 127.0.0.1\n\trespond ok\n}\n") as app:
+        import asyncio
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", port_of(app))
+        writer.write(b"GET /x?token=abc HTTP/1.1\r\nX-Big: " + b"b" * 100_000 + b"\r\n\r\n")
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.0 400")
+        writer.close()
+    text = out.read_text()
+    assert "Traceback" not in text and "bbbbbbbb" not in text
+    (entry,) = [e for e in _lines(out) if e["logger"] == "aiohttp.server"]
+    assert entry["level"] == "warning" and entry["event"].startswith("malformed request from 127.0.0.1: LineTooLong")

@@ -252,6 +252,23 @@ async def test_tls_site_with_certificate_files(tmp_path) -> None:
             await fetch(port, "/v1/stream/x")
 
 
+async def test_https_redirect_server_runs_although_adapt_omits_it(tmp_path) -> None:
+    from durable_streams.server.config import load_config
+
+    cert, key = _self_signed(tmp_path, "streams.test")
+    port, http_port = free_port(), free_port()
+    text = (
+        f"{{\n\tdefault_bind 127.0.0.1\n\thttp_port {http_port}\n}}\n"
+        f"streams.test:{port} {{\n\ttls {cert} {key}\n\trespond hi\n}}\n"
+    )
+    # like `caddy adapt`: the redirect server is added at run time, not in the JSON
+    assert list(load_config(text).to_json()["apps"]["http"]["servers"]) == ["srv0"]
+    async with serve(text) as app:
+        assert port_of(app, "remaining_auto_https_redirects") == http_port
+        status, headers, _ = await fetch(http_port, "/v1/x?y=1", host="streams.test", allow_redirects=False)
+        assert status == 308 and headers["Location"] == f"https://streams.test:{port}/v1/x?y=1"
+
+
 class _StaticResolver(aiohttp.abc.AbstractResolver):
     """Resolve every name to 127.0.0.1 (so SNI/Host carry the site name)."""
 

@@ -67,11 +67,20 @@ class _MalformedRequestFilter(logging.Filter):
         if isinstance(exc, HttpProcessingError):
             remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
             record.msg = "malformed request from %s: %s"
-            record.args = (remote, (exc.message or type(exc).__name__).splitlines()[0][:200])
+            record.args = (remote, _safe_reason(exc))
             record.exc_info = None
             record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+def _safe_reason(exc: Exception) -> str:
+    """The parser's reason without the request bytes it quotes (they may hold a token)."""
+    first = (getattr(exc, "message", "") or "").strip().splitlines()[0:1]
+    reason = first[0] if first else ""
+    for quote in (" b'", ' b"', " bytearray("):
+        reason = reason.split(quote)[0]
+    return f"{type(exc).__name__} ({getattr(exc, 'code', 400)}): {reason.rstrip(': ')[:200]}"
 
 
 _MALFORMED_FILTER = _MalformedRequestFilter()

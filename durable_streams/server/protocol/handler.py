@@ -63,6 +63,7 @@ SLOW_READER_MIN_RATE = 8 << 10
 # On stop, how long woken live readers get to send their last event before their
 # connections are cut; healthy ones need milliseconds, stalled ones would hold shutdown.
 STOP_DRAIN_TIMEOUT = 2.0
+STOP_CUT_TIMEOUT = 0.5
 
 
 @dataclass(frozen=True)
@@ -102,21 +103,27 @@ class DurableStreamsHandler:
         self._sweeper = asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL))
 
     async def stop(self) -> None:
+        """Wake live readers and give them STOP_DRAIN_TIMEOUT to send their last event,
+        cut the connections still stuck in a write, then close the store. If the caller's
+        deadline cancels the wait, the cut and the close still happen (in `finally`)."""
         self.engine.release_readers()
         if self._sweeper is not None:
             self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
-            self._sweeper = None
-        if self._live:
-            await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
-        for request in list(self._live.values()):  # stalled in a write: cut the connection
-            _abort(request)
-        if self._live:
-            await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
-        await self.engine.close()
-        for untrack in self._untrack:
-            untrack()
-        self._untrack.clear()
+        try:
+            if self._live:
+                await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
+        finally:
+            for request in list(self._live.values()):
+                _abort(request)
+            if self._live:  # an abort wakes a blocked write at once: this is short
+                await asyncio.wait(list(self._live), timeout=STOP_CUT_TIMEOUT)
+            if self._sweeper is not None:
+                await asyncio.gather(self._sweeper, return_exceptions=True)
+                self._sweeper = None
+            await self.engine.close()
+            for untrack in self._untrack:
+                untrack()
+            self._untrack.clear()
 
     @property
     def live_readers(self) -> int:
