@@ -121,3 +121,15 @@ def test_max_live_readers_errors(value, reason):
     with pytest.raises(CaddyfileError) as error:
         load_config(_caddyfile(f"max_live_readers {value}".strip()))
     assert reason in str(error.value) and "Caddyfile:4" in str(error.value)
+
+
+async def test_caddyfile_value_reaches_the_protocol_handler():
+    from durable_streams.server.config import load_config
+    from durable_streams.server.runtime.handlers import DurableStreamsRuntime
+
+    runtime = DurableStreamsRuntime(_durable_streams(load_config(_caddyfile("max_live_readers 7"))))
+    await runtime.start()
+    try:
+        assert runtime.impl.settings.max_live_readers == 7
+    finally:
+        await runtime.stop()

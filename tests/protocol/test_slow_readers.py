@@ -9,6 +9,9 @@ import re
 import socket
 
 import aiohttp
+import pytest
+
+from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings
 
 # Guards against a hang, not performance expectations.
 GUARD = 30.0
@@ -138,8 +141,12 @@ async def test_stalled_sse_reader_is_cut_while_others_get_everything(start_serve
             stalled.close()
 
 
-async def test_stop_cuts_a_stalled_reader_instead_of_waiting_for_it(start_server, http):
-    async with start_server(slow_reader_timeout=600, max_read_bytes=APPEND_SIZE) as server:
+@pytest.mark.parametrize("deadline", [None, 0.3], ids=["no-deadline", "deadline-cuts-the-wait"])
+async def test_stop_cuts_a_stalled_reader_and_closes_the_store(start_server, http, tmp_path, deadline):
+    """stop() does not wait for a reader that stopped reading; a caller's deadline that
+    cancels stop() still leaves the connection cut and the store closed."""
+    data_dir = str(tmp_path / "data")
+    async with start_server(slow_reader_timeout=600, max_read_bytes=APPEND_SIZE, data_dir=data_dir) as server:
         path = server.new_path("slow")
         url = server.url(path)
         async with http.put(url, headers=TEXT) as r:
@@ -147,9 +154,9 @@ async def test_stop_cuts_a_stalled_reader_instead_of_waiting_for_it(start_server
         port = int(server.base_url.rsplit(":", 1)[1])
         stalled = await open_stalled_reader(port, path)
         try:
-            for i in range(APPENDS):
-                async with http.post(url, data=payload(i), headers=TEXT) as r:
-                    assert r.status == 204
+            expected = b"".join(payload(i) for i in range(APPENDS))
+            async with http.post(url, data=expected, headers=TEXT) as r:
+                assert r.status == 204
 
             async def backed_up() -> None:  # the server holds frames it cannot send
                 (request,) = server.handler._live.values()
@@ -157,9 +164,21 @@ async def test_stop_cuts_a_stalled_reader_instead_of_waiting_for_it(start_server
                     await asyncio.sleep(0.05)
 
             await asyncio.wait_for(backed_up(), GUARD)
-            await asyncio.wait_for(server.handler.stop(), GUARD)
+            if deadline is None:
+                await asyncio.wait_for(server.handler.stop(), GUARD)
+            else:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(server.handler.stop(), deadline)
             assert server.handler.live_readers == 0
             seen = await asyncio.wait_for(read_to_end(stalled), GUARD)
             assert not seen.endswith(b"0\r\n\r\n")
+            # The store was closed (its lock released): a new one opens the same data.
+            reopened = DurableStreamsHandler(ProtocolSettings(data_dir=data_dir))
+            await reopened.start()
+            try:
+                chunk = await reopened.engine.read(await reopened.engine.require(path), 0, 1 << 30)
+                assert chunk.data == expected
+            finally:
+                await reopened.stop()
         finally:
             stalled.close()
