@@ -115,6 +115,11 @@ def test_each_api_call_moves_its_series():
 
     m.producer_duplicate()
     assert value(m, "durable_streams_producer_duplicates_total") == 1
+    m.live_reader_refused()
+    assert value(m, "durable_streams_live_readers_refused_total") == 1
+    m.slow_reader_disconnected()
+    m.slow_reader_disconnected()
+    assert value(m, "durable_streams_slow_readers_disconnected_total") == 2
 
     m.reader_started("sse")
     m.reader_started("sse")

@@ -11,7 +11,7 @@ import socket
 import aiohttp
 import pytest
 
-from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings
+from durable_streams.server.protocol.handler import SSE_HIGH_WATER, DurableStreamsHandler, ProtocolSettings
 
 # Guards against a hang, not performance expectations.
 GUARD = 30.0
@@ -19,6 +19,7 @@ APPEND_SIZE = 16 << 10
 # More than the kernel can absorb for one connection (socket send buffers grow to
 # 4 MiB by default on Linux), so the stalled reader's frames must back up in the server.
 APPENDS = 640
+PAYLOADS_PER_APPEND = 8
 NORMAL_READERS = 5
 TEXT = {"Content-Type": "text/plain"}
 _DATA_EVENT = re.compile(rb"event: data\n((?:data:[^\n]*\n)+)\n")
@@ -105,8 +106,9 @@ async def test_stalled_sse_reader_is_cut_while_others_get_everything(start_serve
                 for _ in range(NORMAL_READERS)
             ]
             await asyncio.wait_for(ready.wait(), GUARD)
-            for i in range(APPENDS):
-                async with http.post(url, data=payload(i), headers=TEXT) as r:
+            for first in range(0, APPENDS, PAYLOADS_PER_APPEND):  # served as 16 KiB frames
+                batch = b"".join(payload(i) for i in range(first, first + PAYLOADS_PER_APPEND))
+                async with http.post(url, data=batch, headers=TEXT) as r:
                     assert r.status == 204
 
 
@@ -158,10 +160,17 @@ async def test_stop_cuts_a_stalled_reader_and_closes_the_store(start_server, htt
             async with http.post(url, data=expected, headers=TEXT) as r:
                 assert r.status == 204
 
-            async def backed_up() -> None:  # the server holds frames it cannot send
+            async def backed_up() -> None:
+                """The server's writer is stuck: its buffer is over the high-water mark and
+                no longer changes (a writer that can still write keeps adding frames)."""
                 (request,) = server.handler._live.values()
-                while request.transport.get_write_buffer_size() == 0:
-                    await asyncio.sleep(0.05)
+                previous = -1
+                while True:
+                    size = request.transport.get_write_buffer_size()
+                    if size > SSE_HIGH_WATER and size == previous:
+                        return
+                    previous = size
+                    await asyncio.sleep(0.2)
 
             await asyncio.wait_for(backed_up(), GUARD)
             if deadline is None:

@@ -150,6 +150,12 @@ class NullMetrics:
     def producer_duplicate(self) -> None:
         """An idempotent producer's retry was recognised and not appended again."""
 
+    def live_reader_refused(self) -> None:
+        """A long-poll or SSE request was refused (503) because max_live_readers was reached."""
+
+    def slow_reader_disconnected(self) -> None:
+        """An SSE reader that stopped reading was disconnected."""
+
     # -- store --
     def track_store(self, store: StoreStats) -> Callable[[], None]:
         """Export a store's own counters (group commits, open handles, evictions).
@@ -278,6 +284,15 @@ class Metrics(NullMetrics):
             namespace=NAMESPACE, registry=r,
         )
 
+        self._refused = Counter(
+            "live_readers_refused", "Long-poll and SSE requests refused because max_live_readers was reached.",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._slow_disconnects = Counter(
+            "slow_readers_disconnected", "SSE readers disconnected because they stopped reading.",
+            namespace=NAMESPACE, registry=r,
+        )
+
         self._stores = _Tracked()
         r.register(_StoreCollector(self._stores))
         self._recovery_seconds = Gauge(
@@ -310,6 +325,12 @@ class Metrics(NullMetrics):
 
     def producer_duplicate(self) -> None:
         self._duplicates.inc()
+
+    def live_reader_refused(self) -> None:
+        self._refused.inc()
+
+    def slow_reader_disconnected(self) -> None:
+        self._slow_disconnects.inc()
 
     def track_store(self, store: StoreStats) -> Callable[[], None]:
         return self._stores.add(store)

@@ -257,7 +257,7 @@ class DurableStreamsHandler:
         """Run a long-poll or SSE request within the live-reader cap, known to stop()
         so it can be waited for."""
         if len(self._live) >= self.settings.max_live_readers:
-            self._report("live_reader_refused")
+            self.metrics.live_reader_refused()
             raise HttpError(503, "too many live readers, retry later",
                             {"Retry-After": str(LIVE_RETRY_AFTER)})
         task = asyncio.current_task()
@@ -382,15 +382,9 @@ class DurableStreamsHandler:
                 await response.write(frame)
         except TimeoutError:
             log.info("SSE reader of %s disconnected: not reading for %.0f s", request.path, budget)
-            self._report("slow_reader_disconnected")
+            self.metrics.slow_reader_disconnected()
             _abort(request)
             raise ConnectionResetError("slow reader") from None
-
-    def _report(self, event: str) -> None:
-        """Count an optional event: a metrics object without the method ignores it."""
-        hook = getattr(self.metrics, event, None)
-        if hook is not None:
-            hook()
 
     async def _sse_batch(self, stream: Stream, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
         """Read and encode one data event; shared by every subscriber at this position."""

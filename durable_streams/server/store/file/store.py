@@ -20,6 +20,19 @@ from .storage import Storage
 from .writer import GroupCommitWriter, Job, WriterMetrics
 
 READ_THREADS = 4
+DEFAULT_CHECKPOINT_BYTES = 64 << 20
+# Operators (and the HTTP crash test) tune the checkpoint interval here until the
+# Caddyfile has a subdirective for it: log bytes written between two checkpoints.
+CHECKPOINT_BYTES_ENV = "DURABLE_STREAMS_CHECKPOINT_BYTES"
+
+
+def checkpoint_bytes_from_env() -> int:
+    raw = os.environ.get(CHECKPOINT_BYTES_ENV, "")
+    if not raw:
+        return DEFAULT_CHECKPOINT_BYTES
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"{CHECKPOINT_BYTES_ENV} must be a positive number of bytes, got {raw!r}")
+    return int(raw)
 
 
 class FileStore(StreamStore):
@@ -30,7 +43,7 @@ class FileStore(StreamStore):
         data_dir: str,
         max_file_handles: int = 100,
         *,
-        checkpoint_bytes: int = 64 << 20,
+        checkpoint_bytes: int | None = None,  # None: $DURABLE_STREAMS_CHECKPOINT_BYTES or 64 MiB
         touch_flush_interval: float = 1.0,
         checkpoint_on_close: bool = True,
     ) -> None:
@@ -38,7 +51,7 @@ class FileStore(StreamStore):
             raise ValueError("max_file_handles must be at least 1")
         self.data_dir = os.path.abspath(data_dir)
         self.max_file_handles = max_file_handles
-        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoint_bytes = checkpoint_bytes if checkpoint_bytes is not None else checkpoint_bytes_from_env()
         self.touch_flush_interval = touch_flush_interval
         # A checkpoint at close makes the next start replay nothing; tests turn it off to
         # leave a log behind, as a crash would.
