@@ -26,7 +26,7 @@ def test_version(tmp_path) -> None:
     assert (proc.returncode, proc.stdout) == (0, f"durable-streams-server {__version__}\n")
 
 
-@pytest.mark.parametrize("command", ["run", "dev", "adapt", "validate", "fmt", "version"])
+@pytest.mark.parametrize("command", ["run", "reload", "dev", "adapt", "validate", "fmt", "version"])
 def test_help_on_every_command(command, capsys) -> None:
     with pytest.raises(SystemExit) as info:
         cli.main([command, "--help"])

@@ -39,14 +39,15 @@ def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def running_server(config_path: Path, port: int, *args: str) -> Iterator[subprocess.Popen]:
+def running_server(config_path: Path, port: int, *args: str, env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(
         [str(SCRIPT), "run", "--config", str(config_path), *args],
-        cwd=config_path.parent,
+        cwd=cwd or config_path.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         wait_ready(proc, port)

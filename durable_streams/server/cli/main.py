@@ -1,6 +1,6 @@
 """`durable-streams-server`: a thin CLI over config (load/adapt) and runtime (serve).
 
-Subcommands mirror Caddy's where they overlap (run, adapt, validate, fmt, version) plus
+Subcommands mirror Caddy's where they overlap (run, reload, adapt, validate, fmt, version) plus
 the plugin's zero-config `dev`. A bad config exits with status 1 and one message.
 """
 
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import http.client
 import json
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,16 +99,17 @@ def _print_warnings(config) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config, source = _load(args.config, args.envfile, allow_default=True)
 
-    def reload():
-        # SIGHUP: read the same file again (the embedded default reloads as itself);
-        # logging is set up again too, which also reopens a log file after rotation
+    def reload(path: str | None):
+        # SIGHUP reads the same file again (None: the embedded default reloads as itself),
+        # POST /reload a new one; logging is set up again too, which also reopens a log
+        # file after rotation
         from ..ops.logging import configure_from_config
 
-        new = _load(args.config or (source if source != DEFAULT_SOURCE else None), args.envfile, allow_default=True)[0]
+        new = _load(path, args.envfile, allow_default=True)[0]
         configure_from_config(new)
         return new
 
-    return _serve(config, source, reload)
+    return _serve(config, source, reload, args.config or (source if source != DEFAULT_SOURCE else None))
 
 
 DEV_BANNER = """\
@@ -125,7 +128,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return _serve(load_config(DEV_CADDYFILE), "embedded dev config")
 
 
-def _serve(config, source: str, reload=None) -> int:
+def _serve(config, source: str, reload=None, config_path: str | None = None) -> int:
     from ..ops.logging import configure_from_config
     from ..runtime.app import run
 
@@ -137,7 +140,7 @@ def _serve(config, source: str, reload=None) -> int:
     for warning in config.warnings:
         log.warning("config warning", detail=warning)
     try:
-        return run(config, reload=reload)
+        return run(config, reload=reload, config_path=config_path)
     except OSError as exc:
         detail = exc.strerror or str(exc)
         if exc.filename:
@@ -155,8 +158,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
-    config, _ = _load(args.config, args.envfile)
+def _load_validated(args: argparse.Namespace):
+    """`validate`'s checks: parse, adapt and load the TLS certificates. (config, source)."""
+    config, source = _load(args.config, args.envfile)
     _print_warnings(config)
     from ..runtime.listeners import build_ssl_context
 
@@ -165,7 +169,78 @@ def cmd_validate(args: argparse.Namespace) -> int:
             build_ssl_context(server)
         except (OSError, ValueError) as exc:
             raise CLIError(f"loading TLS certificate for {server.name}: {exc}") from None
+    return config, source
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    _load_validated(args)
     print("Valid configuration")
+    return EXIT_OK
+
+
+RELOAD_TIMEOUT = 120.0  # a reload may wait up to the grace period for retired stores
+SIGHUP_HINT = "reload it with SIGHUP instead: `systemctl reload durable-streams-server` or `kill -HUP <pid>`"
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def _admin_connection(address) -> http.client.HTTPConnection:
+    if address.network == "unix":
+        return _UnixHTTPConnection(address.host, RELOAD_TIMEOUT)
+    # a wildcard admin address is reached on loopback (the server checks no Host then)
+    host = {"": "localhost", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(address.host, address.host)
+    return http.client.HTTPConnection(host, address.port, timeout=RELOAD_TIMEOUT)
+
+
+def _admin_address(args: argparse.Namespace, config, source: str):
+    from ..config.addresses import AddressError, parse_network_address
+
+    if args.address:
+        try:
+            return parse_network_address(args.address)
+        except AddressError as exc:
+            raise CLIError(f"invalid --address {args.address}: {exc}") from None
+    if config.admin is not None:
+        return config.admin
+    why = "has `admin off`" if config.admin_off else "has no `admin <addr>` global option"
+    raise CLIError(f"{source} {why}, so the running server has no admin endpoint to reload through; {SIGHUP_HINT}")
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    config, source = _load_validated(args)
+    address = _admin_address(args, config, source)
+    path = os.path.abspath(source)  # the daemon may run in another directory
+    connection = _admin_connection(address)
+    try:
+        connection.request("POST", "/reload", body=json.dumps({"config": path}),
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        status, body = response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise CLIError(f"sending configuration to instance at {address}: {reason.lower()}"
+                       f" (is the server running with `admin {address}`?)") from None
+    finally:
+        connection.close()
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    if status != 200:
+        message = answer.get("error") if isinstance(answer, dict) else None
+        if not message:
+            message = f"HTTP {status}: {body.decode(errors='replace').strip()}"
+        raise CLIError(f"reloading the running server: {message}")
+    print(f"Reloaded the running server from {path}")
     return EXIT_OK
 
 
@@ -225,11 +300,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run = sub.add_parser("run", help="serve using a Caddyfile (default ./Caddyfile)",
-                         description="Serve until SIGTERM/SIGINT (graceful stop); SIGHUP reloads the Caddyfile. "
+                         description="Serve until SIGTERM/SIGINT (graceful stop); SIGHUP (or `reload`) reloads the Caddyfile. "
                          "Without --config, ./Caddyfile is used; without either, the embedded dev config runs.")
     run.add_argument("--config", "-c", metavar="PATH", help="Caddyfile to use (default: ./Caddyfile)")
     run.add_argument("--envfile", metavar="FILE", help="load KEY=VALUE environment variables first")
     run.set_defaults(func=cmd_run)
+
+    reload = sub.add_parser(
+        "reload", help="make the running server load a Caddyfile (through its admin endpoint)",
+        description="Validate the Caddyfile here (like `validate`), then ask the running server to reload "
+        "from it: POST /reload to its admin address (the `admin <addr>` global option, or --address). "
+        "The server re-reads the file itself, exactly as on SIGHUP, and later SIGHUPs read this file. "
+        "A config it refuses leaves the running one in place; the exit status is 1 then. "
+        "With `admin off`, send SIGHUP instead (`systemctl reload durable-streams-server`).")
+    reload.add_argument("--config", "-c", metavar="PATH", help="Caddyfile to load (default: ./Caddyfile)")
+    reload.add_argument("--address", metavar="ADDR",
+                        help="admin address of the running server (default: from the config's `admin` option)")
+    reload.add_argument("--envfile", metavar="FILE",
+                        help="load KEY=VALUE environment variables for the check here "
+                        "(the server substitutes {$VARS} from its own environment)")
+    reload.set_defaults(func=cmd_reload)
 
     dev = sub.add_parser("dev", help="zero-config development server (in-memory, :4437)",
                          description="Serve http://localhost:4437/v1/stream/* from memory, admin off, no HTTPS.")

@@ -4,9 +4,10 @@ Order matters:
 - start: every `durable_streams` store opens (and recovers) before any socket is bound,
   so the first request already sees recovered data; then listeners; then readiness and
   systemd's READY=1.
-- reload (SIGHUP): the new config is built next to the old one; stores whose settings
-  did not change are kept (their clients stay connected), listeners whose sockets did
-  not change get the new routes in place; the rest is replaced.
+- reload (SIGHUP, or POST /reload on the admin address): the new config is built next
+  to the old one; stores whose settings did not change are kept (their clients stay
+  connected), listeners whose sockets did not change get the new routes in place; the
+  rest is replaced. A reload that fails leaves the running listeners accepting.
 - shutdown (SIGTERM/SIGINT): readiness turns 503 and systemd hears STOPPING=1; after
   `shutdown_delay` we stop accepting, stop the handlers (ending long-polls/SSE, flushing
   and closing stores), then close remaining connections, all within `grace_period`.
@@ -19,6 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -33,6 +35,25 @@ from .listeners import Listener, build_ssl_context, open_listener, open_ops_list
 from .routing import Compiler, Factory
 
 DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound
+
+# Reads and adapts a Caddyfile: the given path, or None for the embedded default.
+Loader = Callable[[str | None], Config]
+
+
+@dataclass(frozen=True)
+class ReloadRequest:
+    """One reload for the serve loop, which performs them one at a time.
+
+    SIGHUP sends `ReloadRequest()`: the current file again. POST /reload names a new
+    `path` (which then becomes the current file) and waits on `done` for the outcome.
+    """
+
+    path: str | None = None
+    done: asyncio.Future[str | None] | None = None
+
+    def answer(self, error: str | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_result(error)
 
 
 def _uses(config: Config, kind: type) -> bool:
@@ -53,8 +74,11 @@ class ServerApp:
         *,
         handler_factories: Mapping[type, Factory] | None = None,
         notifier: SystemdNotifier | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.config = config
+        self.config_path = config_path  # what SIGHUP reads again
+        self._reloads: asyncio.Queue[ReloadRequest] | None = None  # set while serve() takes reloads
         self.factories = handler_factories
         self.metrics = create_metrics(config.metrics or config.admin is not None or _uses(config, MetricsEndpoint))
         self.readiness = Readiness()
@@ -98,7 +122,8 @@ class ServerApp:
             if self.config.admin is not None:
                 # first, so /readyz can say "starting" during a long recovery
                 self._ops = await open_ops_listener(
-                    self.config.admin, self.readiness, self.metrics, shutdown_timeout=self.grace_period
+                    self.config.admin, self.readiness, self.metrics, shutdown_timeout=self.grace_period,
+                    reload=self.request_reload,
                 )
             routes = [self.compiler.routes(s.runtime_routes) for s in self.config.servers]
             for handler in self.compiler.lifecycle:
@@ -164,29 +189,66 @@ class ServerApp:
         self._started.extend(started)
 
         old_by_settings = {listener.socket_settings(): listener for listener in self.listeners}
+        plan = [(server, route_list, old_by_settings.pop(socket_settings(server), None))
+                for server, route_list in zip(new.servers, routes)]
+        removed = list(old_by_settings.values())
+        try:
+            opened = await self._open_replacements([(s, r) for s, r, old in plan if old is None], removed)
+        except BaseException:
+            for handler in started:  # nothing running refers to them
+                await self._retire(handler)
+            raise
         kept: list[Listener] = []
-        for server, route_list in zip(new.servers, routes):
-            listener = old_by_settings.pop(socket_settings(server), None)
-            if listener is not None:
+        for server, route_list, listener in plan:
+            if listener is None:
+                listener = opened.pop(0)
+            else:
                 if listener.tls is not None:
                     listener.tls.reload()  # renewed certificate files, same paths
                 listener.server, listener.routes = server, route_list
-                kept.append(listener)
-        # listeners that go away stop accepting now and drain in the background
-        for listener in old_by_settings.values():
-            await listener.stop_accepting()
+            kept.append(listener)
+        # listeners that went away drain in the background
+        for listener in removed:
             task = asyncio.get_running_loop().create_task(listener.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
-        for server, route_list in zip(new.servers, routes):
-            if socket_settings(server) not in {k.socket_settings() for k in kept}:
-                kept.append(await self._open(server, route_list))
         self.listeners = kept
         self.compiler, self.config = compiler, new
         for handler in dropped:
             if handler not in stop_first:
                 await self._retire(handler)
         self.log.info("configuration reloaded", listeners=len(kept), stores_kept=len(compiler.reused))
+
+    async def _open_replacements(self, fresh: list[tuple[Server, Any]], removed: list[Listener]) -> list[Listener]:
+        """Open listeners for `fresh` (in order) and stop `removed` from accepting.
+
+        A failure leaves the running listeners accepting: sockets that no removed listener
+        holds are bound first, and removed listeners stop only when a new one needs their
+        address (they are bound again if that still fails).
+        """
+        busy = {address for listener in removed for address in listener.server.listen}
+        needs_busy = [bool(busy & set(server.listen)) for server, _ in fresh]
+        opened: dict[int, Listener] = {}
+        try:
+            for i in sorted(range(len(fresh)), key=needs_busy.__getitem__):
+                if needs_busy[i] and not any(needs_busy[j] for j in opened):
+                    for listener in removed:
+                        await listener.stop_accepting()
+                opened[i] = await self._open(*fresh[i])
+        except BaseException:
+            for listener in opened.values():
+                await listener.stop_accepting()
+                await listener.close()
+            for listener in removed:
+                if not listener.sites:
+                    try:
+                        await listener.start_accepting()
+                    except OSError as exc:
+                        self.log.error("could not listen again after a failed reload", error=str(exc))
+            raise
+        for listener in removed:
+            await listener.stop_accepting()
+        return [opened[i] for i in range(len(fresh))]
 
     # ------------------------------------------------------------------ stop
 
@@ -226,9 +288,12 @@ class ServerApp:
             self._ops = None
         self.log.info("stopped")
 
-    async def serve(self, stop: asyncio.Event, reload_requests: asyncio.Queue | None = None,
-                    load: Callable[[], Config] | None = None) -> None:
+    async def serve(self, stop: asyncio.Event, reload_requests: asyncio.Queue[ReloadRequest] | None = None,
+                    load: Loader | None = None) -> None:
         """Start, serve (handling reload requests) until `stop`, then shut down."""
+        if load is None:
+            reload_requests = None
+        self._reloads = reload_requests
         await self.start()
         try:
             waiter = asyncio.ensure_future(stop.wait())
@@ -241,29 +306,55 @@ class ServerApp:
                 if getter not in done:
                     getter.cancel()
                     break
-                await self._try_reload(load)
+                request = getter.result()
+                request.answer(await self._try_reload(load, request.path))
+            self._refuse_reloads()
             delay = self.config.shutdown_delay or 0
             if delay > 0:
                 self.readiness.mark_stopping()
                 self.log.info("shutdown delayed", seconds=delay)
                 await asyncio.sleep(delay)
         finally:
+            self._refuse_reloads()
             await self.shutdown()
 
-    async def _try_reload(self, load: Callable[[], Config] | None) -> None:
-        if load is None:
-            return
+    async def request_reload(self, path: str) -> str | None:
+        """Reload from `path` in the serve loop (POST /reload): the error message, or None."""
+        if self._reloads is None:
+            return "reload is not available: the server is stopping or was not started from a config file"
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._reloads.put_nowait(ReloadRequest(path, done))
+        return await done
+
+    def _refuse_reloads(self) -> None:
+        """Stop taking reloads; answer the ones still queued."""
+        queue, self._reloads = self._reloads, None
+        while queue is not None and not queue.empty():
+            queue.get_nowait().answer("reload not performed: the server is stopping")
+
+    async def _try_reload(self, load: Loader, path: str | None) -> str | None:
+        """One reload from `path` (None: the current file); the error message if refused."""
         try:
-            new = load()
+            new = load(path or self.config_path)
         except Exception as exc:  # a bad Caddyfile keeps the running config
             self.log.error("reload refused; keeping the running configuration", error=str(exc))
             self.notifier.reloading("reload refused")
             self.notifier.ready(self._status())
-            return
+            return str(exc)
         try:
             await self.reload(new)
         except Exception as exc:
             self.log.error("reload failed; keeping what is running", error=repr(exc))
+            return f"reload failed; keeping what is running: {_describe(exc)}"
+        if path is not None:
+            self.config_path = path
+        return None
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _data_dir(config: Any) -> str | None:
@@ -290,19 +381,21 @@ def run(
     config: Config,
     *,
     handler_factories: Mapping[type, Factory] | None = None,
-    reload: Callable[[], Config] | None = None,
+    reload: Loader | None = None,
+    config_path: str | None = None,
 ) -> int:
     """Blocking entry point for the CLI: serve until SIGTERM/SIGINT, then stop gracefully.
 
-    SIGHUP calls `reload()` for a new Config and swaps to it (a bad one is refused).
+    SIGHUP calls `reload(config_path)` for a new Config and swaps to it (a bad one is
+    refused); POST /reload on the admin address does the same from the path it names.
     A second SIGTERM/SIGINT while stopping cuts the grace period short.
     """
-    app = ServerApp(config, handler_factories=handler_factories)
+    app = ServerApp(config, handler_factories=handler_factories, config_path=config_path)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        reloads: asyncio.Queue[None] = asyncio.Queue()
+        reloads: asyncio.Queue[ReloadRequest] = asyncio.Queue()
         task = asyncio.current_task()
 
         def on_stop_signal(signum: int) -> None:
@@ -319,7 +412,7 @@ def run(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, on_stop_signal, signum)
         if reload is not None and hasattr(signal, "SIGHUP"):
-            loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+            loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, ReloadRequest())
         await app.serve(stop, reloads, reload)
 
     with asyncio.Runner(loop_factory=_new_loop) as runner:

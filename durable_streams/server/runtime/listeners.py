@@ -20,6 +20,7 @@ from .access_log import AccessLogger
 from .access_log import log as access_logger
 from .context import CONTEXT_KEY, RequestContext, client_ip
 from .handlers import apply_response_headers
+from .reload_endpoint import Reloader, add_reload_route
 from .routing import RouteList
 
 # The protocol handler streams request bodies itself and enforces its own limits.
@@ -114,9 +115,25 @@ class Listener:
                 out.append((self.server.name, name))
         return out
 
+    async def start_accepting(self) -> None:
+        """Bind every listen address (also again, after `stop_accepting`)."""
+        ssl_context = self.tls.default if self.tls else None
+        for address in self.server.listen:
+            if address.network == "unix":
+                site: web.BaseSite = web.UnixSite(self.runner, address.host, ssl_context=ssl_context)
+                try:
+                    await site.start()
+                except OSError as exc:  # worded like the TCP bind errors: which address, then why
+                    raise OSError(exc.errno, f"listening on {address}: bind: {(exc.strerror or str(exc)).lower()}") from None
+            else:
+                sock = _bind_socket(address.network, address.host, address.port)
+                site = web.SockSite(self.runner, sock, ssl_context=ssl_context)
+                await site.start()
+            self.sites.append(site)
+
     async def stop_accepting(self) -> None:
-        for site in list(self.sites):
-            await site.stop()
+        while self.sites:  # a stopped site is forgotten: stopping again is a no-op
+            await self.sites.pop().stop()
 
     async def close(self) -> None:
         if self.runner is not None:
@@ -186,15 +203,8 @@ async def open_listener(
     listener.runner = runner
     if server.certificates:
         listener.tls = TLSContexts(server)
-    ssl_context = listener.tls.default if listener.tls else None
     try:
-        for address in server.listen:
-            if address.network == "unix":
-                site: web.BaseSite = web.UnixSite(runner, address.host, ssl_context=ssl_context)
-            else:
-                site = web.SockSite(runner, _bind_socket(address.network, address.host, address.port), ssl_context=ssl_context)
-            await site.start()
-            listener.sites.append(site)
+        await listener.start_accepting()
     except BaseException:
         await runner.cleanup()
         raise
@@ -263,14 +273,18 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-async def open_ops_listener(address: ListenAddress, readiness: Any, metrics: Any, *, shutdown_timeout: float) -> web.AppRunner:
-    """The admin address: /metrics, /healthz, /readyz (no config API)."""
+async def open_ops_listener(address: ListenAddress, readiness: Any, metrics: Any, *, shutdown_timeout: float,
+                            reload: Reloader | None = None) -> web.AppRunner:
+    """The admin address: /metrics, /healthz, /readyz, and POST /reload when `reload` is
+    given (no config API)."""
     from ..ops.health import add_health_routes
     from ..ops.metrics import add_metrics_route
 
     app = web.Application()
     add_health_routes(app, readiness)
     add_metrics_route(app, metrics)
+    if reload is not None:
+        add_reload_route(app, address, reload)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
     await runner.setup()
     try:
