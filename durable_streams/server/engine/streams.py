@@ -426,15 +426,7 @@ class StreamEngine:
             producer=(claim.producer_id, ProducerState(verdict.epoch, verdict.seq, now)) if verdict else None,
         )
         await self.store.append(stream.path, data, commit)
-        # Visible to readers only now that the store holds it.
-        state.tail = commit.tail
-        if commit.close:
-            state.closed = True
-            state.closed_by = commit.closed_by
-        if commit.stream_seq is not None:
-            state.stream_seq = commit.stream_seq
-        if commit.producer is not None:
-            state.producers[commit.producer[0]] = commit.producer[1]
+        state.apply(commit)  # visible to readers only now that the store holds it
         stream.signal.fire()
         self.events.appended(len(data))
         return AppendResult(state.tail, state.closed, verdict, wrote=True)
