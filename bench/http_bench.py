@@ -1005,14 +1005,19 @@ async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
             for case, measure in append_cases(settings, durable=True):
                 cases.append(case)
                 await run_interleaved(case, servers, settings.durable_rounds, measure, run_id)
+            if "catchup" in settings.tests:
+                # Reads served by the file stores (through the page cache, as in production).
+                cases.append(await run_catchup(servers, settings, run_id, storage="file"))
         finally:
             stop_servers(servers)
     return cases
 
 
-async def run_catchup(servers: list[ServerProcess], settings: Settings, run_id: str) -> Case:
-    case = Case("catchup", f"catch-up {settings.catchup_mib} MiB from -1", CATCHUP_METRICS)
-    path = f"{STREAM_ROOT}/bench-{run_id}/catchup"
+async def run_catchup(servers: list[ServerProcess], settings: Settings, run_id: str,
+                      storage: str = "mem") -> Case:
+    case = Case(f"catchup-{storage}", f"catch-up {storage:<4} {settings.catchup_mib} MiB from -1",
+                CATCHUP_METRICS)
+    path = f"{STREAM_ROOT}/bench-{run_id}/catchup-{storage}"
     fills: dict[str, dict] = {}
     for server in servers:
         try:
