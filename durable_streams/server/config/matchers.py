@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -88,6 +88,8 @@ def _clean_path(path: str, merge_slashes: bool) -> str:
     """Caddy's CleanPath: resolve dot segments (and merge slashes unless asked not to)."""
     if not path:
         return path
+    if "//" not in path and "/." not in path and not path.startswith("."):
+        return path  # no empty or dot segments: already clean (the common case)
     trailing = path.endswith("/")
     parts = path.split("/")
     out: list[str] = []
@@ -139,24 +141,41 @@ def _glob_regex(pattern: str) -> re.Pattern[str] | None:
 
 
 def path_pattern_matches(pattern: str, request_path: str, raw_path: str = "") -> bool:
-    pattern = pattern.lower()
+    return _path_test(pattern)(request_path, raw_path)
+
+
+PathTest = Callable[[str, str], bool]  # (unescaped path, raw path) -> matches
+_PATH_TESTS: dict[str, PathTest] = {}
+
+
+def _path_test(pattern: str) -> PathTest:
+    """The test for one path pattern, built once: config patterns are few and fixed, so
+    the per-request work is only cleaning the request's path and one comparison."""
+    test = _PATH_TESTS.get(pattern)
+    if test is None:
+        test = _PATH_TESTS[pattern] = _build_path_test(pattern.lower())
+    return test
+
+
+def _build_path_test(pattern: str) -> PathTest:
     if pattern == "*":
-        return True
+        return lambda path, raw: True
     merge = "//" not in pattern
     if "%" in pattern:
-        subject = _clean_path((raw_path or request_path).lower(), merge)
         rx = _glob_regex(pattern)
-        return bool(rx and rx.fullmatch(subject))
-    subject = _clean_path(request_path.lower(), merge)
+        return lambda path, raw: bool(rx and rx.fullmatch(_clean_path((raw or path).lower(), merge)))
     stars = pattern.count("*")
     if stars == 2 and pattern.startswith("*") and pattern.endswith("*") and len(pattern) > 1:
-        return pattern[1:-1] in subject
+        middle = pattern[1:-1]
+        return lambda path, raw: middle in _clean_path(path.lower(), merge)
     if stars == 1 and pattern.startswith("*"):
-        return subject.endswith(pattern[1:])
+        suffix = pattern[1:]
+        return lambda path, raw: _clean_path(path.lower(), merge).endswith(suffix)
     if stars == 1 and pattern.endswith("*"):
-        return subject.startswith(pattern[:-1])
+        prefix = pattern[:-1]
+        return lambda path, raw: _clean_path(path.lower(), merge).startswith(prefix)
     rx = _glob_regex(pattern)
-    return bool(rx and rx.fullmatch(subject))
+    return lambda path, raw: bool(rx and rx.fullmatch(_clean_path(path.lower(), merge)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +184,11 @@ class PathMatcher(Matcher):
     kind = "path"
 
     def matches(self, request: RequestView) -> bool:
-        return any(path_pattern_matches(p, request.path, request.raw_path) for p in self.patterns)
+        path = request.path
+        for pattern in self.patterns:
+            if _path_test(pattern)(path, request.raw_path if "%" in pattern else ""):
+                return True
+        return False
 
     def config(self) -> Any:
         return list(self.patterns)
@@ -399,7 +422,10 @@ class MatcherSet:
     matchers: tuple[Matcher, ...] = ()
 
     def matches(self, request: RequestView) -> bool:
-        return all(m.matches(request) for m in self.matchers)
+        for m in self.matchers:
+            if not m.matches(request):
+                return False
+        return True
 
     def config(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -417,7 +443,12 @@ class MatcherSet:
 
 def sets_match(sets: Sequence[MatcherSet], request: RequestView) -> bool:
     """A route's matcher sets: no sets = match all; otherwise OR."""
-    return not sets or any(s.matches(request) for s in sets)
+    if not sets:
+        return True
+    for s in sets:
+        if s.matches(request):
+            return True
+    return False
 
 
 _REGEX_CACHE: dict[str, re.Pattern[str]] = {}

@@ -426,7 +426,10 @@ def _stream_path(request: web.Request) -> str:
     if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         raise HttpError(400, f"path longer than {MAX_PATH_BYTES} bytes")
     path = request.path
-    for candidate in (path, unquote(raw)):
+    # unquote only touches escapes; the usual path has none and then equals the raw path,
+    # so one check covers both spellings.
+    unquoted = unquote(raw) if "%" in raw else raw
+    for candidate in (path,) if unquoted == path else (path, unquoted):
         if "\x00" in candidate:
             raise HttpError(400, "path contains a NUL byte")
         if any(segment in (".", "..") for segment in candidate.split("/")):

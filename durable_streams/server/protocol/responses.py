@@ -5,6 +5,7 @@ Header values are set raw: aiohttp's `content_type=`/`text=` would append
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 ALLOWED_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
 _CORS_ALLOW_HEADERS = ", ".join([
@@ -36,10 +37,11 @@ PREFLIGHT_HEADERS = {
 
 
 def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> web.Response:
-    response = web.Response(status=status, body=body)
-    response.headers.update(COMMON_HEADERS)
+    # One header map handed to the constructor (bodies are bytes, so aiohttp adds no header
+    # of its own); merged case-insensitively, so any spelling of a name replaces the default.
+    merged = CIMultiDict(COMMON_HEADERS)
     if headers:
-        response.headers.update(headers)
+        merged.update(headers)
     if not body and status in (204, 304):
-        response.headers.pop("Content-Type", None)
-    return response
+        merged.pop("Content-Type", None)
+    return web.Response(status=status, body=body, headers=merged)

@@ -9,7 +9,7 @@ objects through factories (handlers.DEFAULT_FACTORIES), which tests may extend.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,19 +23,68 @@ from .handlers import DEFAULT_FACTORIES, Factory, Lifecycle, Next, RuntimeHandle
 __all__ = ["Compiler", "Factory", "Next", "RouteList", "RuntimeHandler", "request_view"]
 
 
+class _LazyRequestView:
+    """The RequestView of a request, read field by field when a matcher asks.
+
+    Most routes look at one or two fields (host, path); building every field (query
+    parsing, peer address, ...) for each route list cost more than the matching itself.
+    The evaluation helpers are RequestView's own, so both views answer alike.
+    """
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: web.Request) -> None:
+        self._request = request
+
+    @property
+    def method(self) -> str:
+        return self._request.method
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def raw_path(self) -> str:
+        return self._request.rel_url.raw_path
+
+    @property
+    def headers(self) -> Any:
+        return self._request.headers
+
+    @property
+    def host(self) -> str:
+        return self._request.headers.get("Host", "")  # not request.host: no FQDN fallback, like Go's r.Host
+
+    @property
+    def query(self) -> Any:
+        return self._request.query
+
+    @property
+    def remote_ip(self) -> str:
+        return self._request.remote or ""
+
+    @property
+    def client_ip(self) -> str:
+        return context_of(self._request).client_ip or self._request.remote or ""
+
+    @property
+    def scheme(self) -> str:
+        return self._request.scheme
+
+    @property
+    def version(self) -> tuple[int, int]:
+        version = self._request.version
+        return (version.major, version.minor)
+
+    header_values = RequestView.header_values
+    query_values = RequestView.query_values
+    hostname = RequestView.hostname
+
+
 def request_view(request: web.Request) -> RequestView:
-    return RequestView(
-        method=request.method,
-        path=request.path,
-        raw_path=request.rel_url.raw_path,
-        headers=request.headers,
-        host=request.headers.get("Host", ""),  # not request.host: no FQDN fallback, like Go's r.Host
-        query=request.query,
-        remote_ip=request.remote or "",
-        client_ip=context_of(request).client_ip or request.remote or "",
-        scheme=request.scheme,
-        version=(request.version.major, request.version.minor),
-    )
+    """What matchers see of `request` (fields are read on use)."""
+    return _LazyRequestView(request)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +101,12 @@ class RouteList:
     def __init__(self, routes: list[_CompiledRoute]) -> None:
         self.routes = routes
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        return await self._from(0, request, next, set())
+    # The plain `def`s below return their callee's awaitable instead of awaiting it, so a
+    # request passes through one coroutine per handler rather than three.
+    def __call__(self, request: web.Request, next: Next) -> Awaitable[web.StreamResponse]:
+        return self._from(0, request, next, set())
 
-    async def _from(self, index: int, request: web.Request, final: Next, chosen: set[str]) -> web.StreamResponse:
+    def _from(self, index: int, request: web.Request, final: Next, chosen: set[str]) -> Awaitable[web.StreamResponse]:
         view: RequestView | None = None
         routes = self.routes
         while index < len(routes):
@@ -64,7 +115,8 @@ class RouteList:
             if route.group is not None and route.group in chosen:
                 continue
             if route.match:
-                view = view or request_view(request)
+                if view is None:
+                    view = request_view(request)
                 if not sets_match(route.match, view):
                     continue
             if route.group is not None:
@@ -74,21 +126,21 @@ class RouteList:
             else:
                 after = index
 
-                async def rest(req: web.Request, _after: int = after) -> web.StreamResponse:
-                    return await self._from(_after, req, final, chosen)
+                def rest(req: web.Request, _after: int = after) -> Awaitable[web.StreamResponse]:
+                    return self._from(_after, req, final, chosen)
 
-            return await _chain(route.handlers, 0, request, rest)
-        return await final(request)
+            return _chain(route.handlers, 0, request, rest)
+        return final(request)
 
 
-async def _chain(handlers: tuple[RuntimeHandler, ...], i: int, request: web.Request, last: Next) -> web.StreamResponse:
+def _chain(handlers: tuple[RuntimeHandler, ...], i: int, request: web.Request, last: Next) -> Awaitable[web.StreamResponse]:
     if i == len(handlers):
-        return await last(request)
+        return last(request)
 
-    async def next_handler(req: web.Request) -> web.StreamResponse:
-        return await _chain(handlers, i + 1, req, last)
+    def next_handler(req: web.Request) -> Awaitable[web.StreamResponse]:
+        return _chain(handlers, i + 1, req, last)
 
-    return await handlers[i](request, next_handler)
+    return handlers[i](request, next_handler)
 
 
 # --------------------------------------------------------------------------- compiling
