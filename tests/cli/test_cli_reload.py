@@ -8,12 +8,11 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from runtime.helpers import free_port  # tests/ is on sys.path (rootdir-relative packages)
-from runtime.process import SCRIPT, request, running_server
+from runtime.process import SCRIPT, request, running_server, wait_for
 
 GRACE = 5
 
@@ -33,15 +32,6 @@ def streams_and(text: str) -> str:
 
 def reload(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(SCRIPT), "reload", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
-
-
-def wait_for(predicate, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def live_long_polls(admin_port: int) -> int:

@@ -25,6 +25,16 @@ def request(port: int, method: str, path: str, body: bytes | None = None, header
         conn.close()
 
 
+def wait_for(predicate, timeout: float = 30) -> bool:
+    """Poll `predicate` until it holds or `timeout` seconds pass (a guard, not a timing test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def wait_ready(proc: subprocess.Popen, port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

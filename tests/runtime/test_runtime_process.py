@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from .helpers import free_port
-from .process import request, running_server
+from .process import request, running_server, wait_for
 
 GRACE = 5
 
@@ -88,17 +88,6 @@ def test_sigterm_ends_open_long_poll(tmp_path: Path) -> None:
         assert outcome  # answered or disconnected: never left hanging
 
 
-def _wait_for(predicate, timeout: float = 30) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "daemon.log"
@@ -108,10 +97,10 @@ def test_sighup_reloads_and_refuses_a_bad_config(tmp_path: Path) -> None:
         assert request(port, "GET", "/")[2] == b"one"
         write_config(tmp_path, port, "\trespond two\n", options)
         proc.send_signal(signal.SIGHUP)
-        assert _wait_for(lambda: request(port, "GET", "/")[2] == b"two")
+        assert wait_for(lambda: request(port, "GET", "/")[2] == b"two")
         config.write_text(config.read_text().replace("respond two", "frobnicate"))
         proc.send_signal(signal.SIGHUP)
-        assert _wait_for(lambda: "reload refused" in log.read_text())
+        assert wait_for(lambda: "reload refused" in log.read_text())
         assert "unrecognized directive: frobnicate" in log.read_text()
         assert request(port, "GET", "/")[2] == b"two"
         proc.send_signal(signal.SIGTERM)
