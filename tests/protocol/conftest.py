@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(__file__))
-from launcher import build_app  # noqa: E402
+from launcher import serving  # noqa: E402
 
 from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings  # noqa: E402
 
@@ -37,15 +36,8 @@ class Server:
 @contextlib.asynccontextmanager
 async def running(**settings) -> AsyncIterator[Server]:
     handler = DurableStreamsHandler(ProtocolSettings(**settings))
-    runner = web.AppRunner(build_app(handler), shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with serving(handler) as port:
         yield Server(f"http://127.0.0.1:{port}", handler)
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

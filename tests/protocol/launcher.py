@@ -1,28 +1,37 @@
-"""A minimal server for tests: an aiohttp app whose catch-all route calls
-DurableStreamsHandler.handle. `python tests/protocol/launcher.py PORT [key=value...]`
-serves on 127.0.0.1:PORT (0 = pick one; the bound port is printed as `listening PORT`)."""
+"""A minimal server for tests: the project's HTTP server with DurableStreamsHandler.handle
+as its only handler. `python tests/protocol/launcher.py PORT [key=value...]` serves on
+127.0.0.1:PORT (0 = pick one; the bound port is printed as `listening PORT`)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import socket
 import sys
+from collections.abc import AsyncIterator
 
-from aiohttp import web
-
+from durable_streams.server.http import HTTPServer
 from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings
 
 
-def build_app(handler: DurableStreamsHandler) -> web.Application:
-    app = web.Application(client_max_size=1 << 40)  # the handler enforces its own body limit
-    app.router.add_route("*", "/{tail:.*}", handler.handle)
-
-    async def lifecycle(app: web.Application):
-        await handler.start()
-        yield
+@contextlib.asynccontextmanager
+async def serving(handler: DurableStreamsHandler, port: int = 0, *,
+                  shutdown_timeout: float = 1.0) -> AsyncIterator[int]:
+    """Start `handler`, serve it on 127.0.0.1:`port`; yields the bound port."""
+    await handler.start()
+    server = HTTPServer(handler.handle)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    try:
+        await server.listen(sock)
+        yield sock.getsockname()[1]
+    finally:
+        await server.shutdown(shutdown_timeout)
         await handler.stop()
-
-    app.cleanup_ctx.append(lifecycle)
-    return app
 
 
 def settings_from(args: list[str]) -> ProtocolSettings:
@@ -35,19 +44,14 @@ def settings_from(args: list[str]) -> ProtocolSettings:
 
 
 async def serve(port: int, settings: ProtocolSettings) -> None:
-    runner = web.AppRunner(build_app(DurableStreamsHandler(settings)), handle_signals=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    print("listening", site._server.sockets[0].getsockname()[1], flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await runner.cleanup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with serving(DurableStreamsHandler(settings), port) as bound:
+        print("listening", bound, flush=True)
+        await stop.wait()
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(serve(int(sys.argv[1]), settings_from(sys.argv[2:])))
-    except KeyboardInterrupt:
-        pass
+    asyncio.run(serve(int(sys.argv[1]), settings_from(sys.argv[2:])))

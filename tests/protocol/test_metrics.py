@@ -5,11 +5,9 @@ from __future__ import annotations
 import re
 import time
 
-from aiohttp import web
-
 from durable_streams.server.ops.metrics import Metrics
 from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings
-from launcher import build_app
+from launcher import serving
 
 
 def sample(metrics: Metrics, name: str) -> float:
@@ -22,12 +20,8 @@ def sample(metrics: Metrics, name: str) -> float:
 async def test_handler_reports_bytes_streams_expiry_and_duplicates(http):
     metrics = Metrics()
     handler = DurableStreamsHandler(ProtocolSettings(), metrics=metrics)
-    runner = web.AppRunner(build_app(handler))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1/stream"
-    try:
+    async with serving(handler) as port:
+        base = f"http://127.0.0.1:{port}/v1/stream"
         text = {"Content-Type": "text/plain"}
         async with http.put(f"{base}/a", data=b"12345", headers=text) as r:
             assert r.status == 201
@@ -48,6 +42,4 @@ async def test_handler_reports_bytes_streams_expiry_and_duplicates(http):
             assert r.status == 404
         assert sample(metrics, "durable_streams_streams_expired_total") == 1
         assert sample(metrics, "durable_streams_streams") == 1
-    finally:
-        await runner.cleanup()
     assert sample(metrics, "durable_streams_streams") == 0  # untracked on stop

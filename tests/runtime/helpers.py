@@ -8,10 +8,9 @@ import json
 import socket
 from collections.abc import AsyncIterator
 
-from aiohttp import web
-
 from durable_streams.server.config import load_config
 from durable_streams.server.config.model import DurableStreams
+from durable_streams.server.http import Request, Response, json_response
 from durable_streams.server.runtime.app import ServerApp
 
 
@@ -30,7 +29,7 @@ class EchoHandler:
     async def stop(self) -> None:
         self.stopped = True
 
-    async def __call__(self, request: web.Request, next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next) -> Response:
         from durable_streams.server.runtime.context import context_of
 
         received = len(await request.read()) if request.body_exists else 0
@@ -41,7 +40,7 @@ class EchoHandler:
             "method": request.method,
             "max_body_size": context_of(request).max_body_size,
         }
-        return web.json_response(body)
+        return json_response(body)
 
 
 def free_port() -> int:

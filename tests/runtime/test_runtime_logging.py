@@ -92,9 +92,10 @@ async def test_malformed_request_is_one_warning_line(tmp_path) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port_of(app))
         writer.write(b"GET /x?token=abc HTTP/1.1\r\nX-Big: " + b"b" * 100_000 + b"\r\n\r\n")
         await writer.drain()
-        assert (await reader.readline()).startswith(b"HTTP/1.0 400")
+        assert (await reader.readline()).startswith(b"HTTP/1.1 431 ")
         writer.close()
     text = out.read_text()
-    assert "Traceback" not in text and "bbbbbbbb" not in text
-    (entry,) = [e for e in _lines(out) if e["logger"] == "aiohttp.server"]
-    assert entry["level"] == "warning" and entry["event"].startswith("malformed request from 127.0.0.1: LineTooLong")
+    assert "Traceback" not in text and "bbbbbbbb" not in text and "abc" not in text
+    (entry,) = [e for e in _lines(out) if e["logger"] == "durable_streams.server.http"]
+    assert entry["level"] == "warning"
+    assert entry["event"].startswith("malformed request from 127.0.0.1: header line longer than")

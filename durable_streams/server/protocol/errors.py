@@ -3,10 +3,9 @@ plain-text body with `Cache-Control: no-store` and the common security headers."
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from ..engine import errors as engine
 from ..engine.offsets import format_offset
+from ..http import Response
 from .responses import plain
 
 
@@ -19,7 +18,7 @@ class HttpError(Exception):
         self.headers = headers or {}
         self.close = close  # e.g. an unread oversized body: the connection cannot be reused
 
-    def response(self, *, with_body: bool = True) -> web.Response:
+    def response(self, *, with_body: bool = True) -> Response:
         headers = {"Cache-Control": "no-store", **self.headers}
         body = b""
         if with_body:

@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
-from aiohttp import web
-
+from ..http import Request, Response, StreamResponse
 from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
@@ -86,7 +86,7 @@ class DurableStreamsHandler:
         self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles), events=self.metrics)
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
-        self._live: dict[asyncio.Task, web.Request] = {}
+        self._live: dict[asyncio.Task, Request] = {}
         self._sweeper: asyncio.Task | None = None
         self._methods = {
             "GET": self._get, "HEAD": self._head, "PUT": self._put,
@@ -132,7 +132,7 @@ class DurableStreamsHandler:
 
     # ---------------------------------------------------------------- dispatch
 
-    async def handle(self, request: web.Request, *, max_body_size: int | None = None) -> web.StreamResponse:
+    async def handle(self, request: Request, *, max_body_size: int | None = None) -> Response | StreamResponse:
         with_body = request.method != "HEAD"
         try:
             path = _stream_path(request)
@@ -158,7 +158,7 @@ class DurableStreamsHandler:
 
     # ---------------------------------------------------------------- writes
 
-    async def _put(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+    async def _put(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
         h = request.headers
         ttl, expires = h.get("Stream-TTL"), h.get("Stream-Expires-At")
         if ttl is not None and expires is not None:
@@ -184,7 +184,7 @@ class DurableStreamsHandler:
             headers["Location"] = _location(request)
         return plain(201 if result.created else 200, headers)
 
-    async def _post(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+    async def _post(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
         h = request.headers
         claim = parse.producer_claim(h.get("Producer-Id"), h.get("Producer-Epoch"), h.get("Producer-Seq"))
         body = await _read_body(request, limit)
@@ -205,13 +205,13 @@ class DurableStreamsHandler:
         new_producer_data = claim is not None and result.wrote and bool(body)
         return plain(200 if new_producer_data else 204, headers)
 
-    async def _delete(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+    async def _delete(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
         await self.engine.delete(path)
         return plain(204)
 
     # ---------------------------------------------------------------- reads
 
-    async def _head(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
+    async def _head(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
         stream = await self.engine.require(path)  # HEAD never refreshes a TTL
         state, lifetime = stream.state, stream.lifetime
         headers = {
@@ -227,8 +227,8 @@ class DurableStreamsHandler:
             headers["Stream-Closed"] = "true"
         return plain(200, headers)
 
-    async def _get(self, request: web.Request, path: str, limit: int) -> web.StreamResponse:
-        query = request.rel_url.query
+    async def _get(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
+        query = request.query
         stream = await self.engine.require(path)  # existence before parameter errors
         offsets = query.getall("offset", [])
         live = query.get("live")
@@ -251,9 +251,9 @@ class DurableStreamsHandler:
         chunk = await self.engine.read(stream, start, self.settings.max_read_bytes)
         return self._chunk_response(request, stream, chunk)
 
-    async def _live_request(self, request: web.Request,
-                            serve: Callable[[web.Request, Stream, int | None], Awaitable[web.StreamResponse]],
-                            stream: Stream, start: int | None) -> web.StreamResponse:
+    async def _live_request(self, request: Request,
+                            serve: Callable[[Request, Stream, int | None], Awaitable[Response | StreamResponse]],
+                            stream: Stream, start: int | None) -> Response | StreamResponse:
         """Run a long-poll or SSE request within the live-reader cap, known to stop()
         so it can be waited for."""
         if len(self._live) >= self.settings.max_live_readers:
@@ -267,8 +267,8 @@ class DurableStreamsHandler:
         finally:
             del self._live[task]
 
-    def _chunk_response(self, request: web.Request, stream: Stream, chunk: Chunk,
-                        extra: dict[str, str] | None = None) -> web.StreamResponse:
+    def _chunk_response(self, request: Request, stream: Stream, chunk: Chunk,
+                        extra: dict[str, str] | None = None) -> Response | StreamResponse:
         headers = _position_headers(stream, chunk.next, chunk.up_to_date, chunk.closed)
         headers.update(extra or {})
         tag = f'"{stream.config.created_at!r}:{format_offset(chunk.start)}:{format_offset(chunk.next)}'
@@ -282,7 +282,7 @@ class DurableStreamsHandler:
         self.metrics.served(len(chunk.data))
         return plain(200, headers, body)
 
-    def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> web.StreamResponse:
+    def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> Response | StreamResponse:
         """Nothing to return: the canonical up-to-date (and, if closed, EOF) answer."""
         state = stream.state
         headers = _position_headers(stream, state.tail, True, state.closed)
@@ -292,24 +292,24 @@ class DurableStreamsHandler:
         body = b"[]" if status == 200 and stream.framing is Framing.JSON else b""
         return plain(status, headers, body)
 
-    async def _long_poll(self, request: web.Request, stream: Stream, start: int | None) -> web.StreamResponse:
+    async def _long_poll(self, request: Request, stream: Stream, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         position = stream.state.tail if start is None else start
         await self.engine.wait(stream, position, loop.time() + self.settings.long_poll_timeout)
         self.engine.touch(stream)
-        cursor = next_cursor(request.rel_url.query.get("cursor"), self.engine.clock())
+        cursor = next_cursor(request.query.get("cursor"), self.engine.clock())
         if stream.state.tail > position:
             chunk = await self.engine.read(stream, position, self.settings.max_read_bytes)
             extra = {} if chunk.closed else {"Stream-Cursor": cursor}
             return self._chunk_response(request, stream, chunk, extra)
         return self._at_tail(stream, status=204, cursor=cursor)
 
-    async def _sse(self, request: web.Request, stream: Stream, start: int | None) -> web.StreamResponse:
+    async def _sse(self, request: Request, stream: Stream, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.sse_reconnect_interval
         position = stream.state.tail if start is None else start
-        client_cursor = request.rel_url.query.get("cursor")
-        response = web.StreamResponse(status=200)
+        client_cursor = request.query.get("cursor")
+        response = StreamResponse(status=200)
         response.headers.update(COMMON_HEADERS)
         response.headers.update({
             "Content-Type": "text/event-stream",
@@ -371,7 +371,7 @@ class DurableStreamsHandler:
             response.force_close()
         return response
 
-    async def _send(self, request: web.Request, response: web.StreamResponse, frame: bytes) -> None:
+    async def _send(self, request: Request, response: StreamResponse, frame: bytes) -> None:
         """Write one SSE frame. The write only waits while the connection's buffer is
         above SSE_HIGH_WATER, so the time it takes is the time the reader is not keeping
         up; past the bound the connection is cut. Memory per reader stays bounded (the
@@ -410,7 +410,7 @@ class _NoMetrics(EngineEvents):
         return lambda: None
 
 
-def _abort(request: web.Request) -> None:
+def _abort(request: Request) -> None:
     """Drop the connection and whatever it still had queued."""
     transport = request.transport
     if transport is not None:
@@ -420,9 +420,9 @@ def _abort(request: web.Request) -> None:
 # -------------------------------------------------------------------- request parsing
 
 
-def _stream_path(request: web.Request) -> str:
+def _stream_path(request: Request) -> str:
     """The stream key (the full path), refusing traversal and oversized paths."""
-    raw = request.rel_url.raw_path
+    raw = request.raw_path
     if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
         raise HttpError(400, f"path longer than {MAX_PATH_BYTES} bytes")
     path = request.path
@@ -437,12 +437,16 @@ def _stream_path(request: web.Request) -> str:
     return path
 
 
-def _location(request: web.Request) -> str:
+_HOST = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{0,5}))?")
+
+
+def _location(request: Request) -> str:
     """The new stream's absolute URL, or just its path when the Host header is unusable."""
-    try:
-        return str(request.url.with_query(None))
-    except ValueError:
-        return request.rel_url.raw_path
+    host = request.headers.get("Host", "")
+    valid = _HOST.fullmatch(host)
+    if valid is None or (valid.group(1) and int(valid.group(1)) > 65535):
+        return request.raw_path
+    return f"{request.scheme}://{host.lower()}{request.raw_path}"
 
 
 def _fork_request(h) -> ForkRequest | None:
@@ -458,7 +462,7 @@ def _fork_request(h) -> ForkRequest | None:
     return ForkRequest(source, offset, sub_offset)
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytes:
     """Read the body incrementally, giving up as soon as it exceeds `limit`."""
     length = request.content_length
     if length is not None and length > limit:

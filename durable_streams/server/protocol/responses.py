@@ -1,11 +1,11 @@
 """Headers every response carries, and the plain (non-streaming) response builder.
-Header values are set raw: aiohttp's `content_type=`/`text=` would append
-`; charset=utf-8`, and clients compare Content-Type byte for byte."""
+Header values are set raw: clients compare Content-Type byte for byte."""
 
 from __future__ import annotations
 
-from aiohttp import web
 from multidict import CIMultiDict
+
+from ..http import Response
 
 ALLOWED_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
 _CORS_ALLOW_HEADERS = ", ".join([
@@ -36,12 +36,13 @@ PREFLIGHT_HEADERS = {
 }
 
 
-def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> web.Response:
-    # One header map handed to the constructor (bodies are bytes, so aiohttp adds no header
-    # of its own); merged case-insensitively, so any spelling of a name replaces the default.
+def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
+    # Merged case-insensitively, so any spelling of a name replaces the default.
     merged = CIMultiDict(COMMON_HEADERS)
     if headers:
         merged.update(headers)
     if not body and status in (204, 304):
         merged.pop("Content-Type", None)
-    return web.Response(status=status, body=body, headers=merged)
+    response = Response(status=status, body=body)
+    response.headers = merged
+    return response

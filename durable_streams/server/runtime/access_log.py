@@ -13,9 +13,7 @@ import logging
 import re
 from urllib.parse import quote, unquote_plus
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
-
+from ..http import Request, Response, StreamResponse
 from .context import CONTEXT_KEY
 
 log = logging.getLogger("durable_streams.server.access")
@@ -28,21 +26,24 @@ _SECRET_PARAM = re.compile(
 )
 
 
-def loggable_uri(request: web.BaseRequest) -> str:
-    """The request target as it may be logged: path (as sent) + query with secrets redacted."""
-    url = request.rel_url  # origin-form: an absolute-form target loses scheme, host and userinfo here
-    query = url.raw_query_string
+def loggable_uri(request: Request) -> str:
+    """The request target as it may be logged: path (as sent) + query with secrets redacted.
+    An absolute-form target loses its scheme, host and userinfo (raw_path is origin-form)."""
+    query = request.query_string
     if not query:
-        return url.raw_path
+        return request.raw_path
     parts = []
     for part in query.split("&"):
         name, sep, _value = part.partition("=")
         parts.append(f"{name}={REDACTED}" if sep and _SECRET_PARAM.search(unquote_plus(name)) else part)
-    return url.raw_path + "?" + "&".join(parts)
+    return request.raw_path + "?" + "&".join(parts)
 
 
-class AccessLogger(AbstractAccessLogger):
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+class AccessLogger:
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.logger = logger
+
+    def __call__(self, request: Request, response: Response | StreamResponse, time: float) -> None:
         ctx = request.get(CONTEXT_KEY)
         if ctx is not None and ctx.skip_log:
             return

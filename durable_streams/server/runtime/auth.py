@@ -21,9 +21,9 @@ import time
 from collections import OrderedDict
 
 import bcrypt
-from aiohttp import web
 
 from ..config.model import BasicAuth
+from ..http import Request, Response
 from .context import context_of
 
 DEFAULT_REALM = "restricted"  # Caddy's
@@ -91,12 +91,12 @@ class BasicAuthHandler:
         self.verified = VerifiedCredentials()
         self._pending: dict[bytes, asyncio.Future[bool]] = {}
 
-    async def __call__(self, request: web.Request, next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next) -> Response:
         credentials = parse_basic_credentials(request.headers.get("Authorization"))
         if credentials is not None and await self.check(*credentials):
             context_of(request).user_id = credentials[0].decode("utf-8", "replace")
             return await next(request)
-        return web.Response(status=401, headers={"WWW-Authenticate": self.challenge})
+        return Response(status=401, headers={"WWW-Authenticate": self.challenge})
 
     async def check(self, user: bytes, password: bytes) -> bool:
         key = VerifiedCredentials.key(user, password)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from ..config.matchers import ip_in_ranges
 from ..config.model import HeaderOp
+from ..http import Request
 
 
 @dataclass
@@ -24,11 +24,10 @@ class RequestContext:
     user_id: str = ""  # the user `basic_auth` let in (logged, like Caddy's user_id)
 
 
-# aiohttp >= 3.12 wants typed keys for request state; older versions take a string.
-CONTEXT_KEY = web.RequestKey("ds.ctx", RequestContext) if hasattr(web, "RequestKey") else "ds.ctx"
+CONTEXT_KEY = "ds.ctx"
 
 
-def context_of(request: web.BaseRequest) -> RequestContext:
+def context_of(request: Request) -> RequestContext:
     try:
         return request[CONTEXT_KEY]  # not request.get: Mapping.get is slow Python code on every call
     except KeyError:
@@ -36,7 +35,7 @@ def context_of(request: web.BaseRequest) -> RequestContext:
         return ctx
 
 
-def client_ip(request: web.BaseRequest, trusted: tuple[str, ...], headers: tuple[str, ...]) -> str:
+def client_ip(request: Request, trusted: tuple[str, ...], headers: tuple[str, ...]) -> str:
     """The client address: the remote peer, or (from a trusted proxy) the first forwarded IP."""
     remote = request.remote or ""
     if not trusted or not ip_in_ranges(remote, trusted):

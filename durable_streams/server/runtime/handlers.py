@@ -13,9 +13,6 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from aiohttp import web
-from yarl import URL
-
 from ..config.model import (
     BasicAuth,
     DurableStreams,
@@ -28,17 +25,18 @@ from ..config.model import (
     StripPathPrefix,
     Subroute,
 )
+from ..http import Request, Response, StreamResponse
 from .auth import BasicAuthHandler
 from .context import CONTEXT_KEY, context_of
 from .placeholders import replace_placeholders
 
-Next = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Next = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 class RuntimeHandler(Protocol):
     """A middleware: may answer, or call `next` (possibly with a changed request)."""
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse: ...
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse: ...
 
 
 class Lifecycle(Protocol):
@@ -54,15 +52,15 @@ class StaticResponseHandler:
     def __init__(self, config: StaticResponse) -> None:
         self.config = config
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
         c = self.config
         if c.abort:
             # Caddy panics with ErrAbortHandler: the connection closes without a response.
             if request.transport is not None:
                 request.transport.abort()
-            raise web.HTTPException()  # never written: the transport is gone
+            raise ConnectionAbortedError("respond abort")  # nothing is written: the transport is gone
         ctx = context_of(request)
-        response = web.Response(status=c.status or 200)
+        response = Response(status=c.status or 200)
         for name, value in c.headers:
             response.headers[name] = replace_placeholders(value, request, known_only=False)
         body = replace_placeholders(c.body, request, known_only=True) if c.body else ""
@@ -93,7 +91,7 @@ class HeadersHandler:
     def __init__(self, config: Headers) -> None:
         self.config = config
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
         ctx = context_of(request)
         if self.config.deferred:
             ctx.deferred_ops.extend(_with_values(self.config.ops, request))
@@ -106,7 +104,7 @@ class HeadersHandler:
         return await next(request)
 
 
-def _with_values(ops: tuple[HeaderOp, ...], request: web.Request) -> list[HeaderOp]:
+def _with_values(ops: tuple[HeaderOp, ...], request: Request) -> list[HeaderOp]:
     out = []
     for op in ops:
         value = replace_placeholders(op.value, request, known_only=False)
@@ -152,17 +150,12 @@ def _delete_header(headers: Any, pattern: str) -> None:
             del headers[name]
 
 
-def apply_response_headers(response: web.StreamResponse, request: web.BaseRequest) -> None:
+def apply_response_headers(response: Response | StreamResponse, request: Request) -> None:
     """on_response_prepare: early headers the handler did not overwrite, then deferred ops."""
     ctx = request.get(CONTEXT_KEY)
     if ctx is None:
         return
     for name in dict.fromkeys(ctx.early_headers.keys()):
-        # aiohttp fills in Content-Type (octet-stream) before this hook runs; a handler that
-        # set nothing must not beat a header the config set earlier, as in Caddy
-        defaulted = name.lower() == "content-type" and response.headers.get(name) == "application/octet-stream"
-        if defaulted:
-            del response.headers[name]
         if name not in response.headers:
             for value in ctx.early_headers.getall(name):
                 response.headers.add(name, value)
@@ -174,13 +167,13 @@ class RequestBodyHandler:
     def __init__(self, config: RequestBody) -> None:
         self.config = config
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
         limit = self.config.max_size
         if limit > 0:
             context_of(request).max_body_size = limit
             length = request.content_length
             if length is not None and length > limit:
-                return web.Response(status=413, text="http: request body too large\n", headers={"Connection": "close"})
+                return Response(status=413, text="http: request body too large\n", headers={"Connection": "close"})
         return await next(request)
 
 
@@ -188,20 +181,18 @@ class StripPrefixHandler:
     def __init__(self, config: StripPathPrefix) -> None:
         self.prefix = config.prefix.lower()
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        raw = request.rel_url.raw_path
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
+        raw = request.raw_path
         if self.prefix and raw.lower().startswith(self.prefix):
             stripped = raw[len(self.prefix):]
             if not stripped.startswith("/"):
                 stripped = "/" + stripped
-            qs = request.rel_url.raw_query_string
-            url = URL(stripped + ("?" + qs if qs else ""), encoded=True)
-            request = request.clone(rel_url=url)
+            request = request.clone(raw_path=stripped)
         return await next(request)
 
 
 class SkipLogHandler:
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
         context_of(request).skip_log = True
         return await next(request)
 
@@ -210,15 +201,16 @@ class MetricsEndpointHandler:
     """Caddy's `metrics` directive: the Prometheus exposition, terminal."""
 
     def __init__(self, config: MetricsEndpoint, metrics: Any) -> None:
-        from ..ops.metrics import metrics_handler
+        self.metrics = metrics
+        self.openmetrics = config.openmetrics
 
-        self.serve = metrics_handler(metrics, openmetrics=config.openmetrics)
-
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
-        try:
-            return await self.serve(request)
-        except web.HTTPException as exc:
-            return web.Response(status=exc.status, text=exc.text or "", headers=exc.headers)
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return Response(status=405, text="405: Method Not Allowed", headers={"Allow": "GET,HEAD"})
+        if not self.metrics.enabled:
+            return Response(status=404, text="metrics are disabled\n")
+        body, content_type = self.metrics.render(request.headers.get("Accept"), openmetrics=self.openmetrics)
+        return Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
 class DurableStreamsRuntime:
@@ -253,7 +245,7 @@ class DurableStreamsRuntime:
         if self.impl is not None:
             await self.impl.stop()
 
-    async def __call__(self, request: web.Request, next: Next) -> web.StreamResponse:
+    async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
         return await self.impl.handle(request, max_body_size=context_of(request).max_body_size)
 
 

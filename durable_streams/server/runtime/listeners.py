@@ -1,5 +1,6 @@
-"""One aiohttp server per config Server: an app whose only handler runs the route tree,
-bound on each listen address (TCP or unix), with TLS when the server has certificates."""
+"""One HTTP server per config Server: its only handler runs the route tree, bound on each
+listen address (TCP or unix), with TLS when the server has certificates. The admin
+address (`open_ops_listener`) is a small aiohttp app."""
 
 from __future__ import annotations
 
@@ -13,33 +14,29 @@ from typing import Any
 from aiohttp import web
 
 from ..config.addresses import ListenAddress
+from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
 from ..config.matchers import HostMatcher, RequestView
 from ..config.model import Server
-from ..ops.logging import quiet_malformed_requests
 from .access_log import AccessLogger
-from .access_log import log as access_logger
 from .context import CONTEXT_KEY, RequestContext, client_ip
 from .handlers import apply_response_headers
 from .reload_endpoint import Reloader, add_reload_route
 from .routing import RouteList
 
-# The protocol handler streams request bodies itself and enforces its own limits.
-CLIENT_MAX_SIZE = 1 << 62
-
 log = logging.getLogger("durable_streams.server")
 SERVER_HEADER = "durable-streams-server"
 
 
-def _abort_unfinished_body(request: web.Request) -> None:
+def _abort_unfinished_body(request: Request) -> None:
     if not request.content.at_eof() and request.transport is not None:
         log.warning("request body not read within read_body timeout; closing connection",
                     extra={"ds_fields": {"method": request.method, "path": request.path}})
         request.transport.abort()
 
 
-async def _empty_response(request: web.Request) -> web.StreamResponse:
+async def _empty_response(request: Request) -> Response:
     # Caddy answers a request no handler wrote to with an empty 200.
-    return web.Response(status=200)
+    return Response(status=200)
 
 
 class TLSContexts:
@@ -90,17 +87,18 @@ def build_ssl_context(server: Server) -> ssl.SSLContext | None:
 
 @dataclass
 class Listener:
-    """A running server: its runner and the sockets actually bound.
+    """A running server: its HTTP server and the sockets actually bound.
 
     `server` and `routes` are read on every request, so a reload can swap them in place
     when the socket-level settings did not change (no connection is dropped).
     """
 
     server: Server
-    runner: web.AppRunner | None
+    http: HTTPServer | None
     routes: RouteList
-    sites: list[web.BaseSite] = field(default_factory=list)
+    sites: list[asyncio.AbstractServer] = field(default_factory=list)
     tls: TLSContexts | None = None
+    shutdown_timeout: float = 0.0
 
     def socket_settings(self) -> tuple:
         return socket_settings(self.server)
@@ -109,8 +107,7 @@ class Listener:
     def bound(self) -> list[tuple[str, Any]]:
         out = []
         for site in self.sites:
-            srv = getattr(site, "_server", None)
-            for sock in getattr(srv, "sockets", None) or ():
+            for sock in site.sockets or ():
                 name = sock.getsockname()
                 out.append((self.server.name, name))
         return out
@@ -118,26 +115,34 @@ class Listener:
     async def start_accepting(self) -> None:
         """Bind every listen address (also again, after `stop_accepting`)."""
         ssl_context = self.tls.default if self.tls else None
+        assert self.http is not None
         for address in self.server.listen:
             if address.network == "unix":
-                site: web.BaseSite = web.UnixSite(self.runner, address.host, ssl_context=ssl_context)
                 try:
-                    await site.start()
+                    site = await self.http.listen_unix(address.host, ssl_context)
                 except OSError as exc:  # worded like the TCP bind errors: which address, then why
                     raise OSError(exc.errno, f"listening on {address}: bind: {(exc.strerror or str(exc)).lower()}") from None
             else:
                 sock = _bind_socket(address.network, address.host, address.port)
-                site = web.SockSite(self.runner, sock, ssl_context=ssl_context)
-                await site.start()
+                try:
+                    site = await self.http.listen(sock, ssl_context)
+                except BaseException:
+                    sock.close()
+                    raise
             self.sites.append(site)
 
     async def stop_accepting(self) -> None:
         while self.sites:  # a stopped site is forgotten: stopping again is a no-op
-            await self.sites.pop().stop()
+            site = self.sites.pop()
+            if self.http is not None:
+                await self.http.stop_listening(site)
+            else:
+                site.close()
 
     async def close(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        self.sites.clear()
+        if self.http is not None:
+            await self.http.shutdown(self.shutdown_timeout)
 
 
 def socket_settings(server: Server) -> tuple:
@@ -154,9 +159,9 @@ async def open_listener(
     access_log: bool = False,
     metrics: Any = None,
 ) -> Listener:
-    listener = Listener(server, None, routes)
+    listener = Listener(server, None, routes, shutdown_timeout=shutdown_timeout)
 
-    async def run_routes(request: web.Request) -> web.StreamResponse:
+    async def run_routes(request: Request) -> Response | StreamResponse:
         current = listener.server
         request[CONTEXT_KEY] = RequestContext(
             client_ip=client_ip(request, current.trusted_proxies, current.client_ip_headers)
@@ -174,66 +179,56 @@ async def open_listener(
     if metrics is not None:
         from ..ops.metrics import measure_request
 
-        async def handle(request: web.Request) -> web.StreamResponse:
+        async def handle(request: Request) -> Response | StreamResponse:
             return await measure_request(metrics, request, run_routes)
     else:
         handle = run_routes
 
-    app = web.Application(client_max_size=CLIENT_MAX_SIZE)
-    app.router.add_route("*", "/{tail:.*}", handle)
-
-    async def on_prepare(request: web.BaseRequest, response: web.StreamResponse) -> None:
-        # Caddy says "Server: Caddy"; we name ourselves instead of aiohttp/Python versions.
+    def on_prepare(request: Request, response: Response | StreamResponse) -> None:
+        # Caddy says "Server: Caddy"; we name ourselves.
         response.headers["Server"] = SERVER_HEADER
         apply_response_headers(response, request)
 
-    app.on_response_prepare.append(on_prepare)
-    quiet_malformed_requests()
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=shutdown_timeout,
-        access_log_class=AccessLogger,
-        access_log=access_logger if (access_log or server.access_log) else None,
-        # a client that goes away cancels its handler: long-polls and SSE end at once
-        handler_cancellation=True,
-        **_handler_args(server),
+    listener.http = HTTPServer(
+        handle,
+        _server_settings(server),
+        prepare_hook=on_prepare,
+        access_log=AccessLogger() if (access_log or server.access_log) else None,
     )
-    await runner.setup()
-    listener.runner = runner
     if server.certificates:
         listener.tls = TLSContexts(server)
     try:
         await listener.start_accepting()
     except BaseException:
-        await runner.cleanup()
+        await listener.stop_accepting()
         raise
     return listener
 
 
 CADDY_DEFAULT_IDLE = 300.0  # Caddy's default idle timeout (5m)
 # Longest request line and longest header line without `max_header_size`: roomy for long
-# stream URLs (aiohttp's own default is 8 KiB), small enough that a client cannot make
-# the parser buffer megabytes. Larger ones get aiohttp's 400 (request line) or 431 (header).
+# stream URLs, small enough that a client cannot make the parser buffer megabytes.
+# Larger ones get 414 (request line) or 431 (header line).
 DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 
 
-def _handler_args(server: Server) -> dict[str, Any]:
-    """aiohttp connection settings from the `servers` options.
+def _server_settings(server: Server) -> ServerSettings:
+    """Connection settings from the `servers` options.
 
-    aiohttp's keep-alive timer runs whenever a connection waits for request headers,
-    from the moment it opens: it is both the idle timeout and the deadline for the
-    headers to arrive. So `read_header` is enforced through it, and the shorter of
-    `idle` and `read_header` applies to both.
+    The keep-alive timer runs whenever a connection waits for a request head, from the
+    moment it opens: it is both the idle timeout and the deadline for the head to
+    arrive. So `read_header` is enforced through it, and the shorter of `idle` and
+    `read_header` applies to both.
     """
     t = server.timeouts
     limits = [v for v in (t.idle if t.idle is not None else CADDY_DEFAULT_IDLE, t.read_header) if v]
     size = server.max_header_size or DEFAULT_MAX_HEADER_SIZE
-    return {
-        "keepalive_timeout": min(limits) if limits else CADDY_DEFAULT_IDLE,
-        "max_line_size": size,
-        "max_field_size": size,
-    }
+    return ServerSettings(
+        keepalive_timeout=min(limits) if limits else CADDY_DEFAULT_IDLE,
+        max_line_size=size,
+        max_field_size=size,
+        max_head_size=max(1 << 20, 2 * size),
+    )
 
 
 def _bind_socket(network: str, host: str, port: int) -> socket.socket:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import re
 
-from aiohttp import web
-
+from ..http import Request
 from .context import context_of
 
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z0-9_.\-]+)\}")
 
 
-def _lookup(name: str, request: web.Request) -> str | None:
+def _lookup(name: str, request: Request) -> str | None:
     if not name.startswith("http."):
         return None
     key = name[5:]
@@ -27,7 +26,7 @@ def _lookup(name: str, request: web.Request) -> str | None:
         "request.port": port,
         "request.method": request.method,
         "request.scheme": request.scheme,
-        "request.uri": request.rel_url.raw_path_qs if hasattr(request.rel_url, "raw_path_qs") else str(request.rel_url),
+        "request.uri": request.path_qs,
         "request.uri.path": request.path,
         "request.uri.query": request.query_string,
         "request.remote": f"{request.remote}",
@@ -44,7 +43,7 @@ def _lookup(name: str, request: web.Request) -> str | None:
     return None
 
 
-def replace_placeholders(text: str, request: web.Request, *, known_only: bool) -> str:
+def replace_placeholders(text: str, request: Request, *, known_only: bool) -> str:
     if "{" not in text:
         return text
 

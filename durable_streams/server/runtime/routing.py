@@ -13,8 +13,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
+from ..http import Request, Response, StreamResponse
 from ..config.matchers import MatcherSet, RequestView, sets_match
 from ..config.model import Route
 from .context import context_of
@@ -33,7 +32,7 @@ class _LazyRequestView:
 
     __slots__ = ("_request",)
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: Request) -> None:
         self._request = request
 
     @property
@@ -46,7 +45,7 @@ class _LazyRequestView:
 
     @property
     def raw_path(self) -> str:
-        return self._request.rel_url.raw_path
+        return self._request.raw_path
 
     @property
     def headers(self) -> Any:
@@ -82,7 +81,7 @@ class _LazyRequestView:
     hostname = RequestView.hostname
 
 
-def request_view(request: web.Request) -> RequestView:
+def request_view(request: Request) -> RequestView:
     """What matchers see of `request` (fields are read on use)."""
     return _LazyRequestView(request)  # type: ignore[return-value]
 
@@ -103,10 +102,10 @@ class RouteList:
 
     # The plain `def`s below return their callee's awaitable instead of awaiting it, so a
     # request passes through one coroutine per handler rather than three.
-    def __call__(self, request: web.Request, next: Next) -> Awaitable[web.StreamResponse]:
+    def __call__(self, request: Request, next: Next) -> Awaitable[Response | StreamResponse]:
         return self._from(0, request, next, set())
 
-    def _from(self, index: int, request: web.Request, final: Next, chosen: set[str]) -> Awaitable[web.StreamResponse]:
+    def _from(self, index: int, request: Request, final: Next, chosen: set[str]) -> Awaitable[Response | StreamResponse]:
         view: RequestView | None = None
         routes = self.routes
         while index < len(routes):
@@ -126,18 +125,18 @@ class RouteList:
             else:
                 after = index
 
-                def rest(req: web.Request, _after: int = after) -> Awaitable[web.StreamResponse]:
+                def rest(req: Request, _after: int = after) -> Awaitable[Response | StreamResponse]:
                     return self._from(_after, req, final, chosen)
 
             return _chain(route.handlers, 0, request, rest)
         return final(request)
 
 
-def _chain(handlers: tuple[RuntimeHandler, ...], i: int, request: web.Request, last: Next) -> Awaitable[web.StreamResponse]:
+def _chain(handlers: tuple[RuntimeHandler, ...], i: int, request: Request, last: Next) -> Awaitable[Response | StreamResponse]:
     if i == len(handlers):
         return last(request)
 
-    def next_handler(req: web.Request) -> Awaitable[web.StreamResponse]:
+    def next_handler(req: Request) -> Awaitable[Response | StreamResponse]:
         return _chain(handlers, i + 1, req, last)
 
     return handlers[i](request, next_handler)

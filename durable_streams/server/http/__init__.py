@@ -1,0 +1,10 @@
+"""A small HTTP/1.1 server on asyncio protocols: the transport under the runtime's
+listeners and the protocol handler (request and response objects, framing, keep-alive,
+back-pressure, graceful shutdown)."""
+
+from .messages import BodyReader, Request, Response, StreamResponse, json_response
+from .parser import HttpVersion, ParseError
+from .server import HTTPServer, ServerSettings
+
+__all__ = ["BodyReader", "HTTPServer", "HttpVersion", "ParseError", "Request", "Response", "ServerSettings",
+           "StreamResponse", "json_response"]

@@ -1,0 +1,405 @@
+"""One HTTP/1.1 connection: parses requests as bytes arrive, answers them in order.
+
+The protocol object frames requests (heads, bodies) in `data_received`; one task per
+connection runs the handler for each request in turn and writes its response, so
+pipelined requests are answered in order. A client that goes away cancels the handler
+of its request. Reading pauses while a body waits unread beyond BodyReader.HIGH_WATER,
+and writing a streamed response waits while the socket's buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from .messages import BodyReader, Request, Response, StreamResponse
+from .parser import CHUNKED, HTTP_10, ChunkedDecoder, ParseError, parse_head
+
+if TYPE_CHECKING:
+    from .server import HTTPServer
+
+log = logging.getLogger("durable_streams.server.http")
+
+MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
+_NO_BODY_STATUSES = frozenset([204, 304])
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_date_cache: list[Any] = [0, ""]
+
+
+def _http_date() -> str:
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+    return _date_cache[1]
+
+
+def _status_line(status: int) -> str:
+    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server: "HTTPServer") -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.remote = ""
+        self.local_host = ""
+        self.secure = False
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+        self._buffer = b""
+        self._requests: deque[Request | ParseError] = deque()
+        self._wakeup: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+        self._busy = False  # a handler is running or a response is being written
+        self._stopped_parsing = False
+        # the body being received: its reader and either bytes left or a chunk decoder
+        self._body: BodyReader | None = None
+        self._body_left = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiters: list[asyncio.Future] = []
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._continue_sent = False
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else ""
+        sock = transport.get_extra_info("sockname")
+        if isinstance(sock, (list, tuple)):
+            host = str(sock[0])
+            self.local_host = f"[{host}]:{sock[1]}" if ":" in host else f"{host}:{sock[1]}"
+        self.secure = transport.get_extra_info("sslcontext") is not None
+        self.server.connections.add(self)
+        self._idle_since = self._loop.time()
+        self._arm_idle_timer(self._idle_since + self.server.settings.keepalive_timeout)
+        self._task = self._loop.create_task(self._serve())
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped_parsing:
+            return
+        try:
+            if self._body is not None:
+                data = self._feed_body(data)
+            buf = self._buffer + data if self._buffer else data
+            while buf and self._body is None:
+                rest = self._parse_head(buf)
+                if rest is None:  # incomplete head, kept in self._buffer
+                    return
+                buf = rest
+            self._buffer = buf
+        except ParseError as error:
+            self._refuse(error)
+
+    def _parse_head(self, buf: bytes) -> bytes | None:
+        """Frame one request from `buf`; returns the bytes after it (or after its body
+        so far), `buf` itself when the head is incomplete."""
+        settings = self.server.settings
+        if buf.startswith(b"\r\n"):  # empty lines before a request line are ignored
+            buf = buf.lstrip(b"\r\n")
+            if not buf:
+                return b""
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > settings.max_head_size:
+                first_line = buf.find(b"\r\n")
+                if first_line < 0 and len(buf) > settings.max_line_size:
+                    raise ParseError(414, "request line too long")
+                raise ParseError(431, "request head too large")
+            self._buffer = buf  # incomplete: wait for more
+            return None
+        if end > settings.max_head_size:
+            raise ParseError(431, "request head too large")
+        head = parse_head(buf[:end], settings.max_line_size, settings.max_field_size)
+        rest = buf[end + 4:]
+        length = head.body_length
+        body = BodyReader(self, length != 0, head.expect_continue)
+        request = Request(self, head.method, head.target, head.version, head.headers, body, head.keep_alive)
+        self._enqueue(request)
+        if length != 0:
+            self._body = body
+            self._continue_sent = False
+            if length == CHUNKED:
+                self._decoder, self._body_left = ChunkedDecoder(), 0
+            else:
+                self._decoder, self._body_left = None, length
+            if rest:
+                rest = self._feed_body(rest)
+        return rest
+
+    def _feed_body(self, data: bytes) -> bytes:
+        """Give `data` to the body being received; returns what follows the body."""
+        body = self._body
+        assert body is not None
+        if self._decoder is not None:
+            pieces, rest = self._decoder.feed(data)
+            for piece in pieces:
+                body.feed(piece)
+            done = self._decoder.done
+        else:
+            take = min(self._body_left, len(data))
+            body.feed(data[:take] if take < len(data) else data)
+            self._body_left -= take
+            rest = data[take:] if take < len(data) else b""
+            done = self._body_left == 0
+        if done:
+            body.feed_eof()
+            self._body = self._decoder = None
+        return rest
+
+    def _enqueue(self, item: Request | ParseError) -> None:
+        self._requests.append(item)
+        if len(self._requests) > MAX_PIPELINED:
+            self.pause_reading()
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    def _refuse(self, error: ParseError) -> None:
+        """Answer a request that cannot be framed (after those before it), then close."""
+        self._stopped_parsing = True
+        self._buffer = b""
+        if self._body is not None:
+            self._body.fail(ConnectionResetError("malformed request body"))
+            self._body = None
+        self._enqueue(error)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connection_closed(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if self._body is not None:
+            self._body.fail(ConnectionResetError("connection lost while reading the body"))
+            self._body = None
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(ConnectionResetError("connection lost"))
+        self._drain_waiters.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()  # the handler of a client that left stops at once
+
+    def eof_received(self) -> bool | None:
+        return None  # a half-closed client ends the connection, as with aiohttp
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------ flow control
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and not self.closed and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and not self.closed and self.transport is not None:
+            if len(self._requests) <= MAX_PIPELINED:
+                self._reading_paused = False
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ConnectionResetError("connection lost")
+        if self._writing_paused:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def send_continue(self) -> None:
+        if self._body is not None and not self._continue_sent:
+            self._continue_sent = True
+            self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._requests
+
+    # ------------------------------------------------------------ idle timeout
+
+    def _arm_idle_timer(self, when: float) -> None:
+        self._idle_timer = self._loop.call_at(when, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """keepalive_timeout: the time a connection may wait for a complete request head,
+        from its start or from the end of the previous response."""
+        self._idle_timer = None
+        if self.closed:
+            return
+        timeout = self.server.settings.keepalive_timeout
+        now = self._loop.time()
+        if self.idle:
+            deadline = self._idle_since + timeout
+            if now >= deadline:
+                self.close()
+                return
+            self._arm_idle_timer(deadline)
+        else:
+            self._arm_idle_timer(now + timeout)
+
+    # ------------------------------------------------------------ answering
+
+    async def _serve(self) -> None:
+        try:
+            while not self.closed:
+                if not self._requests:
+                    if self.server.shutting_down:
+                        break
+                    self._wakeup = self._loop.create_future()
+                    await self._wakeup
+                    self._wakeup = None
+                    continue
+                item = self._requests.popleft()
+                if self._reading_paused and self._body is None:
+                    self.resume_reading()
+                if isinstance(item, ParseError):
+                    self._write_error(item)
+                    break
+                self._busy = True
+                try:
+                    keep_alive = await self._answer(item)
+                except (asyncio.CancelledError, ConnectionError):
+                    raise
+                except Exception:  # a broken response object: nothing sane can follow on this connection
+                    log.exception("error answering %s %s; closing the connection", item.method, item.raw_path)
+                    break
+                finally:
+                    self._busy = False
+                    self._idle_since = self._loop.time()
+                if not keep_alive:
+                    break
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            return
+        except ConnectionError:
+            pass
+        self.close()
+
+    async def _answer(self, request: Request) -> bool:
+        server = self.server
+        started = time.perf_counter()
+        try:
+            response = await server.handler(request)
+        except (asyncio.CancelledError, ConnectionError):
+            raise
+        except Exception:
+            log.exception("unhandled error answering %s %s", request.method, request.raw_path)
+            response = Response(status=500, text="500 Internal Server Error\n")
+            response.force_close()
+        if response.streaming:
+            if not response.prepared:  # returned unprepared: send it empty
+                await response.prepare(request)
+            await response.write_eof()
+        else:
+            self._write_response(request, response)
+        if server.access_log is not None:
+            server.access_log(request, response, time.perf_counter() - started)
+        return (
+            response.keep_alive
+            and request.keep_alive
+            and not server.shutting_down
+            and request.content is not self._body  # an unread body still on the wire: close
+            and not self.closed
+        )
+
+    def _keep_alive(self, request: Request, response: Response | StreamResponse) -> bool:
+        return response.keep_alive and request.keep_alive and not self.server.shutting_down
+
+    def _head(self, request: Request, response: Response | StreamResponse, framing: str | None,
+              keep_alive: bool) -> bytes:
+        hook = self.server.prepare_hook
+        if hook is not None:
+            hook(request, response)
+        status = response.status
+        lines = [_status_line(status)]
+        for name, value in response.headers.items():
+            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
+                raise ValueError(f"line break in response header {name!r}")
+            lines.append(f"{name}: {value}\r\n")
+        if framing is not None:
+            lines.append(framing)
+        if "Date" not in response.headers:
+            lines.append(f"Date: {_http_date()}\r\n")
+        if not keep_alive:
+            if response.headers.get("Connection", "").lower() != "close":
+                lines.append("Connection: close\r\n")
+        elif request.version == HTTP_10:
+            lines.append("Connection: keep-alive\r\n")
+        lines.append("\r\n")
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+    def _write_response(self, request: Request, response: Response) -> None:
+        status = response.status
+        headers = response.headers
+        body = response.body
+        if status in _NO_BODY_STATUSES or status < 200:
+            headers.popall("Content-Length", None)
+            headers.popall("Transfer-Encoding", None)
+            framing, body = None, b""
+        elif "Content-Length" in headers:
+            framing = None
+        else:
+            framing = f"Content-Length: {len(body)}\r\n"
+        if request.method == "HEAD":
+            body = b""
+        if headers.get("Connection", "").lower() == "close":
+            response.force_close()
+        try:
+            head = self._head(request, response, framing, self._keep_alive(request, response))
+        except ValueError:
+            log.error("response to %s %s has a line break in a header; answering 500",
+                      request.method, request.raw_path)
+            response.status, response.body = 500, b""
+            response.headers.clear()
+            response.force_close()
+            head = self._head(request, response, "Content-Length: 0\r\n", False)
+            body = b""
+        response.body_length = len(body)
+        self.write(head + body if body else head)
+
+    def start_stream(self, request: Request, response: StreamResponse) -> bool:
+        """Send a StreamResponse's head; True when its body is chunked."""
+        chunked = request.version != HTTP_10 and "Content-Length" not in response.headers
+        if request.version == HTTP_10 and "Content-Length" not in response.headers:
+            response.force_close()  # the body ends when the connection does
+        if response.headers.get("Connection", "").lower() == "close":
+            response.force_close()
+        framing = "Transfer-Encoding: chunked\r\n" if chunked else None
+        self.write(self._head(request, response, framing, self._keep_alive(request, response)))
+        return chunked
+
+    def _write_error(self, error: ParseError) -> None:
+        log.warning("malformed request from %s: %s (%d)", self.remote or "unix socket", error.reason, error.status)
+        body = f"{error.status} {_REASONS.get(error.status, 'Bad Request')}: {error.reason}\n".encode()
+        self.write(
+            _status_line(error.status).encode()
+            + b"Content-Type: text/plain; charset=utf-8\r\n"
+            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            + body
+        )
