@@ -7,7 +7,8 @@ Layout:
     <data_dir>/streams/<xx>/<id>.data     raw bytes of one stream incarnation; file position
                                           = logical position - base_offset
 
-Used by exactly one thread at a time: recovery, then the writer thread.
+Used by exactly one thread at a time: recovery, then the writer thread; readers only
+call `read_data`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .catalog import Catalog
 from .filepool import DataFilePool
 from .fsutil import fsync_dir, pwrite_all
 from .records import Kind, Record
+from .staging import StagedTails
 from .syncfs import SYNCFS_THRESHOLD, syncfs, syncfs_available
 from .wal import WalFile
 
@@ -50,6 +52,7 @@ class Storage:
         self._dirty_lock = threading.Lock()  # the checkpoint thread hands sets back on failure
         self._dirty_files: set[str] = set()
         self._dirty_shards: set[str] = set()
+        self.staged = StagedTails()
 
     def make_dirs(self) -> None:
         created = False
@@ -74,6 +77,39 @@ class Storage:
         with self.pool.handle(incarnation, create=True) as fd:
             pwrite_all(fd, data, file_position)
 
+    def stage_data(self, incarnation: str, file_position: int, data: bytes) -> None:
+        """Bytes whose log record is durable: to the data file later, in bulk."""
+        if not self.staged.stage(incarnation, file_position, data):
+            self.write_staged()  # not contiguous (cannot happen in order; be safe)
+            if not self.staged.stage(incarnation, file_position, data):
+                self.write_data(incarnation, file_position, data)
+
+    def write_staged(self) -> None:
+        """Write every staged byte to its data file: one write per stream. On an error the
+        rest stays staged (and readable) for the next try; the log still holds it all."""
+        for incarnation, position, chunks in self.staged.pending():
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            self.write_data(incarnation, position, data)
+            self.staged.written(incarnation, len(chunks), len(data))
+
+    def read_data(self, incarnation: str, file_position: int, length: int) -> bytes:
+        """Bytes of a stream: from its file, and the staged part from memory (any thread)."""
+        boundary, staged = self.staged.split(incarnation, file_position, length)
+        if boundary <= file_position:
+            return staged
+        parts = []
+        with self.pool.handle(incarnation) as fd:
+            position, left = file_position, boundary - file_position
+            while left:
+                chunk = os.pread(fd, left, position)
+                if not chunk:
+                    raise EOFError(self.pool.path_of(incarnation))
+                parts.append(chunk)
+                position += len(chunk)
+                left -= len(chunk)
+        parts.append(staged)
+        return b"".join(parts)
+
     def apply_durable(self, record: Record) -> None:
         """Apply a record that is in the durable log to the catalog, and reclaim the
         storage of a deleted incarnation (the log's DELETE record keeps it dead)."""
@@ -82,6 +118,7 @@ class Storage:
             self.discard_file(entry.incarnation)
 
     def discard_file(self, incarnation: str) -> None:
+        self.staged.discard(incarnation)
         self.pool.discard(incarnation)
         with self._dirty_lock:
             self._dirty_files.discard(incarnation)
@@ -97,6 +134,7 @@ class Storage:
         """Writer thread, between batches: switch to a new log generation and snapshot the
         catalog, which at this moment is exactly the state after every older record.
         `finish_checkpoint` may then run on another thread while appends continue."""
+        self.write_staged()  # the files must hold everything the snapshot covers
         generation = self.wal.generation + 1
         # The new log file exists before any checkpoint names it: whichever later step
         # fails, the checkpoint on disk points at logs that hold everything after it.

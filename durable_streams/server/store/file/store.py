@@ -197,19 +197,9 @@ class FileStore(StreamStore):
         )
 
     def _read_sync(self, incarnation: str, position: int, length: int) -> bytes:
-        pool = self._storage.pool
         try:
-            with pool.handle(incarnation) as fd:
-                chunks = []
-                while length:
-                    chunk = os.pread(fd, length, position)
-                    if not chunk:
-                        raise StoreError(
-                            f"data file {pool.path_of(incarnation)} is shorter than its committed length (damaged)"
-                        )
-                    chunks.append(chunk)
-                    position += len(chunk)
-                    length -= len(chunk)
-                return b"".join(chunks)
+            return self._storage.read_data(incarnation, position, length)
+        except EOFError as exc:
+            raise StoreError(f"data file {exc} is shorter than its committed length (damaged)") from None
         except OSError as exc:
             raise store_error(exc, "read failed") from exc

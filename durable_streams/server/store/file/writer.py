@@ -1,14 +1,15 @@
 """Group commit: one thread owns every write and fsync of a data_dir.
 
 The event loop queues jobs and awaits asyncio futures. The thread takes everything
-queued, writes the batch (data files first, then one log write), issues ONE fsync of
-the log for the whole batch, whatever the number of streams in it, and resolves all
-its futures with one call_soon_threadsafe. Appends that arrive during an fsync form
-the next batch, so throughput grows with the number of concurrent writers.
+queued, writes the batch as one log write, issues ONE fsync of the log for the whole
+batch, whatever the number of streams in it, stages the appended bytes for their data
+files (staging.py) and resolves all its futures with one call_soon_threadsafe. Appends
+that arrive during an fsync form the next batch, so throughput grows with the number
+of concurrent writers. Staged bytes go to the data files in bulk when the queue is
+idle, when STAGE_BYTES are staged, or after STAGE_SECONDS.
 
 A failed batch is cut from the log and fails every job in it; nothing of it is
-applied, and bytes it left in data files lie past the tails and are overwritten by
-the next append.
+applied or staged.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ log = structlog.get_logger("durable_streams.store.file")
 
 MAX_BATCH_JOBS = 4096
 MAX_BATCH_BYTES = 32 << 20
+STAGE_BYTES = 4 << 20
+STAGE_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -73,6 +76,7 @@ class GroupCommitWriter:
         self._next_checkpoint_at = checkpoint_bytes
         self._pending_cut: int | None = None  # log size to restore before the next batch
         self._checkpointer: threading.Thread | None = None
+        self._stage_retry_at = 0.0  # after a failed write-out of staged bytes
 
     def start(self) -> None:
         self._thread.start()
@@ -95,6 +99,7 @@ class GroupCommitWriter:
                 for job in jobs:
                     if job.op not in _RECORD_OPS and self._control(job):
                         return
+                self._write_staged_if_due()
             except Exception as exc:  # a bug must not leave waiters hanging forever
                 log.exception("store_writer_internal_error")
                 self._deliver([(job.future, StoreError(f"internal store error: {exc}")) for job in jobs])
@@ -139,10 +144,6 @@ class GroupCommitWriter:
                 storage.wal.cut_back(self._pending_cut)
                 self._pending_cut = None
             if prepared:
-                # Data files first: if anything fails, the log never mentions these bytes.
-                for job, record, _, target in prepared:
-                    if target is not None and record.data:
-                        storage.write_data(target[0], target[1], record.data)
                 if self.fault_hook:
                     self.fault_hook("write")
                 storage.wal.append([buf for _, _, frame, _ in prepared for buf in frame])
@@ -160,13 +161,29 @@ class GroupCommitWriter:
             m.flush_seconds_max = max(m.flush_seconds_max, elapsed)
             m.batch_records_total += len(prepared)
             m.batch_records_max = max(m.batch_records_max, len(prepared))
-        for job, record, _, _ in prepared:
+        for job, record, _, target in prepared:
+            if target is not None and record.data:
+                storage.stage_data(target[0], target[1], record.data)
             storage.apply_durable(record)
             results.append((job.future, None))
         self._deliver(results)
         if storage.wal.size >= self._next_checkpoint_at:
             self._next_checkpoint_at = self.checkpoint_bytes
             self._checkpoint(background=True)
+
+    def _write_staged_if_due(self) -> None:
+        staged = self.storage.staged
+        if not staged.bytes:
+            return
+        now = time.monotonic()
+        if now < self._stage_retry_at:
+            return
+        if self._queue.empty() or staged.bytes >= STAGE_BYTES or now - staged.since >= STAGE_SECONDS:
+            try:
+                self.storage.write_staged()
+            except OSError as exc:  # still staged and readable; the log holds it; retried later
+                self._stage_retry_at = now + 1.0
+                log.error("store_data_write_failed", error=str(exc))
 
     def _prepare(self, job: Job, overlay: dict[str, tuple[str, int] | None]) -> tuple[Record | None, list[bytes], tuple[str, int] | None]:
         """Build and encode the log record of one job; returns it, its frame and
