@@ -375,9 +375,10 @@ class StreamEngine:
     # ---------------------------------------------------------------- append / close
 
     async def append(self, path: str, request: AppendRequest) -> AppendResult:
-        return await run_to_completion(self._append(path, request))
-
-    async def _append(self, path: str, request: AppendRequest) -> AppendResult:
+        # No run_to_completion task here (the hot path): a cancellation can only land
+        # before the store is called (waiting for the lock), and the store's append reaches
+        # its outcome even if the task is cancelled (see StreamStore.append); everything
+        # after it up to the lock's release is synchronous.
         stream = await self.require(path)
         async with stream.lock:
             if stream.removed:

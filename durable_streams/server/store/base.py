@@ -17,6 +17,8 @@ store promises (`durable`), and data with its `Commit` land atomically.
 
 from __future__ import annotations
 
+import asyncio
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,7 +119,12 @@ class StreamStore(ABC):
 
     @abstractmethod
     async def append(self, path: str, data: bytes, commit: Commit) -> None:
-        """Append `data` (may be empty for a close-only commit) and apply `commit`, atomically."""
+        """Append `data` (may be empty for a close-only commit) and apply `commit`, atomically.
+
+        Once called, the append reaches its outcome even if the calling task is cancelled
+        meanwhile: it returns (or raises its own error) only then, and a cancellation is
+        delivered at the caller's next suspension point. The engine relies on this to
+        commit an append without a task of its own."""
 
     @abstractmethod
     async def mark_soft_deleted(self, path: str) -> None:
@@ -136,3 +143,26 @@ class StreamStore(ABC):
     def touch(self, path: str, when: float) -> None:
         """Record a TTL-relevant access. Not awaited; persisted lazily (a crash may lose
         the last few seconds of access times, which only lengthens a sliding TTL)."""
+
+
+async def wait_through_cancellation(future: asyncio.Future) -> None:
+    """Await `future` to its end even if this task is cancelled meanwhile: the job is on
+    its way to the disk and the caller must learn its outcome. A cancellation that came
+    in is requested again, to be delivered at the caller's next suspension point."""
+    cancelled = False
+    while True:
+        try:
+            await asyncio.shield(future)
+            break
+        except asyncio.CancelledError:
+            if future.done() and future.cancelled():
+                raise
+            if not future.done():
+                cancelled = True
+                continue
+            break
+    if cancelled:
+        task = asyncio.current_task()
+        if task is not None:
+            task.cancel()
+    future.result()  # raises the job's own error

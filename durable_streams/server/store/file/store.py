@@ -11,7 +11,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
+from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore, wait_through_cancellation
 from .catalog import copy_state
 from .fsutil import store_error
 from .lock import DataDirLock
@@ -181,7 +181,7 @@ class FileStore(StreamStore):
             raise RuntimeError("FileStore is not open")
         job.future = self._loop.create_future()
         self._writer.submit(job)
-        await job.future
+        await wait_through_cancellation(job.future)
 
     # --- reads ---
 
@@ -203,3 +203,4 @@ class FileStore(StreamStore):
             raise StoreError(f"data file {exc} is shorter than its committed length (damaged)") from None
         except OSError as exc:
             raise store_error(exc, "read failed") from exc
+
