@@ -59,7 +59,7 @@ def test_out_of_order_stage_writes_earlier_bytes_first(tmp_path) -> None:
 async def test_staged_bytes_are_served_and_a_checkpoint_writes_them_out(tmp_path) -> None:
     store = FileStore(str(tmp_path / "d"), 4)
     await store.open()
-    store._writer._write_staged_if_due = lambda: None  # a writer that is never idle
+    store._writer._write_staged = lambda: None  # never written out, but by a checkpoint
     config = StreamConfig("/s", "application/octet-stream", 1.0, 0, {})
     await store.create(config, StreamState(tail=0))
     storage = store._storage
@@ -86,7 +86,7 @@ async def test_staged_bytes_survive_a_stop_without_checkpoint(tmp_path) -> None:
     would) recovers them."""
     store = FileStore(str(tmp_path / "d"), 4, checkpoint_on_close=False)
     await store.open()
-    store._writer._write_staged_if_due = lambda: None
+    store._writer._write_staged = lambda: None
     await store.create(StreamConfig("/s", "text/plain", 1.0, 0, {}), StreamState(tail=0))
     await store.append("/s", b"abc", Commit(tail=3))
     await store.append("/s", b"def", Commit(tail=6))

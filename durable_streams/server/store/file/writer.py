@@ -5,8 +5,8 @@ queued, writes the batch as one log write, issues ONE fsync of the log for the w
 batch, whatever the number of streams in it, stages the appended bytes for their data
 files (staging.py) and resolves all its futures with one call_soon_threadsafe. Appends
 that arrive during an fsync form the next batch, so throughput grows with the number
-of concurrent writers. Staged bytes go to the data files in bulk when the queue is
-idle, when STAGE_BYTES are staged, or after STAGE_SECONDS.
+of concurrent writers. Staged bytes go to the data files in bulk once STAGE_BYTES are
+staged, STAGE_SECONDS after the oldest was staged, or when no job came for STAGE_SECONDS.
 
 A failed batch is cut from the log and fails every job in it; nothing of it is
 applied or staged.
@@ -107,7 +107,7 @@ class GroupCommitWriter:
                     return
 
     def _take_batch(self) -> list[Job]:
-        first = self._held or self._queue.get()
+        first = self._held or self._next_job()
         self._held = None
         jobs, size = [first], len(first.data)
         while len(jobs) < MAX_BATCH_JOBS:
@@ -171,19 +171,29 @@ class GroupCommitWriter:
             self._next_checkpoint_at = self.checkpoint_bytes
             self._checkpoint(background=True)
 
+    def _next_job(self) -> Job:
+        """Wait for a job; staged bytes go out once no job came for STAGE_SECONDS."""
+        while self.storage.staged.bytes and time.monotonic() >= self._stage_retry_at:
+            try:
+                return self._queue.get(timeout=STAGE_SECONDS)
+            except queue.Empty:
+                self._write_staged()
+        return self._queue.get()
+
     def _write_staged_if_due(self) -> None:
         staged = self.storage.staged
-        if not staged.bytes:
-            return
+        if staged.bytes >= STAGE_BYTES or (staged.bytes and time.monotonic() - staged.since >= STAGE_SECONDS):
+            self._write_staged()
+
+    def _write_staged(self) -> None:
         now = time.monotonic()
         if now < self._stage_retry_at:
             return
-        if self._queue.empty() or staged.bytes >= STAGE_BYTES or now - staged.since >= STAGE_SECONDS:
-            try:
-                self.storage.write_staged()
-            except OSError as exc:  # still staged and readable; the log holds it; retried later
-                self._stage_retry_at = now + 1.0
-                log.error("store_data_write_failed", error=str(exc))
+        try:
+            self.storage.write_staged()
+        except OSError as exc:  # still staged and readable; the log holds it; retried later
+            self._stage_retry_at = now + 1.0
+            log.error("store_data_write_failed", error=str(exc))
 
     def _prepare(self, job: Job, overlay: dict[str, tuple[str, int] | None]) -> tuple[Record | None, list[bytes], tuple[str, int] | None]:
         """Build and encode the log record of one job; returns it, its frame and
