@@ -65,8 +65,6 @@ async def test_many_pipelined_requests_beyond_the_read_ahead_limit(serve):
         assert (await client.response()).body == f"GET /{i} ".encode()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: reading stays paused when the pipelining read-ahead limit is hit "
-                                       "while a body has not started to arrive; its handler waits forever")
 async def test_pipelined_body_after_the_read_ahead_limit(serve):
     served = await serve(echo)
     client = await served.connect()
@@ -167,8 +165,6 @@ async def test_no_continue_when_the_handler_does_not_read_the_body(serve):
     await client.assert_closed()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a response sent before an unread body arrived does not say "
-                                       "Connection: close, though the server then closes")
 async def test_response_before_unread_body_says_connection_close(serve):
     async def handler(request):
         return Response(status=413, text="too big")
@@ -206,8 +202,6 @@ async def test_head_has_content_length_but_no_body(serve):
     assert second.body == b"0123456789"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an unprepared StreamResponse answering HEAD writes the "
-                                       "last-chunk `0\\r\\n\\r\\n`, which corrupts the next response")
 async def test_head_answered_by_a_stream_response_has_no_body(serve):
     async def handler(request):
         return StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -389,8 +383,6 @@ async def test_head_within_the_limits_is_served(serve):
     assert (await client.response()).status == 200
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a malformed chunked body closes the connection without an "
-                                       "error response when its handler is reading it")
 async def test_malformed_chunked_body_gets_400(serve):
     served = await serve(echo)
     client = await served.connect()
@@ -435,8 +427,6 @@ async def test_handler_exception_is_a_500_and_others_are_still_served(serve):
     assert (await fresh.response()).body == b"fine"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a handler error after StreamResponse.prepare() writes a second "
-                                       "response head (500) into the chunked body")
 async def test_handler_error_after_stream_prepare_does_not_write_a_second_head(serve):
     async def handler(request):
         resp = StreamResponse()

@@ -263,8 +263,6 @@ async def test_large_chunked_body_to_a_slow_reader_arrives_intact(serve):
     assert resp.body.decode() == hashlib.sha256(b"".join(pieces)).hexdigest()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: reading stays paused after a handler ignores a fully received "
-                                       "body above the high-water mark; the next request is never read")
 async def test_ignored_body_above_the_high_water_mark_does_not_stall_the_connection(serve):
     sent = asyncio.Event()
 

@@ -139,6 +139,14 @@ async def test_daemon_speaks_sd_notify_and_serves_health_and_metrics(manager, tm
             assert series[("durable_streams_appended_bytes_total", ())] == 6
             assert series[("durable_streams_served_bytes_total", ())] == 6
             assert series[("durable_streams_streams", ())] == 1
+            # Appended bytes reach their data file once the store's writer has been idle
+            # for a moment (staged writes); the file then stays open in the pool.
+            for _ in range(100):
+                if series[("durable_streams_store_open_files", ())] >= 1:
+                    break
+                await asyncio.sleep(0.05)
+                async with http.get(f"{admin}/metrics") as resp:
+                    series = _series(await resp.text())
             assert series[("durable_streams_store_open_files", ())] >= 1
             assert series[("durable_streams_store_flush_duration_seconds_count", ())] >= 1
             assert series[("durable_streams_store_flush_batch_size_sum", ())] >= 2  # create + append

@@ -62,7 +62,9 @@ class Connection(asyncio.Protocol):
         self._body_left = 0
         self._decoder: ChunkedDecoder | None = None
         self._reading_paused = False
+        self._pause_reasons: set[object] = set()  # "pipeline", or a BodyReader over its mark
         self._writing_paused = False
+        self._streaming: StreamResponse | None = None  # prepared, not finished, this request
         self._drain_waiters: list[asyncio.Future] = []
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -154,24 +156,29 @@ class Connection(asyncio.Protocol):
         if done:
             body.feed_eof()
             self._body = self._decoder = None
+            self.resume_reading(body)  # nothing more to receive for it: buffered or not
         return rest
 
     def _enqueue(self, item: Request | ParseError) -> None:
         self._requests.append(item)
         if len(self._requests) > MAX_PIPELINED:
-            self.pause_reading()
+            self.pause_reading("pipeline")
         wakeup = self._wakeup
         if wakeup is not None and not wakeup.done():
             wakeup.set_result(None)
 
     def _refuse(self, error: ParseError) -> None:
-        """Answer a request that cannot be framed (after those before it), then close."""
+        """A request that cannot be framed: answered with `error` after those before it,
+        then the connection closes. A malformed body fails its reader with the error; the
+        request's handler lets it through (answered like a malformed head) or answers
+        anyway, and the connection closes after that answer."""
         self._stopped_parsing = True
         self._buffer = b""
         if self._body is not None:
-            self._body.fail(ConnectionResetError("malformed request body"))
+            self._body.fail(error)
             self._body = None
-        self._enqueue(error)
+        else:
+            self._enqueue(error)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -204,16 +211,18 @@ class Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ flow control
 
-    def pause_reading(self) -> None:
+    def pause_reading(self, reason: object) -> None:
+        """Stop reading the socket until every reason given here is withdrawn."""
+        self._pause_reasons.add(reason)
         if not self._reading_paused and not self.closed and self.transport is not None:
             self._reading_paused = True
             self.transport.pause_reading()
 
-    def resume_reading(self) -> None:
-        if self._reading_paused and not self.closed and self.transport is not None:
-            if len(self._requests) <= MAX_PIPELINED:
-                self._reading_paused = False
-                self.transport.resume_reading()
+    def resume_reading(self, reason: object) -> None:
+        self._pause_reasons.discard(reason)
+        if self._reading_paused and not self._pause_reasons and not self.closed and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
 
     async def drain(self) -> None:
         if self.closed:
@@ -275,8 +284,8 @@ class Connection(asyncio.Protocol):
                     self._wakeup = None
                     continue
                 item = self._requests.popleft()
-                if self._reading_paused and self._body is None:
-                    self.resume_reading()
+                if len(self._requests) <= MAX_PIPELINED:
+                    self.resume_reading("pipeline")
                 if isinstance(item, ParseError):
                     self._write_error(item)
                     break
@@ -304,12 +313,23 @@ class Connection(asyncio.Protocol):
     async def _answer(self, request: Request) -> bool:
         server = self.server
         started = time.perf_counter()
+        self._streaming = None
         try:
             response = await server.handler(request)
         except (asyncio.CancelledError, ConnectionError):
             raise
+        except ParseError as error:  # the request's body turned out malformed
+            if self._streaming is None:
+                self._write_error(error)
+            return False
         except Exception:
             log.exception("unhandled error answering %s %s", request.method, request.raw_path)
+            if self._streaming is not None:
+                # Part of a response is out: end the connection without the final chunk,
+                # so the client sees the body is incomplete.
+                if self.transport is not None:
+                    self.transport.abort()
+                return False
             response = Response(status=500, text="500 Internal Server Error\n")
             response.force_close()
         if response.streaming:
@@ -318,18 +338,21 @@ class Connection(asyncio.Protocol):
             await response.write_eof()
         else:
             self._write_response(request, response)
+        self._streaming = None
         if server.access_log is not None:
             server.access_log(request, response, time.perf_counter() - started)
+        return self._keep_alive(request, response)
+
+    def _keep_alive(self, request: Request, response: Response | StreamResponse) -> bool:
+        """Whether the connection goes on after this response (said in its head)."""
         return (
             response.keep_alive
             and request.keep_alive
-            and not server.shutting_down
+            and not self.server.shutting_down
+            and not request.content.failed  # its body was malformed: the framing is lost
             and request.content is not self._body  # an unread body still on the wire: close
             and not self.closed
         )
-
-    def _keep_alive(self, request: Request, response: Response | StreamResponse) -> bool:
-        return response.keep_alive and request.keep_alive and not self.server.shutting_down
 
     def _head(self, request: Request, response: Response | StreamResponse, framing: str | None,
               keep_alive: bool) -> bytes:
@@ -384,14 +407,18 @@ class Connection(asyncio.Protocol):
         self.write(head + body if body else head)
 
     def start_stream(self, request: Request, response: StreamResponse) -> bool:
-        """Send a StreamResponse's head; True when its body is chunked."""
-        chunked = request.version != HTTP_10 and "Content-Length" not in response.headers
-        if request.version == HTTP_10 and "Content-Length" not in response.headers:
+        """Send a StreamResponse's head; True when its body is chunked. A HEAD request
+        gets the head alone (the response then drops what is written)."""
+        head_only = request.method == "HEAD" or response.status in _NO_BODY_STATUSES or response.status < 200
+        sized = "Content-Length" in response.headers
+        chunked = not head_only and not sized and request.version != HTTP_10
+        if not head_only and not sized and request.version == HTTP_10:
             response.force_close()  # the body ends when the connection does
         if response.headers.get("Connection", "").lower() == "close":
             response.force_close()
         framing = "Transfer-Encoding: chunked\r\n" if chunked else None
         self.write(self._head(request, response, framing, self._keep_alive(request, response)))
+        self._streaming = None if head_only else response
         return chunked
 
     def _write_error(self, error: ParseError) -> None:

@@ -168,8 +168,8 @@ class BodyReader:
         if data:
             self._chunks.append(data)
             self._size += len(data)
-            if self._size > self.HIGH_WATER and self._conn is not None:
-                self._conn.pause_reading()
+            if self._size > self.HIGH_WATER and self._conn is not None and not self._eof:
+                self._conn.pause_reading(self)
             self._wake()
 
     def feed_eof(self) -> None:
@@ -186,6 +186,10 @@ class BodyReader:
             waiter.set_result(None)
 
     # --- the handler's side ---
+
+    @property
+    def failed(self) -> bool:
+        return self._error is not None
 
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
@@ -209,7 +213,7 @@ class BodyReader:
         data = self._chunks.popleft()
         self._size -= len(data)
         if self._size <= self.HIGH_WATER // 2 and self._conn is not None:
-            self._conn.resume_reading()
+            self._conn.resume_reading(self)
         return data
 
     async def iter_any(self) -> AsyncIterator[bytes]:
@@ -268,6 +272,7 @@ class StreamResponse:
         self.prepared = False
         self._conn: "Connection | None" = None
         self._chunked = False
+        self._head_only = False
         self._finished = False
 
     def force_close(self) -> None:
@@ -278,6 +283,7 @@ class StreamResponse:
             return
         self._conn = request._conn
         self._chunked = self._conn.start_stream(request, self)
+        self._head_only = request.method == "HEAD" or self.status in (204, 304) or self.status < 200
         self.prepared = True
 
     async def write(self, data: bytes) -> None:
@@ -288,6 +294,8 @@ class StreamResponse:
             raise RuntimeError("write() before prepare()")
         if conn.closed:
             raise ConnectionResetError("connection lost")
+        if self._head_only:
+            return
         self.body_length += len(data)
         if self._chunked:
             conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
@@ -299,6 +307,8 @@ class StreamResponse:
         if self._finished or self._conn is None:
             return
         self._finished = True
+        if self._conn._streaming is self:
+            self._conn._streaming = None
         if self._chunked and not self._conn.closed:
             self._conn.write(b"0\r\n\r\n")
         await self._conn.drain()

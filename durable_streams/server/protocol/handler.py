@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
-from ..http import Request, Response, StreamResponse
+from ..http import ParseError, Request, Response, StreamResponse
 from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
@@ -150,8 +150,8 @@ class DurableStreamsHandler:
         except StoreError as error:
             log.error("storage error handling %s %s: %s", request.method, request.path, error)
             return HttpError(error.status, "storage unavailable, retry later").response(with_body=with_body)
-        except (asyncio.CancelledError, ConnectionResetError):
-            raise
+        except (asyncio.CancelledError, ConnectionResetError, ParseError):
+            raise  # ParseError: a malformed body, answered by the connection
         except Exception:
             log.exception("unexpected error handling %s %s", request.method, request.path)
             return HttpError(500, "internal server error").response(with_body=with_body)
