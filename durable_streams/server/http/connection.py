@@ -359,12 +359,13 @@ class Connection(asyncio.Protocol):
         hook = self.server.prepare_hook
         if hook is not None:
             hook(request, response)
-        status = response.status
-        lines = [_status_line(status)]
-        for name, value in response.headers.items():
-            if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
-                raise ValueError(f"line break in response header {name!r}")
-            lines.append(f"{name}: {value}\r\n")
+        headers = response.headers
+        fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        # One line per field and nothing else: a CR or LF inside a name or value would
+        # start a header (or a body) of the client's choosing.
+        if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+            raise ValueError("line break in a response header")
+        lines = [_status_line(response.status), fields]
         if framing is not None:
             lines.append(framing)
         if "Date" not in response.headers:

@@ -20,7 +20,6 @@ class HttpVersion(NamedTuple):
 
 HTTP_10 = HttpVersion(1, 0)
 HTTP_11 = HttpVersion(1, 1)
-_VERSIONS = {b"HTTP/1.1": HTTP_11, b"HTTP/1.0": HTTP_10}
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Field values: visible ASCII, obs-text, space and tab; nothing else (no CR, LF, NUL).
@@ -52,12 +51,52 @@ class Head(NamedTuple):
 CHUNKED = -1
 
 
+# A whole header block in one match (each line: token, colon, value without controls),
+# so the common case costs one regex pass; a refusal is then explained line by line.
+_FIELDS = re.compile(r"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_REQUEST_LINE = re.compile(r"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([^\x00-\x20\x7f]+) (HTTP/1\.[01])")
+
+
 def parse_head(block: bytes, max_line: int, max_field: int) -> Head:
     """Parse one request head: `block` is everything before the blank line."""
-    lines = block.split(b"\r\n")
-    request_line = lines[0]
+    text = block.decode("utf-8", "surrogateescape")
+    end = text.find("\r\n")
+    request_line, fields = (text, "") if end < 0 else (text[:end], text[end + 2:] + "\r\n")
     if len(request_line) > max_line:
         raise ParseError(414, f"request line longer than {max_line} bytes")
+    matched = _REQUEST_LINE.fullmatch(request_line)
+    if matched is None:
+        _explain_request_line(request_line.encode("utf-8", "surrogateescape"))
+    method, target, version_text = matched.groups()
+    version = HTTP_11 if version_text == "HTTP/1.1" else HTTP_10
+    pairs = []
+    if fields:
+        lines = fields.split("\r\n")
+        lines.pop()
+        if len(fields) > max_field and max(map(len, lines)) > max_field:
+            raise ParseError(431, f"header line longer than {max_field} bytes")
+        if _FIELDS.fullmatch(fields) is None:
+            _explain_fields(lines)
+        for line in lines:
+            name, _, value = line.partition(":")
+            pairs.append((name, value.strip(" \t")))
+    headers = CIMultiDictProxy(CIMultiDict(pairs))
+    if version == HTTP_11:
+        hosts = headers.getall("Host", ())
+        if len(hosts) != 1:
+            raise ParseError(400, "missing Host header" if not hosts else "more than one Host header")
+    return Head(
+        method,
+        target,
+        version,
+        headers,
+        _body_length(headers, version),
+        _keep_alive(headers, version),
+        version == HTTP_11 and headers.get("Expect", "").lower() == "100-continue",
+    )
+
+
+def _explain_request_line(request_line: bytes) -> None:
     parts = request_line.split(b" ")
     if len(parts) != 3:
         raise ParseError(400, "malformed request line")
@@ -66,37 +105,20 @@ def parse_head(block: bytes, max_line: int, max_field: int) -> Head:
         raise ParseError(400, "malformed method")
     if not target or _BAD_TARGET.search(target):
         raise ParseError(400, "malformed request target")
-    version = _VERSIONS.get(version_text)
-    if version is None:
-        if version_text.startswith(b"HTTP/") and re.fullmatch(rb"HTTP/\d\.\d", version_text):
-            raise ParseError(505, "HTTP version not supported")
-        raise ParseError(400, "malformed HTTP version")
-    pairs = []
-    for line in lines[1:]:
-        if len(line) > max_field:
-            raise ParseError(431, f"header line longer than {max_field} bytes")
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
+    if re.fullmatch(rb"HTTP/\d\.\d", version_text):
+        raise ParseError(505, "HTTP version not supported")
+    raise ParseError(400, "malformed HTTP version")
+
+
+def _explain_fields(lines: list[str]) -> None:
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if not colon or not _TOKEN.fullmatch(name.encode("utf-8", "surrogateescape")):
             # also refuses obs-fold (a line starting with whitespace) and bare LF
             raise ParseError(400, "malformed header line")
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
+        if _BAD_VALUE.search(value.encode("utf-8", "surrogateescape")):
             raise ParseError(400, "control character in header value")
-        pairs.append((name.decode("ascii"), value.decode("utf-8", "surrogateescape")))
-    headers = CIMultiDictProxy(CIMultiDict(pairs))
-    if version == HTTP_11:
-        hosts = headers.getall("Host", ())
-        if len(hosts) != 1:
-            raise ParseError(400, "missing Host header" if not hosts else "more than one Host header")
-    return Head(
-        method.decode("ascii"),
-        target.decode("utf-8", "surrogateescape"),
-        version,
-        headers,
-        _body_length(headers, version),
-        _keep_alive(headers, version),
-        version == HTTP_11 and headers.get("Expect", "").lower() == "100-continue",
-    )
+    raise ParseError(400, "malformed header block")
 
 
 def _body_length(headers: CIMultiDictProxy[str], version: HttpVersion) -> int:
