@@ -9,6 +9,7 @@ bytes below its tail never change, so a snapshot of (tail, closed) is enough."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
@@ -62,6 +63,11 @@ class Stream:
         self.framing = framing_of(config.content_type)
         self.lifetime = Lifetime.from_settings(config.settings)
         self.lock = asyncio.Lock()
+        # Appends queued in the store but not durable yet: `pending` is the state with
+        # them applied (what the next append is checked against); readers see `state`.
+        self.pending: StreamState | None = None
+        self.in_flight = 0
+        self.generation = 0  # bumped when a queued append fails: the ones behind it are void
         self.signal = Signal()
         self.events = SharedEvents()
         self.removed = False
@@ -375,29 +381,31 @@ class StreamEngine:
     # ---------------------------------------------------------------- append / close
 
     async def append(self, path: str, request: AppendRequest) -> AppendResult:
-        # No run_to_completion task here (the hot path): a cancellation can only land
-        # before the store is called (waiting for the lock), and the store's append reaches
-        # its outcome even if the task is cancelled (see StreamStore.append); everything
-        # after it up to the lock's release is synchronous.
+        """Check and queue an append under the stream's lock, then wait for it to be
+        durable without the lock: appends to one stream share the store's flushes
+        (pipelining). A commit is applied by a callback of the store's future, in queue
+        order, whether or not its caller is still waiting (no task needed)."""
         stream = await self.require(path)
         async with stream.lock:
             if stream.removed:
                 raise StreamNotFound(f"stream {path} not found")
             if stream.state.soft_deleted:
                 raise StreamGone(f"stream {path} has been deleted")
-            result = await self._append_locked(stream, request)
+            result, landed = self._queue_append(stream, request)
+        if landed is not None:
+            await asyncio.shield(landed)  # raises the store's error
         self.touch(stream)
         return result
 
-    async def _append_locked(self, stream: Stream, request: AppendRequest) -> AppendResult:
-        state = stream.state
+    def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
+        state = stream.pending if stream.pending is not None else stream.state
         claim = request.producer
         if state.closed:
             if claim is not None and state.closed_by == claim.as_tuple():
                 self.events.producer_duplicate()
-                return AppendResult(state.tail, True, ProducerVerdict(True, claim.epoch, claim.seq), wrote=False)
+                return AppendResult(state.tail, True, ProducerVerdict(True, claim.epoch, claim.seq), wrote=False), None
             if not request.body and request.close:
-                return AppendResult(state.tail, True, None, wrote=False)
+                return AppendResult(state.tail, True, None, wrote=False), None
             raise StreamClosed("stream is closed", state.tail)
         data = b""
         if request.body:
@@ -415,7 +423,7 @@ class StreamEngine:
             verdict = judge(self._producer_state(state, claim.producer_id), claim)
             if verdict.duplicate:
                 self.events.producer_duplicate()
-                return AppendResult(state.tail, state.closed, verdict, wrote=False)
+                return AppendResult(state.tail, state.closed, verdict, wrote=False), None
         if request.stream_seq is not None:
             check_stream_seq(state.stream_seq, request.stream_seq)
         now = self.clock()
@@ -426,11 +434,39 @@ class StreamEngine:
             stream_seq=request.stream_seq,
             producer=(claim.producer_id, ProducerState(verdict.epoch, verdict.seq, now)) if verdict else None,
         )
-        await self.store.append(stream.path, data, commit)
-        state.apply(commit)  # visible to readers only now that the store holds it
+        landed = self.store.append(stream.path, data, commit)
+        result = AppendResult(commit.tail, state.closed or commit.close, verdict, wrote=True)
+        if landed.done():  # the memory store: durable at once
+            landed.result()
+            self._publish(stream, commit, len(data))
+            return result, None
+        if stream.pending is None:
+            stream.pending = stream.state.copy()
+        stream.pending.apply(commit)
+        stream.in_flight += 1
+        landed.add_done_callback(functools.partial(self._landed, stream, commit, len(data), stream.generation))
+        return result, landed
+
+    def _landed(self, stream: Stream, commit: Commit, nbytes: int, generation: int, landed: asyncio.Future) -> None:
+        """A queued append is durable, or failed (callbacks run in queue order)."""
+        current = generation == stream.generation
+        failed = landed.cancelled() or landed.exception() is not None
+        if current:
+            stream.in_flight -= 1
+            if failed or not stream.in_flight:
+                # After a failure the appends queued behind it fail too (the store refuses
+                # them): the next append is checked against the durable state again.
+                stream.pending = None
+                stream.in_flight = 0
+                if failed:
+                    stream.generation += 1
+        if not failed:
+            self._publish(stream, commit, nbytes)
+
+    def _publish(self, stream: Stream, commit: Commit, nbytes: int) -> None:
+        stream.state.apply(commit)  # visible to readers only now that the store holds it
         stream.signal.fire()
-        self.events.appended(len(data))
-        return AppendResult(state.tail, state.closed, verdict, wrote=True)
+        self.events.appended(nbytes)
 
     def _producer_state(self, state: StreamState, producer_id: str) -> ProducerState | None:
         """Producer state is kept for the stream's life by durable stores; a memory store

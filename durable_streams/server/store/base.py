@@ -17,10 +17,11 @@ store promises (`durable`), and data with its `Commit` land atomically.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable
+
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 
@@ -57,6 +58,10 @@ class StreamState:
     producers: dict[str, ProducerState] = field(default_factory=dict)
     soft_deleted: bool = False
     last_access: float = 0.0  # TTL clock (unix seconds); persisted lazily via touch()
+
+    def copy(self) -> "StreamState":
+        """An independent copy (ProducerState and tuples are immutable; only the dict is not)."""
+        return replace(self, producers=dict(self.producers))
 
     def apply(self, commit: "Commit") -> None:
         """The one definition of what a commit changes (engine, stores and replay use it)."""
@@ -118,13 +123,14 @@ class StreamStore(ABC):
         Any earlier stream at the same path must have been deleted first."""
 
     @abstractmethod
-    async def append(self, path: str, data: bytes, commit: Commit) -> None:
-        """Append `data` (may be empty for a close-only commit) and apply `commit`, atomically.
+    def append(self, path: str, data: bytes, commit: Commit) -> Awaitable[None]:
+        """Queue `data` (may be empty for a close-only commit) and `commit`, to land
+        atomically; the returned future resolves once they are durable, or fails.
 
-        Once called, the append reaches its outcome even if the calling task is cancelled
-        meanwhile: it returns (or raises its own error) only then, and a cancellation is
-        delivered at the caller's next suspension point. The engine relies on this to
-        commit an append without a task of its own."""
+        Appends to one stream land in call order, so a caller may queue the next one
+        before the previous is durable (the engine does, to share flushes). An append
+        that does not start at the stream's durable tail fails: it was computed on an
+        earlier append that failed. Cancelling a waiter does not cancel the append."""
 
     @abstractmethod
     async def mark_soft_deleted(self, path: str) -> None:
@@ -144,25 +150,3 @@ class StreamStore(ABC):
         """Record a TTL-relevant access. Not awaited; persisted lazily (a crash may lose
         the last few seconds of access times, which only lengthens a sliding TTL)."""
 
-
-async def wait_through_cancellation(future: asyncio.Future) -> None:
-    """Await `future` to its end even if this task is cancelled meanwhile: the job is on
-    its way to the disk and the caller must learn its outcome. A cancellation that came
-    in is requested again, to be delivered at the caller's next suspension point."""
-    cancelled = False
-    while True:
-        try:
-            await asyncio.shield(future)
-            break
-        except asyncio.CancelledError:
-            if future.done() and future.cancelled():
-                raise
-            if not future.done():
-                cancelled = True
-                continue
-            break
-    if cancelled:
-        task = asyncio.current_task()
-        if task is not None:
-            task.cancel()
-    future.result()  # raises the job's own error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import dataclasses
 
 from .base import Commit, StoredStream, StreamConfig, StreamState, StreamStore
@@ -31,10 +33,13 @@ class MemoryStore(StreamStore):
     async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
         self._streams[config.path] = _Entry(config, _copy(state), data)
 
-    async def append(self, path: str, data: bytes, commit: Commit) -> None:
+    def append(self, path: str, data: bytes, commit: Commit) -> asyncio.Future:
         entry = self._streams[path]
         entry.data += data
         entry.state.apply(commit)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # in memory, landed is durable
+        return done
 
     async def mark_soft_deleted(self, path: str) -> None:
         self._streams[path].state.soft_deleted = True

@@ -7,7 +7,6 @@ after a restart is by construction the state that was acknowledged.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from ..base import StoredStream, StreamConfig, StreamState
@@ -25,12 +24,7 @@ class Entry:
 
     def snapshot(self) -> StoredStream:
         # Callers get copies: the engine mutates its own StreamState objects.
-        return StoredStream(self.config, copy_state(self.state))
-
-
-def copy_state(state: StreamState) -> StreamState:
-    """An independent copy (ProducerState and tuples are immutable; only the dict is shared)."""
-    return dataclasses.replace(state, producers=dict(state.producers))
+        return StoredStream(self.config, self.state.copy())
 
 
 class Catalog:

@@ -11,8 +11,7 @@ import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
 
-from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore, wait_through_cancellation
-from .catalog import copy_state
+from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
 from .fsutil import store_error
 from .lock import DataDirLock
 from .recovery import RecoveryReport, recover
@@ -152,10 +151,10 @@ class FileStore(StreamStore):
     # --- writes ---
 
     async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
-        await self._submit(Job("create", config.path, config=config, state=copy_state(state), data=bytes(data)))
+        await self._submit(Job("create", config.path, config=config, state=state.copy(), data=bytes(data)))
 
-    async def append(self, path: str, data: bytes, commit: Commit) -> None:
-        await self._submit(Job("append", path, data=bytes(data), commit=commit))
+    def append(self, path: str, data: bytes, commit: Commit) -> asyncio.Future:
+        return self._queue(Job("append", path, data=bytes(data), commit=commit))
 
     async def mark_soft_deleted(self, path: str) -> None:
         await self._submit(Job("soft_delete", path))
@@ -177,11 +176,14 @@ class FileStore(StreamStore):
             self._writer.submit(Job("touch", touches=touches))  # no waiter: written lazily
 
     async def _submit(self, job: Job) -> None:
+        await self._queue(job)
+
+    def _queue(self, job: Job) -> asyncio.Future:
         if self._writer is None:
             raise RuntimeError("FileStore is not open")
         job.future = self._loop.create_future()
         self._writer.submit(job)
-        await wait_through_cancellation(job.future)
+        return job.future
 
     # --- reads ---
 

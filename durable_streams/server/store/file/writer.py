@@ -127,9 +127,10 @@ class GroupCommitWriter:
         results: list[tuple[asyncio.Future | None, BaseException | None]] = []
         prepared: list[tuple[Job, Record, list[bytes], tuple[str, int] | None]] = []
         overlay: dict[str, tuple[str, int] | None] = {}  # path -> (incarnation, base) within this batch
+        tails: dict[str, int] = {}  # incarnation -> tail after this batch's records so far
         for job in jobs:
             try:
-                record, blob, target = self._prepare(job, overlay)
+                record, blob, target = self._prepare(job, overlay, tails)
             except Exception as exc:  # a bad job fails alone
                 results.append((job.future, exc))
                 continue
@@ -195,7 +196,8 @@ class GroupCommitWriter:
             self._stage_retry_at = now + 1.0
             log.error("store_data_write_failed", error=str(exc))
 
-    def _prepare(self, job: Job, overlay: dict[str, tuple[str, int] | None]) -> tuple[Record | None, list[bytes], tuple[str, int] | None]:
+    def _prepare(self, job: Job, overlay: dict[str, tuple[str, int] | None],
+                 tails: dict[str, int]) -> tuple[Record | None, list[bytes], tuple[str, int] | None]:
         """Build and encode the log record of one job; returns it, its frame and
         (incarnation, file position) for its bytes. Raises before touching the overlay."""
         if job.op == "touch":
@@ -216,6 +218,7 @@ class GroupCommitWriter:
             record = Record(Kind.CREATE, meta, job.data)
             blob = encode(record)
             overlay[job.path] = (incarnation, job.config.base_offset)
+            tails[incarnation] = job.state.tail
             return record, blob, (incarnation, 0)
         if job.op == "delete" and self._resolve(job.path, overlay, required=False) is None:
             return None, [], None  # deleting what is gone already: nothing to log
@@ -224,6 +227,12 @@ class GroupCommitWriter:
             position = job.commit.tail - len(job.data)
             if position < base:  # would fail the whole batch at pwrite: refuse it alone
                 raise ValueError(f"append to {job.path} ends at {job.commit.tail}, before its base offset")
+            durable_tail = tails.get(incarnation)
+            if durable_tail is None:
+                durable_tail = self.storage.catalog.by_incarnation[incarnation].state.tail
+            if position != durable_tail:  # queued behind an append that failed
+                raise StoreError(f"append to {job.path} does not follow its durable tail (an earlier append failed)")
+            tails[incarnation] = job.commit.tail
             meta: dict[str, Any] = {"i": incarnation, "p": position, "c": commit_to_json(job.commit)}
             record = Record(Kind.APPEND, meta, job.data)
             return record, encode(record), (incarnation, position - base)
