@@ -119,3 +119,19 @@ async def wait_until(condition, timeout: float = TIMEOUT) -> None:
         while not condition():
             await asyncio.sleep(0.005)
     await asyncio.wait_for(poll(), timeout)
+
+
+def sleeping_handler():
+    """A handler that sleeps until cancelled: (handler, started, cancelled) events."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def handler(request):
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        raise AssertionError("not cancelled")
+
+    return handler, started, cancelled

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from durable_streams.server.http import BodyReader, HTTPServer, Response, ServerSettings
-from rawhttp import TIMEOUT, RawClient, get, post, wait_until
+from rawhttp import TIMEOUT, RawClient, get, post, sleeping_handler, wait_until
 
 
 async def hello(request):
@@ -162,17 +162,7 @@ async def test_shutdown_lets_an_in_flight_request_finish(serve):
 
 
 async def test_shutdown_cuts_a_request_that_outlives_the_timeout(serve):
-    started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def handler(request):
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response()
-
+    handler, started, cancelled = sleeping_handler()
     served = await serve(handler)
     client = await served.connect()
     await client.send(get("/forever"))
