@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
-from ..store.base import Commit, ProducerState, StreamConfig, StreamState, StreamStore
+from ..store.base import Commit, ProducerState, StoreError, StreamConfig, StreamState, StreamStore
 from .errors import (
     Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamGone, StreamNotFound,
 )
@@ -391,9 +391,9 @@ class StreamEngine:
                 raise StreamNotFound(f"stream {path} not found")
             if stream.state.soft_deleted:
                 raise StreamGone(f"stream {path} has been deleted")
-            result, landed = self._queue_append(stream, request)
-        if landed is not None:
-            await asyncio.shield(landed)  # raises the store's error
+            result, published = self._queue_append(stream, request)
+        if published is not None:
+            await published  # raises the store's error; cancelling it leaves the append be
         self.touch(stream)
         return result
 
@@ -444,10 +444,13 @@ class StreamEngine:
             stream.pending = stream.state.copy()
         stream.pending.apply(commit)
         stream.in_flight += 1
-        landed.add_done_callback(functools.partial(self._landed, stream, commit, len(data), stream.generation))
-        return result, landed
+        published = asyncio.get_running_loop().create_future()
+        landed.add_done_callback(
+            functools.partial(self._landed, stream, commit, len(data), stream.generation, published))
+        return result, published
 
-    def _landed(self, stream: Stream, commit: Commit, nbytes: int, generation: int, landed: asyncio.Future) -> None:
+    def _landed(self, stream: Stream, commit: Commit, nbytes: int, generation: int,
+                published: asyncio.Future, landed: asyncio.Future) -> None:
         """A queued append is durable, or failed (callbacks run in queue order)."""
         current = generation == stream.generation
         failed = landed.cancelled() or landed.exception() is not None
@@ -462,6 +465,11 @@ class StreamEngine:
                     stream.generation += 1
         if not failed:
             self._publish(stream, commit, nbytes)
+        if not published.done():  # its request may be gone
+            if failed:
+                published.set_exception(landed.exception() if not landed.cancelled() else StoreError("append cancelled"))
+            else:
+                published.set_result(None)
 
     def _publish(self, stream: Stream, commit: Commit, nbytes: int) -> None:
         stream.state.apply(commit)  # visible to readers only now that the store holds it

@@ -216,6 +216,18 @@ class BodyReader:
             self._conn.resume_reading(self)
         return data
 
+    def take_all(self) -> bytes | None:
+        """The whole body when all of it has arrived (and none was read), else None."""
+        if not self._eof or self._error is not None:
+            return None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._conn is not None:
+            self._conn.resume_reading(self)
+        return data
+
     async def iter_any(self) -> AsyncIterator[bytes]:
         while True:
             while not self._chunks:

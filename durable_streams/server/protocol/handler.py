@@ -467,6 +467,11 @@ async def _read_body(request: Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise HttpError(413, f"request body larger than {limit} bytes", close=True)
+    arrived = request.content.take_all()  # the usual small body came with its head
+    if arrived is not None:
+        if len(arrived) > limit:
+            raise HttpError(413, f"request body larger than {limit} bytes", close=True)
+        return arrived
     body = bytearray()
     async for piece in request.content.iter_any():
         body += piece
