@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("durable_streams.server.http")
 
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
+JOIN_LIMIT = 16 << 10  # pieces of a response up to this size are joined into one write
 _NO_BODY_STATUSES = frozenset([204, 304])
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _date_cache: list[Any] = [0, ""]
@@ -236,6 +237,19 @@ class Connection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def write_parts(self, *parts: bytes) -> None:
+        """Write pieces in order; a large one is not copied to join them."""
+        if self.closed or self.transport is None:
+            return
+        if sum(map(len, parts)) <= JOIN_LIMIT:
+            self.transport.write(b"".join(parts))
+        else:
+            self.transport.writelines(parts)
+
+    @property
+    def writing_paused(self) -> bool:
+        return self._writing_paused
+
     def send_continue(self) -> None:
         if self._body is not None and not self._continue_sent:
             self._continue_sent = True
@@ -405,7 +419,7 @@ class Connection(asyncio.Protocol):
             head = self._head(request, response, "Content-Length: 0\r\n", False)
             body = b""
         response.body_length = len(body)
-        self.write(head + body if body else head)
+        self.write_parts(head, body)
 
     def start_stream(self, request: Request, response: StreamResponse) -> bool:
         """Send a StreamResponse's head; True when its body is chunked. A HEAD request

@@ -299,21 +299,33 @@ class StreamResponse:
         self.prepared = True
 
     async def write(self, data: bytes) -> None:
-        if not data:
-            return
+        """Send `data`; waits while the connection's buffer is full."""
+        self.write_nowait(data)
+        await self.drain()
+
+    def write_nowait(self, data: bytes) -> None:
+        """Queue `data` on the connection without waiting (see `drain`)."""
         conn = self._conn
         if conn is None:
             raise RuntimeError("write() before prepare()")
         if conn.closed:
             raise ConnectionResetError("connection lost")
-        if self._head_only:
+        if not data or self._head_only:
             return
         self.body_length += len(data)
         if self._chunked:
-            conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
+            conn.write_parts(b"%x\r\n" % len(data), data, b"\r\n")
         else:
             conn.write(data)
-        await conn.drain()
+
+    @property
+    def must_drain(self) -> bool:
+        """The connection's buffer is full: `drain` would wait."""
+        return self._conn is not None and self._conn.writing_paused
+
+    async def drain(self) -> None:
+        if self._conn is not None:
+            await self._conn.drain()
 
     async def write_eof(self) -> None:
         if self._finished or self._conn is None:

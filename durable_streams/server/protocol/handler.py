@@ -376,10 +376,13 @@ class DurableStreamsHandler:
         above SSE_HIGH_WATER, so the time it takes is the time the reader is not keeping
         up; past the bound the connection is cut. Memory per reader stays bounded (the
         buffer plus one frame) and no other subscriber ever waits on this one."""
+        response.write_nowait(frame)
+        if not response.must_drain:
+            return  # the usual case: no wait, so no timer either
         budget = self.settings.slow_reader_timeout + len(frame) / SLOW_READER_MIN_RATE
         try:
             async with asyncio.timeout(budget):
-                await response.write(frame)
+                await response.drain()
         except TimeoutError:
             log.info("SSE reader of %s disconnected: not reading for %.0f s", request.path, budget)
             self.metrics.slow_reader_disconnected()
