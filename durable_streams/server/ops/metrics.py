@@ -375,14 +375,16 @@ def metrics_handler(
     return serve_metrics
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[Any], Awaitable[Any]]
 
 
-async def measure_request(metrics: NullMetrics, request: web.Request, handler: Handler) -> web.StreamResponse:
+async def measure_request(metrics: NullMetrics, request: Any, handler: Handler) -> Any:
     """Run `handler(request)` and record it: count, latency, live readers.
 
-    The one place the HTTP layer feeds metrics; `metrics_middleware` wraps it
-    for aiohttp apps, and custom routing code can call it directly.
+    The one place the HTTP layer feeds metrics: the site listeners call it with the
+    server's own requests (durable_streams.server.http), `metrics_middleware` wraps it
+    for aiohttp apps (the admin listener). Only `method`, `query` and the response's
+    `status` are read.
     """
     operation = operation_of(request.method, request.query)
     is_reader = operation in READER_KINDS
