@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from durable_streams.server.http import Request, Response
+from durable_streams.server.http.server import Handler
 from durable_streams.server.ops.metrics import (
+    METRICS_PATH,
     NULL_METRICS,
     OPERATIONS,
     Metrics,
     NullMetrics,
-    add_metrics_route,
     create_metrics,
-    metrics_middleware,
+    measure_request,
+    metrics_handler,
     operation_of,
     status_class,
 )
@@ -191,27 +193,37 @@ def test_openmetrics_is_served_when_asked_for():
     assert families["durable_streams_appended_bytes"].samples[0].value == 3
 
 
-def _app_with_metrics(metrics: NullMetrics, release: asyncio.Event, waiting: asyncio.Event) -> web.Application:
-    async def stream(request: web.Request) -> web.StreamResponse:
+def _measured_server(metrics: NullMetrics, release: asyncio.Event, waiting: asyncio.Event) -> Handler:
+    """/metrics plus a stand-in for stream paths, every request measured as on a site listener."""
+    serve_metrics = metrics_handler(metrics)
+
+    async def stream(request: Request) -> Response:
         if request.query.get("live") == "sse":
             waiting.set()
             await release.wait()
         if request.method == "PUT":
-            return web.Response(status=201)
+            return Response(status=201)
         if request.path.endswith("/missing"):
-            raise web.HTTPNotFound()
-        return web.Response(text="data")
+            return Response(status=404)
+        return Response(text="data")
 
-    app = web.Application(middlewares=[metrics_middleware(metrics)])
-    add_metrics_route(app, metrics)
-    app.router.add_route("*", "/v1/stream/{name}", stream)
-    return app
+    async def route(request: Request) -> Response:
+        if request.path == METRICS_PATH:
+            return await serve_metrics(request)
+        if request.path.startswith("/v1/stream/"):
+            return await stream(request)
+        return Response(status=404)
+
+    async def handle(request: Request) -> Response:
+        return await measure_request(metrics, request, route)
+
+    return handle
 
 
-async def test_metrics_endpoint_and_middleware_over_a_socket(serve, http):
+async def test_metrics_endpoint_and_measured_requests_over_a_socket(serve, http):
     metrics = Metrics()
     release, waiting = asyncio.Event(), asyncio.Event()
-    async with serve(_app_with_metrics(metrics, release, waiting)) as base:
+    async with serve(_measured_server(metrics, release, waiting)) as base:
         assert (await http.put(f"{base}/v1/stream/a")).status == 201
         assert (await http.get(f"{base}/v1/stream/a?offset=-1")).status == 200
         assert (await http.get(f"{base}/v1/stream/missing")).status == 404
@@ -251,9 +263,7 @@ async def test_metrics_endpoint_and_middleware_over_a_socket(serve, http):
 
 
 async def test_metrics_endpoint_is_404_when_metrics_are_off(serve, http):
-    app = web.Application()
-    add_metrics_route(app, NULL_METRICS)
-    async with serve(app) as base:
+    async with serve(metrics_handler(NULL_METRICS)) as base:
         assert (await http.get(f"{base}/metrics")).status == 404
 
 
@@ -262,17 +272,18 @@ async def test_client_going_away_is_recorded_and_reader_released(serve, http):
     release, waiting = asyncio.Event(), asyncio.Event()
     finished = asyncio.Event()
 
-    async def hold(request: web.Request) -> web.StreamResponse:
+    async def hold(request: Request) -> Response:
         waiting.set()
         try:
             await release.wait()
         finally:
             finished.set()
-        return web.Response()
+        return Response()
 
-    app = web.Application(middlewares=[metrics_middleware(metrics)], handler_args={"handler_cancellation": True})
-    app.router.add_get("/s", hold)
-    async with serve(app) as base:
+    async def handle(request: Request) -> Response:
+        return await measure_request(metrics, request, hold)
+
+    async with serve(handle) as base:
         request = asyncio.create_task(http.get(f"{base}/s?live=long-poll"))
         await asyncio.wait_for(waiting.wait(), 5)
         assert value(metrics, "durable_streams_live_readers", kind="long-poll") == 1

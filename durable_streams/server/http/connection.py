@@ -104,8 +104,8 @@ class Connection(asyncio.Protocol):
             self._refuse(error)
 
     def _parse_head(self, buf: bytes) -> bytes | None:
-        """Frame one request from `buf`; returns the bytes after it (or after its body
-        so far), `buf` itself when the head is incomplete."""
+        """Frame one request from `buf`; returns the bytes after it (after its body, when
+        all of the body is there), or None when the head is incomplete (kept for later)."""
         settings = self.server.settings
         if buf.startswith(b"\r\n"):  # empty lines before a request line are ignored
             buf = buf.lstrip(b"\r\n")

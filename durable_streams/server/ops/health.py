@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from ..http import Request, Response, json_response
 
 LIVENESS_PATH = "/healthz"
 READINESS_PATH = "/readyz"
@@ -53,20 +53,22 @@ class Readiness:
         }
 
 
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[Request], Awaitable[Response]]
+NO_STORE = {"Cache-Control": "no-store"}
 
 
-def _only_get_or_head(request: web.Request) -> None:
-    if request.method not in ("GET", "HEAD"):
-        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+def method_not_allowed(*allowed: str) -> Response:
+    """405 naming the methods a path accepts (shared by the admin endpoints)."""
+    return Response(status=405, text="405: Method Not Allowed", headers={"Allow": ",".join(allowed)})
 
 
 def liveness_handler() -> Handler:
     """200 with `{"status": "alive"}` whenever the process can answer."""
 
-    async def live(request: web.Request) -> web.Response:
-        _only_get_or_head(request)
-        return web.json_response({"status": "alive"}, headers={"Cache-Control": "no-store"})
+    async def live(request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed("GET", "HEAD")
+        return json_response({"status": "alive"}, headers=NO_STORE)
 
     return live
 
@@ -74,18 +76,9 @@ def liveness_handler() -> Handler:
 def readiness_handler(readiness: Readiness) -> Handler:
     """200 when `readiness` is ready, 503 otherwise; the body says which state."""
 
-    async def ready(request: web.Request) -> web.Response:
-        _only_get_or_head(request)
-        return web.json_response(
-            readiness.as_json(),
-            status=200 if readiness.ready else 503,
-            headers={"Cache-Control": "no-store"},
-        )
+    async def ready(request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed("GET", "HEAD")
+        return json_response(readiness.as_json(), status=200 if readiness.ready else 503, headers=NO_STORE)
 
     return ready
-
-
-def add_health_routes(app: web.Application, readiness: Readiness) -> None:
-    """Mount both endpoints at their documented paths on an aiohttp app."""
-    app.router.add_get(LIVENESS_PATH, liveness_handler())
-    app.router.add_get(READINESS_PATH, readiness_handler(readiness))

@@ -1,5 +1,5 @@
 """structlog set-up: JSON lines when the output is not a terminal, a console renderer on a
-terminal. Standard-library loggers (aiohttp, the protocol layer) go through the same
+terminal. Standard-library loggers (the HTTP server, the protocol layer) go through the same
 renderer, so every line of the daemon has one format.
 
 Logs never go to stdout unless configured to (`log { output stdout }`): importing this
@@ -55,44 +55,6 @@ def use_stderr_by_default() -> None:
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(_Stderr()))
 
 
-class _MalformedRequestFilter(logging.Filter):
-    """aiohttp logs a malformed request (no Host, bad request line, oversized header) as an
-    exception with a traceback; it is the client's mistake, so one warning line is enough.
-    Exceptions raised by handlers keep their traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from aiohttp.http_exceptions import HttpProcessingError
-
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
-            remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
-            record.msg = "malformed request from %s: %s"
-            record.args = (remote, _safe_reason(exc))
-            record.exc_info = None
-            record.exc_text = None
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        return True
-
-
-def _safe_reason(exc: Exception) -> str:
-    """The parser's reason without the request bytes it quotes (they may hold a token)."""
-    first = (getattr(exc, "message", "") or "").strip().splitlines()[0:1]
-    reason = first[0] if first else ""
-    for quote in (" b'", ' b"', " bytearray("):
-        reason = reason.split(quote)[0]
-    return f"{type(exc).__name__} ({getattr(exc, 'code', 400)}): {reason.rstrip(': ')[:200]}"
-
-
-_MALFORMED_FILTER = _MalformedRequestFilter()
-
-
-def quiet_malformed_requests() -> None:
-    """Install the one-line treatment of malformed requests on aiohttp's server logger."""
-    logger = logging.getLogger("aiohttp.server")
-    if _MALFORMED_FILTER not in logger.filters:
-        logger.addFilter(_MALFORMED_FILTER)
-
-
 def configure_logging(level: str = "INFO", *, fmt: str | None = None, output: str = "stderr",
                       file_path: str | None = None) -> None:
     """Configure structlog + stdlib logging once for the process (safe to call again)."""
@@ -130,9 +92,6 @@ def configure_logging(level: str = "INFO", *, fmt: str | None = None, output: st
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS.get(level.upper(), logging.INFO))
-    # aiohttp logs every failed client connection at DEBUG/INFO; keep them out of INFO logs
-    logging.getLogger("aiohttp.server").setLevel(max(root.level, logging.WARNING))
-    quiet_malformed_requests()
 
 
 def configure_from_config(config: Any) -> None:

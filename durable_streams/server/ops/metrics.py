@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -35,6 +34,9 @@ from prometheus_client.exposition import choose_encoder
 
 from durable_streams.server import __version__
 
+from ..http import Request, Response
+from .health import method_not_allowed
+
 NAMESPACE = "durable_streams"
 METRICS_PATH = "/metrics"
 
@@ -42,8 +44,8 @@ OPERATIONS = ("create", "append", "read", "long-poll", "sse", "head", "delete", 
 READER_KINDS = ("long-poll", "sse")
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH")
 
-# aiohttp answers a request whose client went away with no status at all; we
-# record it with nginx's "client closed request" code so it lands in 4xx.
+# A request whose client went away gets no response, so no status; we record it
+# with nginx's "client closed request" code so it lands in 4xx.
 CLIENT_CLOSED_REQUEST = 499
 
 # Request latency spans 1 ms catch-up reads up to SSE connections held for the
@@ -353,24 +355,23 @@ def create_metrics(enabled: bool) -> NullMetrics:
     return Metrics() if enabled else NULL_METRICS
 
 
-def metrics_handler(
-    metrics: NullMetrics, *, openmetrics: bool = True
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """aiohttp handler serving the exposition format (mount at e.g. /metrics).
+def metrics_response(metrics: NullMetrics, request: Request, *, openmetrics: bool = True) -> Response:
+    """The answer of a metrics endpoint: the exposition for GET and HEAD, 404 when
+    metrics are off. Serves the admin `/metrics` and the `metrics` directive alike;
+    `openmetrics=False` is the `metrics { disable_openmetrics }` option."""
+    if request.method not in ("GET", "HEAD"):
+        return method_not_allowed("GET", "HEAD")
+    if not metrics.enabled:
+        return Response(status=404, text="metrics are disabled\n")
+    body, content_type = metrics.render(request.headers.get("Accept"), openmetrics=openmetrics)
+    return Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
-    `openmetrics=False` is the `metrics { disable_openmetrics }` option.
-    """
 
-    async def serve_metrics(request: web.Request) -> web.Response:
-        if request.method not in ("GET", "HEAD"):
-            raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
-        if not metrics.enabled:
-            raise web.HTTPNotFound(text="metrics are disabled\n")
-        body, content_type = metrics.render(request.headers.get("Accept"), openmetrics=openmetrics)
-        return web.Response(
-            body=body,
-            headers={"Content-Type": content_type, "Cache-Control": "no-store"},
-        )
+def metrics_handler(metrics: NullMetrics, *, openmetrics: bool = True) -> Callable[[Request], Awaitable[Response]]:
+    """`metrics_response` as a request handler (the admin address's `/metrics`)."""
+
+    async def serve_metrics(request: Request) -> Response:
+        return metrics_response(metrics, request, openmetrics=openmetrics)
 
     return serve_metrics
 
@@ -381,9 +382,8 @@ Handler = Callable[[Any], Awaitable[Any]]
 async def measure_request(metrics: NullMetrics, request: Any, handler: Handler) -> Any:
     """Run `handler(request)` and record it: count, latency, live readers.
 
-    The one place the HTTP layer feeds metrics: the site listeners call it with the
-    server's own requests (durable_streams.server.http), `metrics_middleware` wraps it
-    for aiohttp apps (the admin listener). Only `method`, `query` and the response's
+    The one place the HTTP layer feeds metrics: the site listeners call it with every
+    request (durable_streams.server.http). Only `method`, `query` and the response's
     `status` are read.
     """
     operation = operation_of(request.method, request.query)
@@ -391,14 +391,11 @@ async def measure_request(metrics: NullMetrics, request: Any, handler: Handler) 
     if is_reader:
         metrics.reader_started(operation)
     started = time.perf_counter()
-    status = 500  # an unexpected exception becomes a 500 in aiohttp
+    status = 500  # the HTTP server answers an exception from a handler with a 500
     try:
         response = await handler(request)
         status = response.status
         return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
     except (ConnectionResetError, asyncio.CancelledError):
         status = CLIENT_CLOSED_REQUEST
         raise
@@ -406,18 +403,3 @@ async def measure_request(metrics: NullMetrics, request: Any, handler: Handler) 
         if is_reader:
             metrics.reader_finished(operation)
         metrics.observe_request(request.method, status, operation, time.perf_counter() - started)
-
-
-def metrics_middleware(metrics: NullMetrics) -> Any:
-    """aiohttp middleware recording every request that passes through the app."""
-
-    @web.middleware
-    async def record_metrics(request: web.Request, handler: Handler) -> web.StreamResponse:
-        return await measure_request(metrics, request, handler)
-
-    return record_metrics
-
-
-def add_metrics_route(app: web.Application, metrics: NullMetrics, path: str = METRICS_PATH) -> None:
-    """Mount the exposition handler on an aiohttp app (GET and HEAD)."""
-    app.router.add_get(path, metrics_handler(metrics))

@@ -24,14 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from aiohttp import web
 
 from ..config.model import Config, MetricsEndpoint, Server
 from ..ops.health import Readiness
 from ..ops.logging import use_stderr_by_default
 from ..ops.metrics import create_metrics
 from ..ops.systemd import SystemdNotifier
-from .listeners import Listener, build_ssl_context, open_listener, open_ops_listener, socket_settings
+from .listeners import Listener, OpsListener, build_ssl_context, open_listener, open_ops_listener, socket_settings
 from .routing import Compiler, Factory
 
 DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound
@@ -85,7 +84,7 @@ class ServerApp:
         self.notifier = notifier or SystemdNotifier()
         self.compiler = self._compiler(config)
         self.listeners: list[Listener] = []
-        self._ops: web.AppRunner | None = None
+        self._ops: OpsListener | None = None
         self._started: list[Any] = []
         self._watchdog: asyncio.Task[None] | None = None
         self._stopped = False
@@ -109,9 +108,7 @@ class ServerApp:
         """(server name, socket name) for every bound socket, e.g. ("srv0", ("127.0.0.1", 4437))."""
         out = [b for listener in self.listeners for b in listener.bound]
         if self._ops is not None:
-            for site in self._ops.sites:
-                for sock in getattr(getattr(site, "_server", None), "sockets", None) or ():
-                    out.append(("admin", sock.getsockname()))
+            out.extend(("admin", name) for name in self._ops.addresses)
         return out
 
     # ------------------------------------------------------------------ start
@@ -284,7 +281,7 @@ class ServerApp:
                 self.log.warning("listener did not close cleanly", error=repr(exc))
         self.listeners = []
         if self._ops is not None:
-            await self._ops.cleanup()
+            await self._ops.close()
             self._ops = None
         self.log.info("stopped")
 

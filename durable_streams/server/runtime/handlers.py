@@ -26,6 +26,7 @@ from ..config.model import (
     Subroute,
 )
 from ..http import Request, Response, StreamResponse
+from ..ops.metrics import metrics_response
 from .auth import BasicAuthHandler
 from .context import CONTEXT_KEY, context_of
 from .placeholders import replace_placeholders
@@ -205,12 +206,7 @@ class MetricsEndpointHandler:
         self.openmetrics = config.openmetrics
 
     async def __call__(self, request: Request, next: Next) -> Response | StreamResponse:
-        if request.method not in ("GET", "HEAD"):
-            return Response(status=405, text="405: Method Not Allowed", headers={"Allow": "GET,HEAD"})
-        if not self.metrics.enabled:
-            return Response(status=404, text="metrics are disabled\n")
-        body, content_type = self.metrics.render(request.headers.get("Accept"), openmetrics=self.openmetrics)
-        return Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+        return metrics_response(self.metrics, request, openmetrics=self.openmetrics)
 
 
 class DurableStreamsRuntime:

@@ -1,6 +1,6 @@
 """One HTTP server per config Server: its only handler runs the route tree, bound on each
 listen address (TCP or unix), with TLS when the server has certificates. The admin
-address (`open_ops_listener`) is a small aiohttp app."""
+address (`open_ops_listener`) is another such server, with a fixed table of endpoints."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from ..config.addresses import ListenAddress
 from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
 from ..config.matchers import HostMatcher, RequestView
 from ..config.model import Server
+from ..ops.health import LIVENESS_PATH, READINESS_PATH, liveness_handler, readiness_handler
+from ..ops.metrics import METRICS_PATH, metrics_handler
 from .access_log import AccessLogger
 from .context import CONTEXT_KEY, RequestContext, client_ip
 from .handlers import apply_response_headers
-from .reload_endpoint import Reloader, add_reload_route
+from .reload_endpoint import RELOAD_PATH, Reloader, reload_handler
 from .routing import RouteList
 
 log = logging.getLogger("durable_streams.server")
@@ -268,27 +268,52 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-async def open_ops_listener(address: ListenAddress, readiness: Any, metrics: Any, *, shutdown_timeout: float,
-                            reload: Reloader | None = None) -> web.AppRunner:
-    """The admin address: /metrics, /healthz, /readyz, and POST /reload when `reload` is
-    given (no config API)."""
-    from ..ops.health import add_health_routes
-    from ..ops.metrics import add_metrics_route
+@dataclass
+class OpsListener:
+    """The admin address: its HTTP server and the socket bound."""
 
-    app = web.Application()
-    add_health_routes(app, readiness)
-    add_metrics_route(app, metrics)
+    http: HTTPServer
+    site: asyncio.AbstractServer
+    shutdown_timeout: float
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [sock.getsockname() for sock in self.site.sockets or ()]
+
+    async def close(self) -> None:
+        await self.http.shutdown(self.shutdown_timeout)
+
+
+async def open_ops_listener(address: ListenAddress, readiness: Any, metrics: Any, *, shutdown_timeout: float,
+                            reload: Reloader | None = None) -> OpsListener:
+    """The admin address: /metrics, /healthz, /readyz, and POST /reload when `reload` is
+    given (no config API). Each endpoint checks the method itself, so that /reload can
+    refuse a foreign Host or Origin (403) before saying which method it takes."""
+    routes = {
+        LIVENESS_PATH: liveness_handler(),
+        READINESS_PATH: readiness_handler(readiness),
+        METRICS_PATH: metrics_handler(metrics),
+    }
     if reload is not None:
-        add_reload_route(app, address, reload)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout, access_log=None)
-    await runner.setup()
-    try:
-        if address.network == "unix":
-            site: web.BaseSite = web.UnixSite(runner, address.host)
-        else:
-            site = web.SockSite(runner, _bind_socket(address.network, address.host, address.port))
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner
+        routes[RELOAD_PATH] = reload_handler(address, reload)
+
+    async def handle(request: Request) -> Response:
+        endpoint = routes.get(request.path)
+        if endpoint is None:
+            return Response(status=404, text="404: Not Found")
+        return await endpoint(request)
+
+    def on_prepare(request: Request, response: Response | StreamResponse) -> None:
+        response.headers["Server"] = SERVER_HEADER  # as on the site listeners
+
+    http = HTTPServer(handle, prepare_hook=on_prepare)
+    if address.network == "unix":
+        site = await http.listen_unix(address.host)
+    else:
+        sock = _bind_socket(address.network, address.host, address.port)
+        try:
+            site = await http.listen(sock)
+        except BaseException:
+            sock.close()
+            raise
+    return OpsListener(http, site, shutdown_timeout)

@@ -16,12 +16,11 @@ import os
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from aiohttp import web
-
 from ..config.addresses import ListenAddress, join_host_port
+from ..http import Request, Response, json_response
+from ..ops.health import NO_STORE, method_not_allowed
 
 RELOAD_PATH = "/reload"
-NO_STORE = {"Cache-Control": "no-store"}
 
 # Reloads from the given absolute path; returns the error message, or None when reloaded.
 Reloader = Callable[[str], Awaitable[str | None]]
@@ -46,7 +45,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _refusal(request: web.Request, address: ListenAddress) -> str | None:
+def _refusal(request: Request, address: ListenAddress) -> str | None:
     """Why the request is not addressed to the admin endpoint itself, or None."""
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     port = sockname[1] if isinstance(sockname, tuple) else address.port
@@ -61,17 +60,17 @@ def _refusal(request: web.Request, address: ListenAddress) -> str | None:
     return None
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status, headers=NO_STORE)
+def _error(status: int, message: str) -> Response:
+    return json_response({"error": message}, status=status, headers=NO_STORE)
 
 
-def reload_handler(address: ListenAddress, reload: Reloader) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
+def reload_handler(address: ListenAddress, reload: Reloader) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
         refused = _refusal(request, address)
         if refused:
             return _error(403, refused)
         if request.method != "POST":
-            raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+            return method_not_allowed("POST")
         try:
             body = await request.json()
         except ValueError:  # also undecodable bytes
@@ -82,10 +81,7 @@ def reload_handler(address: ListenAddress, reload: Reloader) -> Callable[[web.Re
         error = await reload(path)
         if error is not None:
             return _error(400, error)
-        return web.json_response({"status": "reloaded"}, headers=NO_STORE)
+        return json_response({"status": "reloaded"}, headers=NO_STORE)
 
     return handle
 
-
-def add_reload_route(app: web.Application, address: ListenAddress, reload: Reloader) -> None:
-    app.router.add_route("*", RELOAD_PATH, reload_handler(address, reload))
