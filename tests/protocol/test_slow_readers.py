@@ -88,15 +88,20 @@ async def normal_reader(http: aiohttp.ClientSession, url: str, total: int, ready
     raise AssertionError("SSE connection ended before all data arrived")
 
 
+async def stream_with_stalled_reader(server, http):
+    """A new text stream and an SSE reader on it that never reads: (path, url, its socket)."""
+    path = server.new_path("slow")
+    url = server.url(path)
+    async with http.put(url, headers=TEXT) as r:
+        assert r.status == 201
+    port = int(server.base_url.rsplit(":", 1)[1])
+    return path, url, await open_stalled_reader(port, path)
+
+
 async def test_stalled_sse_reader_is_cut_while_others_get_everything(start_server, http):
     settings = dict(slow_reader_timeout=5.0, max_read_bytes=APPEND_SIZE, sse_reconnect_interval=120)
     async with start_server(**settings) as server:
-        path = server.new_path("slow")
-        url = server.url(path)
-        async with http.put(url, headers=TEXT) as r:
-            assert r.status == 201
-        port = int(server.base_url.rsplit(":", 1)[1])
-        stalled = await open_stalled_reader(port, path)
+        _, url, stalled = await stream_with_stalled_reader(server, http)
         try:
             expected = b"".join(payload(i) for i in range(APPENDS))
             ready, count, release = asyncio.Event(), [0], asyncio.Event()
@@ -149,12 +154,7 @@ async def test_stop_cuts_a_stalled_reader_and_closes_the_store(start_server, htt
     cancels stop() still leaves the connection cut and the store closed."""
     data_dir = str(tmp_path / "data")
     async with start_server(slow_reader_timeout=600, max_read_bytes=APPEND_SIZE, data_dir=data_dir) as server:
-        path = server.new_path("slow")
-        url = server.url(path)
-        async with http.put(url, headers=TEXT) as r:
-            assert r.status == 201
-        port = int(server.base_url.rsplit(":", 1)[1])
-        stalled = await open_stalled_reader(port, path)
+        path, url, stalled = await stream_with_stalled_reader(server, http)
         try:
             expected = b"".join(payload(i) for i in range(APPENDS))
             async with http.post(url, data=expected, headers=TEXT) as r:

@@ -39,8 +39,11 @@ def _http_date() -> str:
     return _date_cache[1]
 
 
+_STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
+
+
 def _status_line(status: int) -> str:
-    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+    return _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n"
 
 
 class Connection(asyncio.Protocol):
@@ -421,9 +424,9 @@ class Connection(asyncio.Protocol):
         response.body_length = len(body)
         self.write_parts(head, body)
 
-    def start_stream(self, request: Request, response: StreamResponse) -> bool:
-        """Send a StreamResponse's head; True when its body is chunked. A HEAD request
-        gets the head alone (the response then drops what is written)."""
+    def start_stream(self, request: Request, response: StreamResponse) -> tuple[bool, bool]:
+        """Send a StreamResponse's head; returns (chunked, head only). A HEAD request, 1xx,
+        204 and 304 get the head alone (the response then drops what is written)."""
         head_only = request.method == "HEAD" or response.status in _NO_BODY_STATUSES or response.status < 200
         sized = "Content-Length" in response.headers
         chunked = not head_only and not sized and request.version != HTTP_10
@@ -434,7 +437,7 @@ class Connection(asyncio.Protocol):
         framing = "Transfer-Encoding: chunked\r\n" if chunked else None
         self.write(self._head(request, response, framing, self._keep_alive(request, response)))
         self._streaming = None if head_only else response
-        return chunked
+        return chunked, head_only
 
     def _write_error(self, error: ParseError) -> None:
         log.warning("malformed request from %s: %s (%d)", self.remote or "unix socket", error.reason, error.status)

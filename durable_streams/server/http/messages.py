@@ -294,8 +294,7 @@ class StreamResponse:
         if self.prepared:
             return
         self._conn = request._conn
-        self._chunked = self._conn.start_stream(request, self)
-        self._head_only = request.method == "HEAD" or self.status in (204, 304) or self.status < 200
+        self._chunked, self._head_only = self._conn.start_stream(request, self)
         self.prepared = True
 
     async def write(self, data: bytes) -> None:
