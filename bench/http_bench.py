@@ -83,15 +83,21 @@ class Settings:
     file_handles: int
     client: str
     tests: frozenset[str]
+    flush_delays_ms: tuple[float, ...]  # "flush" test: added latency of every flush call
+    flush_writer_counts: tuple[int, ...]
 
 
 FULL = dict(rounds=3, durable_rounds=2, append_seconds=1.5, catchup_mib=64, catchup_reads=5,
-            live_seconds=3.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32, 256))
+            live_seconds=3.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32, 256),
+            flush_delays_ms=(1.0, 4.0))
 # The smoke run skips 256 file-backed writers: creating and fsyncing 256 streams alone
 # takes several seconds per server.
 QUICK = dict(rounds=1, durable_rounds=1, append_seconds=0.4, catchup_mib=8, catchup_reads=1,
-             live_seconds=1.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32))
-ALL_TESTS = ("appends", "catchup", "live", "durable")
+             live_seconds=1.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32),
+             flush_delays_ms=(2.0,))
+ALL_TESTS = ("appends", "catchup", "live", "durable", "flush")
+FLUSH_SHIM_SOURCE = BENCH_DIR / "flush_delay.c"
+FLUSH_DELAY_ENV = "DS_BENCH_FLUSH_DELAY_US"
 
 
 # --------------------------------------------------------------------------------------
@@ -212,16 +218,21 @@ def proc_tree_cpu_seconds(root_pid: int) -> float | None:
 class ServerProcess:
     """One running target: launched, probed until it answers, torn down by process group."""
 
-    def __init__(self, spec: TargetSpec, work_dir: Path, durable: bool, settings: Settings):
+    def __init__(self, spec: TargetSpec, work_dir: Path, durable: bool, settings: Settings,
+                 env: dict[str, str] | None = None):
         self.spec = spec
         self.work_dir = work_dir
         self.durable = durable
+        self.env = env  # added to the inherited environment (the flush-delay shim)
         self.long_poll_ms = settings.long_poll_ms
         self.file_handles = settings.file_handles
         self.proc: subprocess.Popen | None = None
         self.base_url = spec.value if spec.kind == "url" else ""
         self.command: list[str] = []
-        self.log_path = work_dir / f"{spec.name}-{'durable' if durable else 'memory'}.log"
+        phase = "durable" if durable else "memory"
+        if env and env.get(FLUSH_DELAY_ENV):
+            phase += f"-flush{env[FLUSH_DELAY_ENV]}us"
+        self.log_path = work_dir / f"{spec.name}-{phase}.log"
         self.data_dir: str | None = None
 
     def _command(self, port: int) -> list[str]:
@@ -257,6 +268,7 @@ class ServerProcess:
         try:
             self.proc = subprocess.Popen(
                 self.command, cwd=REPO_DIR, stdin=subprocess.PIPE, stdout=log, stderr=log,
+                env={**os.environ, **self.env} if self.env else None,
                 start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             log.close()
@@ -937,24 +949,35 @@ def fmt(value) -> str:
     return str(value)
 
 
-def append_cases(settings: Settings, durable: bool) -> list[tuple[Case, Measure]]:
+def append_cases(settings: Settings, durable: bool,
+                 flush_delay_ms: float = 0.0) -> list[tuple[Case, Measure]]:
     storage = "file" if durable else "mem"
+    counts = settings.durable_writer_counts if durable else settings.writer_counts
+    key_suffix = label_suffix = ""
+    if flush_delay_ms:
+        counts = settings.flush_writer_counts
+        key_suffix, label_suffix = f"-flush{flush_delay_ms:g}ms", f" +{flush_delay_ms:g}ms flush"
     cases = []
-    for writers in settings.durable_writer_counts if durable else settings.writer_counts:
+    for writers in counts:
         for shared in (False, True):
             where = "shared stream" if shared else "own streams"
-            case = Case(f"append-{storage}-w{writers}-{'shared' if shared else 'own'}",
-                        f"append {storage} {writers:>3}w {where}", APPEND_METRICS)
+            if flush_delay_ms:  # labels fit 40 columns
+                where = "shared" if shared else "own"
+            case = Case(f"append-{storage}-w{writers}-{'shared' if shared else 'own'}{key_suffix}",
+                        f"append {storage} {writers:>3}w {where}{label_suffix}", APPEND_METRICS)
             cases.append((case, lambda server, prefix, writers=writers, shared=shared:
                           measure_appends(server, prefix, writers, shared, settings)))
     return cases
 
 
 async def start_servers(specs: list[TargetSpec], work_dir: Path, durable: bool,
-                        settings: Settings) -> list[ServerProcess]:
-    servers = [ServerProcess(s, work_dir, durable, settings) for s in specs]
+                        settings: Settings, env: dict[str, str] | None = None) -> list[ServerProcess]:
+    servers = [ServerProcess(s, work_dir, durable, settings, env) for s in specs]
+    kind = "file-backed" if durable else "in-memory"
+    if env and env.get(FLUSH_DELAY_ENV):
+        kind += f", every flush +{int(env[FLUSH_DELAY_ENV]) / 1000:g} ms"
     for server, port in zip(servers, free_ports(len(servers))):
-        progress(f"starting {server.spec.name} ({'file-backed' if durable else 'in-memory'})")
+        progress(f"starting {server.spec.name} ({kind})")
         await server.start(port)
         progress(f"{server.spec.name} ready at {server.base_url}: "
                  f"{shlex.join(server.command) or '(external)'}")
@@ -1010,7 +1033,37 @@ async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
                 cases.append(await run_catchup(servers, settings, run_id, storage="file"))
         finally:
             stop_servers(servers)
+    if "flush" in settings.tests and durable_specs and settings.flush_delays_ms:
+        shim = build_flush_shim(work_dir)
+        for delay_ms in settings.flush_delays_ms if shim else ():
+            env = {"LD_PRELOAD": str(shim), FLUSH_DELAY_ENV: str(round(delay_ms * 1000))}
+            servers = await start_servers(durable_specs, work_dir, True, settings, env)
+            try:
+                for case, measure in append_cases(settings, durable=True, flush_delay_ms=delay_ms):
+                    cases.append(case)
+                    await run_interleaved(case, servers, settings.durable_rounds, measure, run_id)
+            finally:
+                stop_servers(servers)
     return cases
+
+
+def build_flush_shim(work_dir: Path) -> Path | None:
+    """Compile bench/flush_delay.c (a slower disk for the "flush" test); None, with a
+    warning, where there is no C compiler: the other figures do not need it."""
+    if not sys.platform.startswith("linux"):
+        progress("flush test skipped: the flush-delay shim needs Linux (LD_PRELOAD)")
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    shim = work_dir / "flush_delay.so"
+    if compiler:
+        done = subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(shim),
+                               str(FLUSH_SHIM_SOURCE), "-ldl"], capture_output=True, text=True)
+        if done.returncode == 0:
+            return shim
+        progress(f"flush test skipped: {compiler} could not build the shim:\n{done.stderr}")
+    else:
+        progress("flush test skipped: no C compiler (cc) to build bench/flush_delay.c")
+    return None
 
 
 async def run_catchup(servers: list[ServerProcess], settings: Settings, run_id: str,
@@ -1168,6 +1221,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     p.add_argument("--long-poll-ms", type=int, default=2000, help="server long-poll timeout")
     p.add_argument("--file-handles", type=int, default=512,
                    help="write-handle pool of file-backed servers (both built-ins get the same)")
+    p.add_argument("--flush-delay-ms",
+                   help="flush test: comma-separated latencies added to every fsync/fdatasync "
+                        "of the file-backed servers (full run: 1,4; quick: 2; 0: no flush test)")
+    p.add_argument("--flush-writers",
+                   help="writer counts of the flush test (default 32, or --writers)")
     p.add_argument("--output", type=Path, help="JSON path (default bench/results/http-<utc>.json)")
     p.add_argument("--keep-logs", action="store_true", help="keep server logs and configs")
     args = p.parse_args(argv)
@@ -1181,6 +1239,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
                    else base["writer_counts"])
     except ValueError:
         p.error(f"--writers wants comma-separated counts, got {args.writers!r}")
+    try:
+        delays = (tuple(float(d) for d in args.flush_delay_ms.split(",")) if args.flush_delay_ms
+                  else base["flush_delays_ms"])
+        flush_writers = (tuple(int(w) for w in args.flush_writers.split(",")) if args.flush_writers
+                         else writers if args.writers else (32,))
+    except ValueError:
+        p.error("--flush-delay-ms and --flush-writers want comma-separated numbers")
+    delays = tuple(d for d in delays if d > 0)
+    if any(d > 1000 for d in delays) or min(flush_writers) < 1:
+        p.error("--flush-delay-ms must be at most 1000 and --flush-writers positive")
     settings = Settings(
         rounds=args.rounds or base["rounds"],
         durable_rounds=args.durable_rounds or args.rounds or base["durable_rounds"],
@@ -1192,7 +1260,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         catchup_reads=args.catchup_reads or base["catchup_reads"],
         live_readers=args.live_readers, live_rate=args.live_rate,
         live_seconds=args.live_seconds or base["live_seconds"], long_poll_ms=args.long_poll_ms,
-        file_handles=args.file_handles, client=args.client, tests=tests)
+        file_handles=args.file_handles, client=args.client, tests=tests,
+        flush_delays_ms=delays, flush_writer_counts=flush_writers)
     if (min(writers) < 1 or min(settings.rounds, settings.durable_rounds) < 1
             or settings.live_readers < 1 or settings.live_rate <= 0):
         p.error("counts, rounds and rates must be positive")

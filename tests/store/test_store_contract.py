@@ -177,3 +177,19 @@ async def test_returned_state_is_a_copy(store, make_store):
             assert streams["/s/c"].state.tail == 1 and streams["/s/c"].state.producers == {}
     finally:
         await store.close()
+
+
+def test_state_copy_carries_every_field_and_shares_no_mutable_part():
+    # copy() lists the fields by hand (it runs per append); a field added to StreamState
+    # and forgotten there would silently reset on every copy.
+    import dataclasses
+
+    values = {"tail": 7, "closed": True, "closed_by": ("p", 1, 2), "stream_seq": "s9",
+              "producers": {"p": ProducerState(1, 2, 3.0)}, "soft_deleted": True,
+              "last_access": 4.0}
+    assert set(values) == {f.name for f in dataclasses.fields(StreamState)}, "new field: add it to values and to copy()"
+    original = StreamState(**values)
+    copied = original.copy()
+    assert copied == original
+    copied.producers["q"] = ProducerState(0, 0, 0.0)
+    assert "q" not in original.producers

@@ -135,6 +135,8 @@ class RouteList:
 def _chain(handlers: tuple[RuntimeHandler, ...], i: int, request: Request, last: Next) -> Awaitable[Response | StreamResponse]:
     if i == len(handlers):
         return last(request)
+    if i + 1 == len(handlers):  # the route's last handler continues with `last` itself
+        return handlers[i](request, last)
 
     def next_handler(req: Request) -> Awaitable[Response | StreamResponse]:
         return _chain(handlers, i + 1, req, last)

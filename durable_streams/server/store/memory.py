@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import dataclasses
-
 from .base import Commit, StoredStream, StreamConfig, StreamState, StreamStore
 
 
@@ -25,13 +23,13 @@ class MemoryStore(StreamStore):
         self._streams: dict[str, _Entry] = {}
 
     async def open(self) -> list[StoredStream]:
-        return [StoredStream(e.config, _copy(e.state)) for e in self._streams.values()]
+        return [StoredStream(e.config, e.state.copy()) for e in self._streams.values()]
 
     async def close(self) -> None:
         pass
 
     async def create(self, config: StreamConfig, state: StreamState, data: bytes = b"") -> None:
-        self._streams[config.path] = _Entry(config, _copy(state), data)
+        self._streams[config.path] = _Entry(config, state.copy(), data)
 
     def append(self, path: str, data: bytes, commit: Commit) -> asyncio.Future:
         entry = self._streams[path]
@@ -56,7 +54,3 @@ class MemoryStore(StreamStore):
         entry = self._streams.get(path)
         if entry is not None:
             entry.state.last_access = when
-
-
-def _copy(state: StreamState) -> StreamState:
-    return dataclasses.replace(state, producers=dict(state.producers))
