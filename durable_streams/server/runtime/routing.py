@@ -185,7 +185,9 @@ class Compiler:
                 built = factory(config, self)
             self._built[key] = built
             self._keep.append(config)
-            if hasattr(built, "start") and hasattr(built, "stop"):
+            # (a collapsed subroute is its one handler, which is registered already)
+            lifecycle = hasattr(built, "start") and hasattr(built, "stop")
+            if lifecycle and not any(built is known for known in self.lifecycle):
                 self.lifecycle.append(built)  # type: ignore[arg-type]
                 self.configs.append(config)
         return built
@@ -205,3 +207,14 @@ class Compiler:
                 for r in routes
             ]
         )
+
+    def subroute(self, routes: tuple[Route, ...]) -> RuntimeHandler:
+        """A nested route list. One route with no matcher, no group and one handler is
+        that handler (its `next` is the subroute's `next` either way), so the common
+        `route { durable_streams }` costs no route list at request time."""
+        compiled = self.routes(routes)
+        if len(compiled.routes) == 1:
+            (only,) = compiled.routes
+            if not only.match and only.group is None and len(only.handlers) == 1:
+                return only.handlers[0]
+        return compiled
