@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from subdirectives import caddyfile_with, durable_streams_handler
 
 GUARD = 10.0  # against a hang, not a performance expectation
 TEXT = {"Content-Type": "text/plain"}
@@ -78,32 +79,13 @@ async def test_default_cap_admits_many_readers(start_server, http):
 
 # ---------------------------------------------------------------- the Caddyfile extension
 
-def _caddyfile(block: str) -> str:
-    return ":80 {\n\troute {\n\t\tdurable_streams {\n\t\t\t" + block + "\n\t\t}\n\t}\n}\n"
-
-
-def _durable_streams(config):
-    (handler,) = [h for s in config.servers for r in s.routes for sub in r.handle for h in _walk(sub)]
-    return handler
-
-
-def _walk(handler):
-    routes = getattr(handler, "routes", None)
-    if routes is None:
-        yield handler
-        return
-    for route in routes:
-        for inner in route.handle:
-            yield from _walk(inner)
-
-
 def test_max_live_readers_subdirective():
     from durable_streams.server.config import load_config
 
-    handler = _durable_streams(load_config(_caddyfile("max_live_readers 25")))
+    handler = durable_streams_handler(load_config(caddyfile_with("max_live_readers 25")))
     assert handler.max_live_readers == 25
     assert handler.config()["max_live_readers"] == 25
-    default = _durable_streams(load_config(_caddyfile("data_dir /tmp/x")))
+    default = durable_streams_handler(load_config(caddyfile_with("data_dir /tmp/x")))
     assert default.max_live_readers == 10000
     assert "max_live_readers" not in default.config()  # adapts like the plugin when unused
 
@@ -119,7 +101,7 @@ def test_max_live_readers_errors(value, reason):
     from durable_streams.server.config import CaddyfileError, load_config
 
     with pytest.raises(CaddyfileError) as error:
-        load_config(_caddyfile(f"max_live_readers {value}".strip()))
+        load_config(caddyfile_with(f"max_live_readers {value}".strip()))
     assert reason in str(error.value) and "Caddyfile:4" in str(error.value)
 
 
@@ -127,7 +109,7 @@ async def test_caddyfile_value_reaches_the_protocol_handler():
     from durable_streams.server.config import load_config
     from durable_streams.server.runtime.handlers import DurableStreamsRuntime
 
-    runtime = DurableStreamsRuntime(_durable_streams(load_config(_caddyfile("max_live_readers 7"))))
+    runtime = DurableStreamsRuntime(durable_streams_handler(load_config(caddyfile_with("max_live_readers 7"))))
     await runtime.start()
     try:
         assert runtime.impl.settings.max_live_readers == 7

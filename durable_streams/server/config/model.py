@@ -205,6 +205,8 @@ class DurableStreams(Handler):
     webhook_callback_url: str | None = None
     # Extension (the plugin has no such option): long-polls + SSE at once, per handler.
     max_live_readers: int = DEFAULT_MAX_LIVE_READERS
+    # Extension: page catch-up reads at this many bytes (None: one response to the tail).
+    catch_up_page_size: int | None = None
     name = "durable_streams"
     terminal = True
 
@@ -219,6 +221,7 @@ class DurableStreams(Handler):
                 "webhook_callback_url": self.webhook_callback_url,
                 # only when set, so configs without the extension adapt like the plugin's
                 "max_live_readers": None if self.max_live_readers == DEFAULT_MAX_LIVE_READERS else self.max_live_readers,
+                "catch_up_page_size": self.catch_up_page_size,
             }
         )
 

@@ -68,6 +68,23 @@ def json_array(records: bytes) -> bytes:
     return b"[" + records[:-1].replace(b"\n", b",") + b"]"
 
 
+def json_array_piece(records: bytes, *, first: bool, last: bool) -> bytes:
+    """One piece of a JSON array rendered range by range, for a streamed body: `records`
+    may be cut anywhere, and the pieces of consecutive ranges joined are `json_array` of
+    the whole (which must not be empty). The rendering is byte for byte, so its length is
+    known before the first piece: `json_array_length`."""
+    piece = records.replace(b"\n", b",")
+    if last:
+        piece = piece[:-1] + b"]"
+    return b"[" + piece if first else piece
+
+
+def json_array_length(nbytes: int) -> int:
+    """len(json_array(records)) for `nbytes` of stored lines: each newline becomes a comma
+    or the closing bracket, plus the opening one."""
+    return nbytes + 1 if nbytes else 2
+
+
 def unit_end(framing: Framing, data: bytes) -> int:
     """Where a page that stops short of the tail may end: after the last whole unit
     in `data` (0 when not even one unit fits)."""

@@ -12,7 +12,7 @@ import asyncio
 import functools
 import time
 from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..store.base import Commit, ProducerState, StoreError, StreamConfig, StreamState, StreamStore
 from .errors import (
@@ -505,6 +505,16 @@ class StreamEngine:
             data = data[: cut or len(data)]
         next_offset = start + len(data)
         return Chunk(data, start, next_offset, next_offset == tail, closed and next_offset == tail)
+
+    async def read_pages(self, stream: Stream, start: int, end: int, page_bytes: int) -> AsyncIterator[bytes]:
+        """Bytes [start, end) in pieces of at most `page_bytes`, cut anywhere (the caller
+        took (end, closed) from one snapshot and renders one response from them). Only
+        one piece is held at a time, so a reader of any range costs bounded memory."""
+        position = start
+        while position < end:
+            stop = min(end, position + page_bytes)
+            yield await read_range(self.store, stream, position, stop)
+            position = stop
 
     async def wait(self, stream: Stream, position: int, deadline: float) -> None:
         """Wait until the stream grows past `position`, closes, disappears, the server

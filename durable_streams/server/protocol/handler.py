@@ -8,8 +8,14 @@ traceback.
 Choices the protocol asks implementations to document:
 - Stream-Seq is scoped per stream (not per writer identity).
 - Stream-TTL together with Stream-Expires-At is refused (400); there is no precedence.
-- Offsets are `%016d_%016d` (reserved part, byte position); reads are paged by
-  `max_read_bytes`, cut at message boundaries for JSON and at characters for text/*.
+- Offsets are `%016d_%016d` (reserved part, byte position).
+- A catch-up read (no `live`) answers everything from the offset to the tail at the time
+  of the request, with `Stream-Up-To-Date`: the official clients make one GET when not
+  live and return its body. Large ranges are streamed from the store page by page with
+  back-pressure (`Content-Length` known up front), so memory stays bounded. The extension
+  option `catch_up_page_size` pages them instead (without `Stream-Up-To-Date` on a
+  partial page). Long-poll and SSE deliver `max_read_bytes` at a time, cut at message
+  boundaries for JSON and at characters for text/*.
 - Stream-Fork-Sub-Offset may reach up to the source's tail (the next boundary a store
   can know), not only to the end of the single append at the fork offset.
 - Idempotent-producer state lives as long as the stream with a durable store; the
@@ -36,7 +42,7 @@ from ..http import ParseError, Request, Response, StreamResponse
 from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
-from ..engine.messages import Framing, json_array
+from ..engine.messages import Framing, json_array, json_array_length, json_array_piece
 from ..engine.offsets import format_offset, parse_position, parse_read_offset
 from ..engine.streams import AppendRequest, Chunk, CreateRequest, EngineEvents, Stream, StreamEngine
 from ..store import open_store
@@ -72,7 +78,8 @@ class ProtocolSettings:
     max_file_handles: int = 100
     long_poll_timeout: float = 30.0  # seconds
     sse_reconnect_interval: float = 60.0
-    max_read_bytes: int = 1 << 20  # page size of a catch-up read
+    max_read_bytes: int = 1 << 20  # page of a live read; piece of a streamed catch-up read
+    catch_up_page_bytes: int | None = None  # extension: page catch-up reads (None: to the tail)
     max_body_size: int = 64 << 20  # default request body limit
     max_live_readers: int = 10000  # long-polls + SSE connections at once (503 beyond)
     slow_reader_timeout: float = 10.0  # seconds an SSE frame may sit in a full buffer
@@ -248,7 +255,11 @@ class DurableStreamsHandler:
             return await self._live_request(request, self._long_poll, stream, start)
         if start is None:
             return self._at_tail(stream, status=200)
-        chunk = await self.engine.read(stream, start, self.settings.max_read_bytes)
+        page = self.settings.catch_up_page_bytes
+        tail, closed = stream.state.tail, stream.state.closed
+        if page is None and tail - start > self.settings.max_read_bytes:
+            return await self._stream_to_tail(request, stream, start, (tail, closed))
+        chunk = await self.engine.read(stream, start, page or self.settings.max_read_bytes, (tail, closed))
         return self._chunk_response(request, stream, chunk)
 
     async def _live_request(self, request: Request,
@@ -269,18 +280,47 @@ class DurableStreamsHandler:
 
     def _chunk_response(self, request: Request, stream: Stream, chunk: Chunk,
                         extra: dict[str, str] | None = None) -> Response | StreamResponse:
-        headers = _position_headers(stream, chunk.next, chunk.up_to_date, chunk.closed)
+        headers = _range_headers(stream, chunk.start, chunk.next, chunk.up_to_date, chunk.closed)
         headers.update(extra or {})
-        tag = f'"{stream.config.created_at!r}:{format_offset(chunk.start)}:{format_offset(chunk.next)}'
-        headers["ETag"] = tag + (':c"' if chunk.closed else '"')
-        # Pages with data never change and may be cached; an empty page at the tail must
-        # not be, or readers polling it would miss new data.
-        headers["Cache-Control"] = CACHEABLE if chunk.data else "no-store"
         if _matches(request.headers.get("If-None-Match"), headers["ETag"]):
             return plain(304, headers)
         body = json_array(chunk.data) if stream.framing is Framing.JSON else chunk.data
         self.metrics.served(len(chunk.data))
         return plain(200, headers, body)
+
+    async def _stream_to_tail(self, request: Request, stream: Stream, start: int,
+                              snapshot: tuple[int, bool]) -> Response | StreamResponse:
+        """A catch-up read of a large range: one response from one snapshot (tail, closed),
+        its body read from the store one piece at a time and sent as the reader takes it.
+        A reader that stops reading is cut like a slow SSE reader (`_send`). If the stream
+        goes away mid-body, the connection is cut, so the client sees a short body and
+        never mistakes it for the whole stream."""
+        tail, closed = snapshot
+        headers = _range_headers(stream, start, tail, True, closed)
+        if _matches(request.headers.get("If-None-Match"), headers["ETag"]):
+            return plain(304, headers)
+        as_json = stream.framing is Framing.JSON
+        response = StreamResponse(status=200)
+        response.headers.update(COMMON_HEADERS)
+        response.headers.update(headers)
+        response.headers["Content-Length"] = str(json_array_length(tail - start) if as_json else tail - start)
+        await response.prepare(request)
+        position = start
+        try:
+            async for piece in self.engine.read_pages(stream, start, tail, self.settings.max_read_bytes):
+                body = json_array_piece(piece, first=position == start, last=position + len(piece) == tail) \
+                    if as_json else piece
+                await self._send(request, response, body)
+                self.metrics.served(len(piece))
+                position += len(piece)
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left (or was too slow and was cut)
+        except (StreamError, StoreError) as error:
+            log.warning("catch-up read of %s cut at %d of %d: %s", stream.path, position, tail, error)
+            response.force_close()
+            _abort(request)
+        return response
 
     def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> Response | StreamResponse:
         """Nothing to return: the canonical up-to-date (and, if closed, EOF) answer."""
@@ -489,6 +529,18 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
         return False
     tags = [tag.strip() for tag in if_none_match.split(",")]
     return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
+def _range_headers(stream: Stream, start: int, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:
+    """Headers of a read that returns [start, next_offset): its position, an ETag that
+    names the range (and closure), and whether caches may keep it."""
+    headers = _position_headers(stream, next_offset, up_to_date, closed)
+    tag = f'"{stream.config.created_at!r}:{format_offset(start)}:{format_offset(next_offset)}'
+    headers["ETag"] = tag + (':c"' if closed else '"')
+    # Ranges with data never change and may be cached; an empty one at the tail must
+    # not be, or readers polling it would miss new data.
+    headers["Cache-Control"] = CACHEABLE if next_offset > start else "no-store"
+    return headers
 
 
 def _position_headers(stream: Stream, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:

@@ -228,6 +228,7 @@ class DurableStreamsRuntime:
             long_poll_timeout=c.long_poll_timeout,
             sse_reconnect_interval=c.sse_reconnect_interval,
             max_live_readers=c.max_live_readers,
+            catch_up_page_bytes=c.catch_up_page_size,
         )
         # metrics is an optional, additive keyword of the protocol handler
         params = inspect.signature(DurableStreamsHandler).parameters

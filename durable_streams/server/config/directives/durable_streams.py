@@ -3,8 +3,11 @@
 The plugin registers no directive order, so like real Caddy it must sit inside `route`
 unless the global `order` option places it. Defaults are the plugin's Provision defaults.
 
-Extension: `max_live_readers <n>` (long-polls + SSE connections at once, per handler;
-default 10000). The official plugin would reject it as an unknown subdirective.
+Extensions (the official plugin would reject them as unknown subdirectives):
+- `max_live_readers <n>`: long-polls + SSE connections at once, per handler; default 10000.
+- `catch_up_page_size <size>`: page catch-up reads (`1MiB`, Caddy's size syntax). Off by
+  default: a catch-up read answers everything up to the tail in one streamed response,
+  which the official clients rely on (they make one GET when not live).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from ...caddyfile.tree import Directive, Token
 from ..durations import DurationError, parse_duration
 from ..errors import arg_error, errf
 from ..model import DEFAULT_MAX_LIVE_READERS, DurableStreams, Handler
+from ..sizes import parse_size
 from . import policy
 from .base import Scope, handler_directive
 
@@ -58,6 +62,7 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     sse_interval = 0.0
     webhook: str | None = None
     max_live_readers = DEFAULT_MAX_LIVE_READERS
+    catch_up_page_size: int | None = None
     for line in d.block or ():
         name = line.name.text
         if name == "data_dir":
@@ -79,6 +84,14 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
             if value < 1:
                 raise errf(token, "invalid max_live_readers: must be at least 1")
             max_live_readers = value
+        elif name == "catch_up_page_size":
+            token = _one_value(line)
+            try:
+                catch_up_page_size = parse_size(token.text)
+            except ValueError as exc:
+                raise errf(token, f"invalid catch_up_page_size: {exc}") from None
+            if catch_up_page_size < 1:
+                raise errf(token, "invalid catch_up_page_size: must be at least 1 byte")
         elif name == "long_poll_timeout":
             long_poll = _duration(_one_value(line))
         elif name == "sse_reconnect_interval":
@@ -101,4 +114,5 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         sse_reconnect_interval=sse_interval or 60.0,
         webhook_callback_url=webhook,
         max_live_readers=max_live_readers,
+        catch_up_page_size=catch_up_page_size,
     )

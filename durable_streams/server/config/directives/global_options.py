@@ -15,9 +15,9 @@ from ..durations import DurationError, parse_duration
 from ..errors import AdaptError, arg_error, errf
 from ..matchers import MatcherError, parse_ip_range
 from ..model import LogConfig, Timeouts
+from ..sizes import parse_size
 from . import policy
 from .base import CADDY_DIRECTIVES, Scope, all_args
-from .site import parse_size
 
 OptionFunc = Callable[[Directive, dict[str, Any], Scope], None]
 GLOBAL_OPTIONS: dict[str, OptionFunc] = {}
