@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..engine import errors as engine
 from ..engine.offsets import format_offset
 from ..http import Response
+from ..store import base as store
 from .responses import plain
 
 
@@ -41,11 +42,24 @@ def from_engine(error: engine.StreamError) -> HttpError:
         })
     if isinstance(error, engine.StaleProducerEpoch):
         return HttpError(403, error.reason, {"Producer-Epoch": str(error.current_epoch)})
-    status = {
-        engine.InvalidRequest: 400,
-        engine.StreamNotFound: 404,
-        engine.StreamGone: 410,
-        engine.Conflict: 409,
-        engine.ShuttingDown: 503,
-    }.get(type(error), 500)
-    return HttpError(status, error.reason)
+    for kind, status in _ENGINE_STATUSES:
+        if isinstance(error, kind):
+            return HttpError(status, error.reason)
+    return HttpError(500, error.reason)
+
+
+def from_store(error: store.StoreError) -> HttpError:
+    """A store that could not keep a write: 507 when the disk is full, else 503. Both
+    say the stream is unchanged, so a retry is safe."""
+    status = 507 if isinstance(error, store.StoreFull) else 503
+    return HttpError(status, "storage unavailable, retry later")
+
+
+# Matched by isinstance, in order, so a new subclass gets its parent's status, never a 500.
+_ENGINE_STATUSES: tuple[tuple[type[engine.StreamError], int], ...] = (
+    (engine.InvalidRequest, 400),
+    (engine.StreamNotFound, 404),
+    (engine.StreamGone, 410),
+    (engine.Conflict, 409),
+    (engine.ShuttingDown, 503),
+)

@@ -49,7 +49,7 @@ from ..store import open_store
 from ..store.base import StoreError
 from . import headers as parse
 from .cursor import next_cursor
-from .errors import HttpError, from_engine
+from .errors import HttpError, from_engine, from_store
 from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
 from .sse import control_event, data_event, needs_base64
 
@@ -156,7 +156,7 @@ class DurableStreamsHandler:
             return from_engine(error).response(with_body=with_body)
         except StoreError as error:
             log.error("storage error handling %s %s: %s", request.method, request.path, error)
-            return HttpError(error.status, "storage unavailable, retry later").response(with_body=with_body)
+            return from_store(error).response(with_body=with_body)
         except (asyncio.CancelledError, ConnectionResetError, ParseError):
             raise  # ParseError: a malformed body, answered by the connection
         except Exception:

@@ -17,10 +17,8 @@ store promises (`durable`), and data with its `Commit` land atomically.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
-
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,13 +98,9 @@ class StoredStream:
 class StoreError(Exception):
     """A write could not be made durable. The stream is unchanged and stays writable."""
 
-    status = 503
-
 
 class StoreFull(StoreError):
     """No space left on the device."""
-
-    status = 507
 
 
 class StreamStore(ABC):
