@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 from ..store.base import Commit, ProducerState, StoreError, StreamConfig, StreamState, StreamStore
+from .events import NO_EVENTS, EngineEvents
 from .errors import (
     Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamGone, StreamNotFound,
 )
@@ -37,17 +38,6 @@ async def run_to_completion(operation: Awaitable[T]) -> T:
     task = asyncio.ensure_future(operation)
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
     return await asyncio.shield(task)
-
-
-class EngineEvents:
-    """What the engine reports as it works; no-ops by default. The server's metrics
-    object (ops/metrics.py) has the same methods and is passed in instead."""
-
-    def appended(self, nbytes: int) -> None: ...
-
-    def stream_expired(self) -> None: ...
-
-    def producer_duplicate(self) -> None: ...
 
 
 class Stream:
@@ -131,10 +121,10 @@ class Chunk:
 
 class StreamEngine:
     def __init__(self, store: StreamStore, clock: Callable[[], float] = time.time,
-                 events: "EngineEvents | None" = None) -> None:
+                 events: EngineEvents = NO_EVENTS) -> None:
         self.store = store
         self.clock = clock
-        self.events = events or EngineEvents()
+        self.events = events
         self._streams: dict[str, Stream] = {}
         self._paths = PathLocks()
         self.stopping = False

@@ -35,7 +35,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 from urllib.parse import unquote
 
 from ..http import ParseError, Request, Response, StreamResponse
@@ -44,7 +44,8 @@ from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
 from ..engine.messages import Framing, json_array, json_array_length, json_array_piece
 from ..engine.offsets import format_offset, parse_position, parse_read_offset
-from ..engine.streams import AppendRequest, Chunk, CreateRequest, EngineEvents, Stream, StreamEngine
+from ..engine.streams import AppendRequest, Chunk, CreateRequest, Stream, StreamEngine
+from ..ops.metrics import NULL_METRICS, NullMetrics
 from ..store import open_store
 from ..store.base import StoreError
 from . import headers as parse
@@ -86,10 +87,10 @@ class ProtocolSettings:
 
 
 class DurableStreamsHandler:
-    def __init__(self, settings: ProtocolSettings, *, metrics: Any = None) -> None:
-        """`metrics`: optional, the server's metrics object (ops/metrics.py interface)."""
+    def __init__(self, settings: ProtocolSettings, *, metrics: NullMetrics | None = None) -> None:
+        """`metrics`: the server's metrics (ops/metrics.py); off when None."""
         self.settings = settings
-        self.metrics = metrics if metrics is not None else _NoMetrics()
+        self.metrics = metrics if metrics is not None else NULL_METRICS
         self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles), events=self.metrics)
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
@@ -433,24 +434,6 @@ class DurableStreamsHandler:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
         return data_event(stream.framing, chunk.data), chunk
-
-
-class _NoMetrics(EngineEvents):
-    """Metrics off: the subset of the ops metrics interface the handler calls."""
-
-    def served(self, nbytes: int) -> None: ...
-
-    def live_reader_refused(self) -> None: ...
-
-    def slow_reader_disconnected(self) -> None: ...
-
-    def observe_recovery(self, seconds: float) -> None: ...
-
-    def track_streams(self, count: Callable[[], int]) -> Callable[[], None]:
-        return lambda: None
-
-    def track_store(self, store: Any) -> Callable[[], None]:
-        return lambda: None
 
 
 def _abort(request: Request) -> None:

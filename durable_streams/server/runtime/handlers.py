@@ -8,7 +8,6 @@ function that builds its handler; tests and embedders can add or replace entries
 
 from __future__ import annotations
 
-import inspect
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -230,12 +229,7 @@ class DurableStreamsRuntime:
             max_live_readers=c.max_live_readers,
             catch_up_page_bytes=c.catch_up_page_size,
         )
-        # metrics is an optional, additive keyword of the protocol handler
-        params = inspect.signature(DurableStreamsHandler).parameters
-        if self.metrics is not None and "metrics" in params:
-            self.impl = DurableStreamsHandler(settings, metrics=self.metrics)
-        else:
-            self.impl = DurableStreamsHandler(settings)
+        self.impl = DurableStreamsHandler(settings, metrics=self.metrics)
         await self.impl.start()
 
     async def stop(self) -> None:
