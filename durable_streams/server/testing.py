@@ -6,6 +6,7 @@ and engine as `durable-streams-server run`.
 
     async with DurableStreamTestServer() as server:
         url = f"{server.url}/my-stream"          # http://127.0.0.1:PORT/v1/stream/my-stream
+        url = f"{server.origin}/my-stream"       # any path is a stream: http://127.0.0.1:PORT/my-stream
 
 For synchronous test suites, `BlockingDurableStreamTestServer` runs the same server on a
 background thread with its own event loop:
@@ -36,6 +37,9 @@ def _quoted(text: str) -> str:
 class DurableStreamTestServer:
     """A server on `host:port` (port 0 picks a free one). In memory unless `data_dir` is given.
 
+    Like `durable-streams-server dev`, it serves a stream at every path; `path_prefix` only
+    sets where `url` points (default `/v1/stream`).
+
     After `stop()`, `start()` again listens on the same port, so a client can be tested
     against a server restart (with `data_dir`, the streams survive it)."""
 
@@ -63,7 +67,7 @@ class DurableStreamTestServer:
 
     @property
     def origin(self) -> str:
-        """`http://host:port`, for building URLs outside the stream prefix."""
+        """`http://host:port`: `{origin}/{any path}` is a stream too."""
         if self._app is None and self.port == 0:
             raise RuntimeError("the server has no port yet: start() it first")
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -90,8 +94,7 @@ class DurableStreamTestServer:
             "{\n\tadmin off\n\tauto_https off\n"
             f"\tgrace_period {format_duration(self.grace_period)}\n}}\n\n"
             f":{self.port} {{\n\tbind {self.host}\n"
-            f"\troute {self.path_prefix}/* {{\n\t\tdurable_streams {{\n{body}\n\t\t}}\n\t}}\n"
-            '\trespond "not found" 404\n}\n'
+            f"\troute {{\n\t\tdurable_streams {{\n{body}\n\t\t}}\n\t}}\n}}\n"
         )
 
     async def start(self) -> DurableStreamTestServer:

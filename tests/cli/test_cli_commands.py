@@ -149,7 +149,22 @@ def test_dev_runs_the_embedded_config(monkeypatch, capsys) -> None:
     assert cli.main(["dev"]) == 0
     assert seen["config"] == load_config(DEV_CADDYFILE)
     banner = capsys.readouterr().err
-    assert "http://localhost:4437/v1/stream/<name>" in banner and "in-memory" in banner
+    assert "http://localhost:4437/<name>" in banner and "in-memory" in banner
+    # Like the Node dev server: one catch-all handler, so every path is a stream.
+    (route,) = seen["config"].to_json()["apps"]["http"]["servers"]["srv0"]["routes"]
+    assert "match" not in route
+
+    assert cli.main(["dev", "--port", "5001"]) == 0
+    assert [str(a) for a in seen["config"].servers[0].listen] == [":5001"]
+    assert "http://localhost:5001/<name>" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "http"])
+def test_dev_rejects_a_bad_port(port, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["dev", "--port", port])
+    assert info.value.code == 2
+    assert f"invalid port '{port}': expected 1-65535" in capsys.readouterr().err
 
 
 def test_run_without_caddyfile_uses_dev_default(tmp_path, monkeypatch) -> None:

@@ -77,6 +77,11 @@ class CliProcess:
         assert self.proc.stdout is not None
         return await asyncio.wait_for(self.proc.stdout.readline(), GUARD_SECONDS)
 
+    async def read_exactly(self, count: int) -> bytes:
+        """The next `count` bytes of stdout (for output without a newline)."""
+        assert self.proc.stdout is not None
+        return await asyncio.wait_for(self.proc.stdout.readexactly(count), GUARD_SECONDS)
+
     async def readline_stderr(self) -> bytes:
         assert self.proc.stderr is not None
         return await asyncio.wait_for(self.proc.stderr.readline(), GUARD_SECONDS)

@@ -55,6 +55,11 @@ def test_the_server_is_shared_but_streams_are_not(durable_stream_url, durable_st
     assert call("HEAD", SEEN[0])[0] == 200
 
 
+def test_any_path_of_the_server_is_a_stream(durable_streams_server):
+    assert call("PUT", durable_streams_server.origin + "/anywhere/else")[0] == 201
+    assert call("HEAD", durable_streams_server.origin + "/anywhere/else")[0] == 200
+
+
 def test_usable_from_async_code(durable_stream_url):
     async def main():
         loop = asyncio.get_running_loop()
@@ -66,7 +71,7 @@ def test_usable_from_async_code(durable_stream_url):
 def test_plugin_fixtures_in_a_user_suite(pytester):
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess(*plugin_args(), "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=5)
 
 
 def test_plugin_fixture_can_be_overridden(pytester):

@@ -34,6 +34,18 @@ async def test_async_server_serves_streams_under_its_url():
         await http("GET", f"{server.url}/a/b")
 
 
+async def test_every_path_is_a_stream_and_the_url_prefix_is_part_of_its_path():
+    async with DurableStreamTestServer(path_prefix="/streams") as server:
+        assert (await http("PUT", f"{server.origin}/my-stream"))[0] == 201
+        assert (await http("PUT", f"{server.origin}/v1/stream/x"))[0] == 201
+        assert (await http("PUT", f"{server.url}/x"))[0] == 201
+        await http("POST", f"{server.origin}/v1/stream/x", headers={"Content-Type": "application/octet-stream"},
+                   data=b"at /v1/stream/x")
+        assert (await http("GET", f"{server.origin}/v1/stream/x"))[2] == b"at /v1/stream/x"
+        assert (await http("GET", f"{server.url}/x"))[2] == b""
+        assert (await http("HEAD", f"{server.origin}/x"))[0] == 404
+
+
 async def test_restart_reuses_the_port_and_memory_streams_start_empty():
     server = await DurableStreamTestServer().start()
     try:

@@ -23,6 +23,7 @@ import aiohttp
 from .stream_client import (
     DEFAULT_BASE_URL,
     RETRYABLE_ERRORS,
+    NotAStreamEndpointError,
     Producer,
     ReadChunk,
     StreamClient,
@@ -350,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (StreamError, StreamIdError, UsageError, ValueError, *RETRYABLE_ERRORS, aiohttp.ClientError) as exc:
+    except (StreamError, StreamIdError, NotAStreamEndpointError, UsageError, ValueError, *RETRYABLE_ERRORS,
+            aiohttp.ClientError) as exc:
         print(_error_line(exc), file=sys.stderr)
         return EXIT_ERROR
     return 0

@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 DEV_BANNER = """\
 durable-streams-server {version} (dev mode)
-  Streams:  http://localhost:4437/v1/stream/<name>
+  Streams:  http://localhost:{port}/<name> (every path is a stream, e.g. /v1/stream/<name>)
   Storage:  in-memory (data is lost on exit)
   Admin:    off    Automatic HTTPS: off
   Stop with Ctrl-C. For production, write a Caddyfile and use `durable-streams-server run`.
@@ -122,10 +122,18 @@ durable-streams-server {version} (dev mode)
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from ..config import DEV_CADDYFILE, load_config
+    from ..config import DEV_PORT, dev_caddyfile, load_config
 
-    print(DEV_BANNER.format(version=__version__), file=sys.stderr, flush=True)
-    return _serve(load_config(DEV_CADDYFILE), "embedded dev config")
+    port = args.port or DEV_PORT
+    print(DEV_BANNER.format(version=__version__, port=port), file=sys.stderr, flush=True)
+    return _serve(load_config(dev_caddyfile(port)), "embedded dev config")
+
+
+def _tcp_port(text: str) -> int:
+    port = int(text) if text.isdigit() else 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected 1-65535")
+    return port
 
 
 def _serve(config, source: str, reload=None, config_path: str | None = None) -> int:
@@ -322,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     reload.set_defaults(func=cmd_reload)
 
     dev = sub.add_parser("dev", help="zero-config development server (in-memory, :4437)",
-                         description="Serve http://localhost:4437/v1/stream/* from memory, admin off, no HTTPS.")
+                         description="Serve a stream at every path of http://localhost:4437/ from memory "
+                         "(e.g. /my-stream, /v1/stream/my-stream), admin off, no HTTPS.")
+    dev.add_argument("--port", type=_tcp_port, help="port to listen on (default: 4437)")
     dev.set_defaults(func=cmd_dev)
 
     adapt = sub.add_parser("adapt", help="print the config model as JSON",

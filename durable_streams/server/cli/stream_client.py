@@ -43,8 +43,28 @@ class StreamIdError(ValueError):
     """A stream id that cannot be turned into a URL path."""
 
 
+class NotAStreamEndpointError(Exception):
+    """A success answer without the protocol's headers: something serves the URL, but not a
+    Durable Streams handler. Typically the base URL lacks the server's stream prefix and a
+    catch-all answered, such as Caddy's empty 200 when no route matches."""
+
+    def __init__(self, url: str, detail: str, suggested_base_url: str | None):
+        hint = f"is the base URL {suggested_base_url}?" if suggested_base_url else "check the base URL"
+        super().__init__(f"{url} is not a Durable Streams endpoint ({detail}); {hint}")
+        self.url = url
+
+
 def is_json_content_type(content_type: str | None) -> bool:
     return bool(content_type) and content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def likely_base_url(base_url: str) -> str | None:
+    """The conventional stream prefix under `base_url`, unless it already ends with it."""
+    prefix = urlsplit(DEFAULT_BASE_URL).path
+    base_url = base_url.rstrip("/")
+    if base_url.endswith(prefix):
+        return None
+    return base_url.removesuffix("/v1") + prefix  # completes a base cut short at /v1, not doubles it
 
 
 def stream_path_for(stream_id: str) -> str:
@@ -169,6 +189,15 @@ class StreamClient:
         """The URL path of a stream, as fork headers name their source."""
         return urlsplit(self.url_for(stream_id)).path
 
+    def _check_protocol_answer(self, resp: aiohttp.ClientResponse, url: str) -> None:
+        """Every success of PUT, POST, HEAD and GET carries Stream-Next-Offset (DELETE's 204 has
+        nothing to check); without it, nothing was stored or read, whatever the status says."""
+        if 200 <= resp.status < 300 and "Stream-Next-Offset" not in resp.headers:
+            raise self._not_an_endpoint(url, f"its {resp.status} answer has no Stream-Next-Offset header")
+
+    def _not_an_endpoint(self, url: str, detail: str) -> NotAStreamEndpointError:
+        return NotAStreamEndpointError(url, detail, likely_base_url(self.base_url))
+
     def _request(self, method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any):
         assert self._session is not None, "use `async with StreamClient(...)`"
         all_headers = dict(headers or {})
@@ -205,6 +234,7 @@ class StreamClient:
                 headers["Stream-Fork-Offset"] = fork_offset
         url = self.url_for(stream_id)
         async with self._request("PUT", url, headers, data=data or None) as resp:
+            self._check_protocol_answer(resp, url)
             if resp.status not in (200, 201):
                 raise await _error_from(resp)
             return url, resp.status == 201
@@ -229,12 +259,14 @@ class StreamClient:
             if producer is not None:
                 headers.update(producer.headers())
             error: BaseException
+            url = self.url_for(stream_id)
             try:
-                async with self._request("POST", self.url_for(stream_id), headers, data=data or None) as resp:
+                async with self._request("POST", url, headers, data=data or None) as resp:
+                    self._check_protocol_answer(resp, url)
                     if resp.status in (200, 204):
                         if producer is not None:
                             producer.seq += 1
-                        return resp.headers.get("Stream-Next-Offset", "")
+                        return resp.headers["Stream-Next-Offset"]
                     error = await _error_from(resp)
             except RETRYABLE_ERRORS as exc:
                 error = exc
@@ -257,13 +289,14 @@ class StreamClient:
     async def head(self, stream_id: str) -> StreamInfo:
         url = self.url_for(stream_id)
         async with self._request("HEAD", url) as resp:
+            self._check_protocol_answer(resp, url)
             if resp.status != 200:
                 raise await _error_from(resp)
             h = resp.headers
             return StreamInfo(
                 url=url,
                 content_type=h.get("Content-Type", "application/octet-stream"),
-                next_offset=h.get("Stream-Next-Offset", ""),
+                next_offset=h["Stream-Next-Offset"],
                 closed=_header_true(h, "Stream-Closed"),
                 ttl=h.get("Stream-TTL"),
                 expires_at=h.get("Stream-Expires-At"),
@@ -315,6 +348,7 @@ class StreamClient:
                 if cursor:
                     params["cursor"] = cursor
             async with self._request("GET", url, params=params) as resp:
+                self._check_protocol_answer(resp, url)
                 if resp.status not in (200, 204):
                     raise await _error_from(resp)
                 # Read the whole page before yielding: its next offset is only valid for all of it.
@@ -323,7 +357,7 @@ class StreamClient:
                 chunk = ReadChunk(
                     data=data,
                     content_type=h.get("Content-Type", "application/octet-stream"),
-                    next_offset=h.get("Stream-Next-Offset", offset),
+                    next_offset=h["Stream-Next-Offset"],
                     up_to_date=_header_true(h, "Stream-Up-To-Date"),
                     closed=_header_true(h, "Stream-Closed"),
                 )
@@ -346,6 +380,10 @@ class StreamClient:
             async with self._request("GET", url, params=params) as resp:
                 if resp.status != 200:
                     raise await _error_from(resp)
+                # SSE carries its offsets in control events, not headers: the content type is the sign.
+                if resp.content_type != "text/event-stream":
+                    raise self._not_an_endpoint(
+                        url, f"its answer to an SSE read is {resp.content_type}, not text/event-stream")
                 base64_data = resp.headers.get("Stream-SSE-Data-Encoding", "").lower() == "base64"
                 # Data events are held until the control event that confirms their offset, so a
                 # connection lost in between replays them instead of losing or doubling them.

@@ -2,8 +2,9 @@
 
 `load_config(text)` parses (syntax layer) and adapts (this layer); every problem is raised
 as a `CaddyfileError` worded like Caddy's. `DEV_CADDYFILE` is the embedded zero-config
-setup the `dev` command (and `run` without a Caddyfile) uses; it is the same Caddyfile the
-official plugin's `dev` command writes.
+setup the `dev` command (and `run` without a Caddyfile) uses: like the Node dev server, it
+serves a stream at every path (`/my-stream`, `/v1/stream/x`), so the upstream quickstart
+(`STREAM_URL=http://localhost:4437`) works as written.
 """
 
 from __future__ import annotations
@@ -15,18 +16,18 @@ from ..caddyfile.tree import Caddyfile
 from .errors import AdaptError
 from .model import Config
 
-DEV_CADDYFILE = """\
-{
-\tadmin off
-\tauto_https off
-}
+DEV_PORT = 4437
 
-:4437 {
-\troute /v1/stream/* {
-\t\tdurable_streams
-\t}
-}
-"""
+
+def dev_caddyfile(port: int = DEV_PORT) -> str:
+    """The zero-config Caddyfile, listening on `port`."""
+    return (
+        "{\n\tadmin off\n\tauto_https off\n}\n\n"
+        f":{port} {{\n\troute {{\n\t\tdurable_streams\n\t}}\n}}\n"
+    )
+
+
+DEV_CADDYFILE = dev_caddyfile()
 
 
 def adapt_tree(tree: Caddyfile) -> Config:
@@ -72,4 +73,4 @@ def formatting_difference(filename: str, text: str) -> str | None:
     )
 
 
-__all__ = ["Config", "DEV_CADDYFILE", "CaddyfileError", "adapt_tree", "load_config"]
+__all__ = ["Config", "DEV_CADDYFILE", "DEV_PORT", "dev_caddyfile", "CaddyfileError", "adapt_tree", "load_config"]
