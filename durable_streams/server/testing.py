@@ -48,10 +48,10 @@ class DurableStreamTestServer:
         port: int = 0,
         host: str = "127.0.0.1",
         data_dir: str | None = None,
-        long_poll_timeout: float = 30.0,
+        long_poll_timeout: float | None = None,  # None: the `durable_streams` default (30 s)
         *,
-        sse_reconnect_interval: float = 60.0,
-        max_file_handles: int = 100,
+        sse_reconnect_interval: float | None = None,  # None: the default (60 s)
+        max_file_handles: int | None = None,  # None: the default (100)
         path_prefix: str = DEFAULT_PATH_PREFIX,
         grace_period: float = 5.0,
     ) -> None:
@@ -84,17 +84,21 @@ class DurableStreamTestServer:
 
     def caddyfile(self) -> str:
         """The configuration this server runs (what `durable-streams-server run` would be given)."""
-        options = [f"long_poll_timeout {format_duration(self.long_poll_timeout)}",
-                   f"sse_reconnect_interval {format_duration(self.sse_reconnect_interval)}",
-                   f"max_file_handles {self.max_file_handles}"]
+        options = []
         if self.data_dir is not None:
-            options.insert(0, f"data_dir {_quoted(str(self.data_dir))}")
-        body = "\n".join(f"\t\t\t{line}" for line in options)
+            options.append(f"data_dir {_quoted(str(self.data_dir))}")
+        if self.long_poll_timeout is not None:
+            options.append(f"long_poll_timeout {format_duration(self.long_poll_timeout)}")
+        if self.sse_reconnect_interval is not None:
+            options.append(f"sse_reconnect_interval {format_duration(self.sse_reconnect_interval)}")
+        if self.max_file_handles is not None:
+            options.append(f"max_file_handles {self.max_file_handles}")
+        block = " {\n" + "".join(f"\t\t\t{line}\n" for line in options) + "\t\t}" if options else ""
         return (
             "{\n\tadmin off\n\tauto_https off\n"
             f"\tgrace_period {format_duration(self.grace_period)}\n}}\n\n"
             f":{self.port} {{\n\tbind {self.host}\n"
-            f"\troute {{\n\t\tdurable_streams {{\n{body}\n\t\t}}\n\t}}\n}}\n"
+            f"\troute {{\n\t\tdurable_streams{block}\n\t}}\n}}\n"
         )
 
     async def start(self) -> DurableStreamTestServer:

@@ -15,7 +15,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from launcher import serving  # noqa: E402
 
-from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings  # noqa: E402
+from durable_streams.server.config.model import DurableStreams  # noqa: E402
+from durable_streams.server.protocol.handler import DurableStreamsHandler  # noqa: E402
 
 _names = itertools.count()
 
@@ -35,14 +36,14 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running(**settings) -> AsyncIterator[Server]:
-    handler = DurableStreamsHandler(ProtocolSettings(**settings))
+    handler = DurableStreamsHandler(DurableStreams(**settings))
     async with serving(handler) as port:
         yield Server(f"http://127.0.0.1:{port}", handler)
 
 
 @pytest.fixture
 def start_server():
-    """`async with start_server(**ProtocolSettings fields) as server: ...`"""
+    """`async with start_server(**DurableStreams fields) as server: ...`"""
     return running
 
 

@@ -12,7 +12,8 @@ import sys
 from collections.abc import AsyncIterator
 
 from durable_streams.server.http import HTTPServer
-from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings
+from durable_streams.server.config.model import DurableStreams
+from durable_streams.server.protocol.handler import DurableStreamsHandler
 
 
 @contextlib.asynccontextmanager
@@ -34,16 +35,16 @@ async def serving(handler: DurableStreamsHandler, port: int = 0, *,
         await handler.stop()
 
 
-def settings_from(args: list[str]) -> ProtocolSettings:
+def settings_from(args: list[str]) -> DurableStreams:
     values = {}
     for arg in args:
         key, _, value = arg.partition("=")
-        field_type = str(ProtocolSettings.__dataclass_fields__[key].type)
+        field_type = str(DurableStreams.__dataclass_fields__[key].type)
         values[key] = value if "str" in field_type else float(value) if "float" in field_type else int(value)
-    return ProtocolSettings(**values)
+    return DurableStreams(**values)
 
 
-async def serve(port: int, settings: ProtocolSettings) -> None:
+async def serve(port: int, settings: DurableStreams) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

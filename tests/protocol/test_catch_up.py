@@ -142,7 +142,7 @@ async def test_delete_mid_body_cuts_the_connection(start_server, http):
 
 
 async def test_page_size_extension_keeps_pages(start_server, http):
-    async with start_server(max_read_bytes=PIECE, catch_up_page_bytes=500) as server:
+    async with start_server(max_read_bytes=PIECE, catch_up_page_size=500) as server:
         url = server.url(server.new_path("paged"))
         await create(http, url, "application/octet-stream", b"z" * 1200)
         async with http.get(url, params={"offset": "-1"}) as r:
@@ -186,6 +186,6 @@ async def test_caddyfile_page_size_reaches_the_protocol_handler():
     runtime = DurableStreamsRuntime(_handler(caddyfile_with("catch_up_page_size 64KiB")))
     await runtime.start()
     try:
-        assert runtime.impl.settings.catch_up_page_bytes == 64 << 10
+        assert runtime.impl.settings.catch_up_page_size == 64 << 10
     finally:
         await runtime.stop()

@@ -6,7 +6,8 @@ import re
 import time
 
 from durable_streams.server.ops.metrics import Metrics
-from durable_streams.server.protocol.handler import DurableStreamsHandler, ProtocolSettings
+from durable_streams.server.config.model import DurableStreams
+from durable_streams.server.protocol.handler import DurableStreamsHandler
 from launcher import serving
 
 
@@ -19,7 +20,7 @@ def sample(metrics: Metrics, name: str) -> float:
 
 async def test_handler_reports_bytes_streams_expiry_and_duplicates(http):
     metrics = Metrics()
-    handler = DurableStreamsHandler(ProtocolSettings(), metrics=metrics)
+    handler = DurableStreamsHandler(DurableStreams(), metrics=metrics)
     async with serving(handler) as port:
         base = f"http://127.0.0.1:{port}/v1/stream"
         text = {"Content-Type": "text/plain"}

@@ -24,7 +24,7 @@ async def read_all_pages(http, url: str) -> list[tuple[bytes, dict]]:
 
 async def test_binary_pages_reassemble_exactly(start_server, http):
     rng = random.Random(7)
-    async with start_server(catch_up_page_bytes=1000) as server:
+    async with start_server(catch_up_page_size=1000) as server:
         url = server.url(server.new_path("bin"))
         chunks = [rng.randbytes(rng.randint(1, 2500)) for _ in range(20)]
         async with http.put(url, headers={"Content-Type": "application/octet-stream"}) as r:
@@ -40,7 +40,7 @@ async def test_binary_pages_reassemble_exactly(start_server, http):
 
 
 async def test_json_pages_end_on_message_boundaries(start_server, http):
-    async with start_server(catch_up_page_bytes=100) as server:
+    async with start_server(catch_up_page_size=100) as server:
         url = server.url(server.new_path("json"))
         messages = [{"n": i, "text": "x" * (i % 37)} for i in range(60)]
         async with http.put(url, data=json.dumps(messages[:10]), headers={"Content-Type": "application/json"}) as r:
@@ -57,7 +57,7 @@ async def test_json_pages_end_on_message_boundaries(start_server, http):
 
 
 async def test_json_message_larger_than_a_page_is_returned_whole(start_server, http):
-    async with start_server(catch_up_page_bytes=16) as server:
+    async with start_server(catch_up_page_size=16) as server:
         url = server.url(server.new_path("json-big"))
         messages = ["a" * 100, "b", "c" * 50]
         async with http.put(url, data=json.dumps(messages), headers={"Content-Type": "application/json"}) as r:
@@ -67,7 +67,7 @@ async def test_json_message_larger_than_a_page_is_returned_whole(start_server, h
 
 
 async def test_text_pages_are_valid_utf8(start_server, http):
-    async with start_server(catch_up_page_bytes=7) as server:
+    async with start_server(catch_up_page_size=7) as server:
         url = server.url(server.new_path("text"))
         text = "héllo wörld — ünïcødé 🎉 " * 5
         async with http.put(url, data=text.encode(), headers={"Content-Type": "text/plain"}) as r:

@@ -11,7 +11,8 @@ import socket
 import aiohttp
 import pytest
 
-from durable_streams.server.protocol.handler import SSE_HIGH_WATER, DurableStreamsHandler, ProtocolSettings
+from durable_streams.server.config.model import DurableStreams
+from durable_streams.server.protocol.handler import SSE_HIGH_WATER, DurableStreamsHandler
 
 # Guards against a hang, not performance expectations.
 GUARD = 30.0
@@ -182,7 +183,7 @@ async def test_stop_cuts_a_stalled_reader_and_closes_the_store(start_server, htt
             seen = await asyncio.wait_for(read_to_end(stalled), GUARD)
             assert not seen.endswith(b"0\r\n\r\n")
             # The store was closed (its lock released): a new one opens the same data.
-            reopened = DurableStreamsHandler(ProtocolSettings(data_dir=data_dir))
+            reopened = DurableStreamsHandler(DurableStreams(data_dir=data_dir))
             await reopened.start()
             try:
                 chunk = await reopened.engine.read(await reopened.engine.require(path), 0, 1 << 30)

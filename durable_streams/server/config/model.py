@@ -207,6 +207,10 @@ class DurableStreams(Handler):
     max_live_readers: int = DEFAULT_MAX_LIVE_READERS
     # Extension: page catch-up reads at this many bytes (None: one response to the tail).
     catch_up_page_size: int | None = None
+    # Tunables without a Caddyfile option (tests and embedders set them); not adapted.
+    max_read_bytes: int = 1 << 20  # page of a live read; piece of a streamed catch-up read
+    max_body_size: int = 64 << 20  # request body limit unless `request_body` sets one
+    slow_reader_timeout: float = 10.0  # seconds a live frame may sit in a full buffer
     name = "durable_streams"
     terminal = True
 

@@ -34,10 +34,10 @@ import asyncio
 import logging
 import re
 import time
-from dataclasses import dataclass
 from typing import Awaitable, Callable
 from urllib.parse import unquote
 
+from ..config.model import DurableStreams
 from ..http import ParseError, Request, Response, StreamResponse
 from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
@@ -73,22 +73,10 @@ STOP_DRAIN_TIMEOUT = 2.0
 STOP_CUT_TIMEOUT = 0.5
 
 
-@dataclass(frozen=True)
-class ProtocolSettings:
-    data_dir: str | None = None  # None -> in-memory store
-    max_file_handles: int = 100
-    long_poll_timeout: float = 30.0  # seconds
-    sse_reconnect_interval: float = 60.0
-    max_read_bytes: int = 1 << 20  # page of a live read; piece of a streamed catch-up read
-    catch_up_page_bytes: int | None = None  # extension: page catch-up reads (None: to the tail)
-    max_body_size: int = 64 << 20  # default request body limit
-    max_live_readers: int = 10000  # long-polls + SSE connections at once (503 beyond)
-    slow_reader_timeout: float = 10.0  # seconds an SSE frame may sit in a full buffer
-
-
 class DurableStreamsHandler:
-    def __init__(self, settings: ProtocolSettings, *, metrics: NullMetrics | None = None) -> None:
-        """`metrics`: the server's metrics (ops/metrics.py); off when None."""
+    def __init__(self, settings: DurableStreams, *, metrics: NullMetrics | None = None) -> None:
+        """`settings`: the `durable_streams` block as the config model holds it (the one
+        home of its defaults). `metrics`: the server's metrics (ops/metrics.py); off when None."""
         self.settings = settings
         self.metrics = metrics if metrics is not None else NULL_METRICS
         self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles), events=self.metrics)
@@ -256,7 +244,7 @@ class DurableStreamsHandler:
             return await self._live_request(request, self._long_poll, stream, start)
         if start is None:
             return self._at_tail(stream, status=200)
-        page = self.settings.catch_up_page_bytes
+        page = self.settings.catch_up_page_size
         tail, closed = stream.state.tail, stream.state.closed
         if page is None and tail - start > self.settings.max_read_bytes:
             return await self._stream_to_tail(request, stream, start, (tail, closed))

@@ -218,18 +218,9 @@ class DurableStreamsRuntime:
 
     async def start(self) -> None:
         # Imported here: the runtime layer works (and is testable) without the protocol layer.
-        from ..protocol.handler import DurableStreamsHandler, ProtocolSettings
+        from ..protocol.handler import DurableStreamsHandler
 
-        c = self.config
-        settings = ProtocolSettings(
-            data_dir=c.data_dir,
-            max_file_handles=c.max_file_handles,
-            long_poll_timeout=c.long_poll_timeout,
-            sse_reconnect_interval=c.sse_reconnect_interval,
-            max_live_readers=c.max_live_readers,
-            catch_up_page_bytes=c.catch_up_page_size,
-        )
-        self.impl = DurableStreamsHandler(settings, metrics=self.metrics)
+        self.impl = DurableStreamsHandler(self.config, metrics=self.metrics)
         await self.impl.start()
 
     async def stop(self) -> None:

@@ -17,7 +17,7 @@ import re
 from ...caddyfile.tree import Directive, Token
 from ..durations import DurationError, parse_duration
 from ..errors import arg_error, errf
-from ..model import DEFAULT_MAX_LIVE_READERS, DurableStreams, Handler
+from ..model import DurableStreams, Handler
 from ..sizes import parse_size
 from . import policy
 from .base import Scope, handler_directive
@@ -56,13 +56,14 @@ def _duration(token: Token) -> float:
 @handler_directive("durable_streams")
 def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     # Extra arguments on the directive line are ignored by the plugin; so are they here.
+    # What is not given (or zero, as in the plugin) keeps the model's default.
     data_dir: str | None = None
     max_file_handles = 0
     long_poll = 0.0
     sse_interval = 0.0
     webhook: str | None = None
-    max_live_readers = DEFAULT_MAX_LIVE_READERS
-    catch_up_page_size: int | None = None
+    max_live_readers = 0
+    catch_up_page_size = 0
     for line in d.block or ():
         name = line.name.text
         if name == "data_dir":
@@ -107,12 +108,13 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     if long_poll < 0 or sse_interval < 0:
         where = d.name
         raise errf(where, "invalid duration: negative durations are not supported by durable-streams-server")
-    return DurableStreams(
-        data_dir=data_dir or None,
-        max_file_handles=max_file_handles or 100,
-        long_poll_timeout=long_poll or 30.0,
-        sse_reconnect_interval=sse_interval or 60.0,
+    given = dict(
+        data_dir=data_dir,
+        max_file_handles=max_file_handles,
+        long_poll_timeout=long_poll,
+        sse_reconnect_interval=sse_interval,
         webhook_callback_url=webhook,
         max_live_readers=max_live_readers,
         catch_up_page_size=catch_up_page_size,
     )
+    return DurableStreams(**{name: value for name, value in given.items() if value})
