@@ -23,7 +23,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection(serve):
     seen = []
 
     async def handler(request):
-        seen.append(request.transport)
+        seen.append(request._conn.transport)
         return await echo(request)
 
     served = await serve(handler)

@@ -206,7 +206,7 @@ async def test_large_body_to_a_slow_reader_arrives_intact(serve):
 
     async def handler(request):
         await asyncio.sleep(0.1)  # the client has sent far more than the high-water mark by now
-        paused.append(not request.transport.is_reading())
+        paused.append(not request._conn.transport.is_reading())
         digest, size, pieces = hashlib.sha256(), 0, 0
         async for piece in request.content.iter_any():
             digest.update(piece)

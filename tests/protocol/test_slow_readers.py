@@ -167,7 +167,7 @@ async def test_stop_cuts_a_stalled_reader_and_closes_the_store(start_server, htt
                 (request,) = server.handler._live.values()
                 previous = -1
                 while True:
-                    size = request.transport.get_write_buffer_size()
+                    size = request._conn.transport.get_write_buffer_size()
                     if size > SSE_HIGH_WATER and size == previous:
                         return
                     previous = size

@@ -4,7 +4,8 @@ back-pressure, graceful shutdown)."""
 
 from .messages import BodyReader, Request, Response, StreamResponse, json_response
 from .parser import HttpVersion, ParseError
-from .server import HTTPServer, ServerSettings
+from .server import HTTPServer
+from .settings import ServerSettings
 
 __all__ = ["BodyReader", "HTTPServer", "HttpVersion", "ParseError", "Request", "Response", "ServerSettings",
            "StreamResponse", "json_response"]

@@ -15,13 +15,29 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any, Awaitable, Callable, Protocol
 
 from .messages import BodyReader, Request, Response, StreamResponse
 from .parser import CHUNKED, HTTP_10, ChunkedDecoder, ParseError, parse_head
 
-if TYPE_CHECKING:
-    from .server import HTTPServer
+from .settings import ServerSettings
+
+Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
+PrepareHook = Callable[[Request, "Response | StreamResponse"], None]
+AccessLog = Callable[[Request, "Response | StreamResponse", float], None]
+
+
+class Owner(Protocol):
+    """What a connection needs from the server that accepted it (server.py has it)."""
+
+    handler: Handler
+    settings: ServerSettings
+    prepare_hook: PrepareHook | None
+    access_log: AccessLog | None
+    connections: set["Connection"]
+    shutting_down: bool
+
+    def connection_closed(self, conn: "Connection") -> None: ...
 
 log = logging.getLogger("durable_streams.server.http")
 
@@ -47,7 +63,7 @@ def _status_line(status: int) -> str:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, server: "HTTPServer") -> None:
+    def __init__(self, server: Owner) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.remote = ""
@@ -261,6 +277,23 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    @property
+    def local_port(self) -> int | None:
+        sockname = self.transport.get_extra_info("sockname") if self.transport is not None else None
+        return sockname[1] if isinstance(sockname, tuple) else None
+
+    def set_write_high_water(self, nbytes: int) -> None:
+        if self.transport is not None:
+            self.transport.set_write_buffer_limits(high=nbytes)
+
+    def stream_finished(self, response: StreamResponse) -> None:
+        if self._streaming is response:
+            self._streaming = None
 
     @property
     def idle(self) -> bool:

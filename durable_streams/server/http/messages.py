@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import Any, AsyncIterator, Protocol
 from urllib.parse import parse_qsl
 
 from multidict import CIMultiDict, MultiDict, MultiDictProxy
@@ -19,15 +19,48 @@ from yarl import URL
 
 from .parser import HttpVersion
 
-if TYPE_CHECKING:
-    from .connection import Connection
+class Link(Protocol):
+    """What a request and its response need from their connection (connection.py has
+    it). Nothing outside http/ sees a transport: layers above use Request.abort(),
+    Request.local_port and StreamResponse's writer methods."""
+
+    remote: str
+    local_host: str
+    secure: bool
+    closed: bool
+
+    @property
+    def local_port(self) -> int | None: ...
+
+    @property
+    def writing_paused(self) -> bool: ...
+
+    def pause_reading(self, reason: object) -> None: ...
+
+    def resume_reading(self, reason: object) -> None: ...
+
+    def send_continue(self) -> None: ...
+
+    def start_stream(self, request: "Request", response: "StreamResponse") -> tuple[bool, bool]: ...
+
+    def stream_finished(self, response: "StreamResponse") -> None: ...
+
+    def set_write_high_water(self, nbytes: int) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def write_parts(self, *parts: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class Request:
     __slots__ = ("method", "target", "version", "headers", "raw_path", "query_string", "content",
                  "keep_alive", "_conn", "_state", "_path", "_query")
 
-    def __init__(self, conn: "Connection", method: str, target: str, version: HttpVersion, headers: Any,
+    def __init__(self, conn: Link, method: str, target: str, version: HttpVersion, headers: Any,
                  content: "BodyReader", keep_alive: bool, state: dict | None = None) -> None:
         self._conn = conn
         self.method = method
@@ -88,8 +121,13 @@ class Request:
         return self._conn.remote
 
     @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._conn.transport
+    def local_port(self) -> int | None:
+        """The port the request arrived on (None on a unix socket)."""
+        return self._conn.local_port
+
+    def abort(self) -> None:
+        """Drop the connection at once, with whatever it still had queued."""
+        self._conn.abort()
 
     # --- the body ---
 
@@ -152,7 +190,7 @@ class BodyReader:
 
     __slots__ = ("expected", "_chunks", "_size", "_eof", "_waiter", "_error", "_conn", "_continue")
 
-    def __init__(self, conn: "Connection | None", expected: bool, expect_continue: bool = False) -> None:
+    def __init__(self, conn: Link | None, expected: bool, expect_continue: bool = False) -> None:
         self.expected = expected
         self._chunks: deque[bytes] = deque()
         self._size = 0
@@ -282,7 +320,7 @@ class StreamResponse:
         self.keep_alive = True
         self.body_length = 0
         self.prepared = False
-        self._conn: "Connection | None" = None
+        self._conn: Link | None = None
         self._chunked = False
         self._head_only = False
         self._finished = False
@@ -317,6 +355,11 @@ class StreamResponse:
         else:
             conn.write(data)
 
+    def set_high_water(self, nbytes: int) -> None:
+        """Above this many bytes queued, `must_drain` turns true (a prepared response)."""
+        if self._conn is not None:
+            self._conn.set_write_high_water(nbytes)
+
     @property
     def must_drain(self) -> bool:
         """The connection's buffer is full: `drain` would wait."""
@@ -330,8 +373,7 @@ class StreamResponse:
         if self._finished or self._conn is None:
             return
         self._finished = True
-        if self._conn._streaming is self:
-            self._conn._streaming = None
+        self._conn.stream_finished(self)
         if self._chunked and not self._conn.closed:
             self._conn.write(b"0\r\n\r\n")
         await self._conn.drain()

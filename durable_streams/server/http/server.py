@@ -5,23 +5,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from dataclasses import dataclass
-from typing import Awaitable, Callable
 
-from .connection import Connection
-from .messages import Request, Response, StreamResponse
-
-Handler = Callable[[Request], Awaitable["Response | StreamResponse"]]
-PrepareHook = Callable[[Request, "Response | StreamResponse"], None]
-AccessLog = Callable[[Request, "Response | StreamResponse", float], None]
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    keepalive_timeout: float = 300.0  # idle time, and time for a request head to arrive
-    max_line_size: int = 64 << 10  # request line
-    max_field_size: int = 64 << 10  # one header line
-    max_head_size: int = 1 << 20  # the whole head
+from .connection import AccessLog, Connection, Handler, PrepareHook
+from .settings import ServerSettings
 
 
 class HTTPServer:
@@ -78,7 +64,6 @@ class HTTPServer:
             except TimeoutError:
                 pass
         for conn in list(self.connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            conn.abort()
         if self.connections:
             await asyncio.sleep(0)

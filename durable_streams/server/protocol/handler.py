@@ -110,7 +110,7 @@ class DurableStreamsHandler:
                 await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
         finally:
             for request in list(self._live.values()):
-                _abort(request)
+                request.abort()
             if self._live:  # an abort wakes a blocked write at once: this is short
                 await asyncio.wait(list(self._live), timeout=STOP_CUT_TIMEOUT)
             if self._sweeper is not None:
@@ -308,7 +308,7 @@ class DurableStreamsHandler:
         except (StreamError, StoreError) as error:
             log.warning("catch-up read of %s cut at %d of %d: %s", stream.path, position, tail, error)
             response.force_close()
-            _abort(request)
+            request.abort()
         return response
 
     def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> Response | StreamResponse:
@@ -348,8 +348,7 @@ class DurableStreamsHandler:
         if needs_base64(stream.framing):
             response.headers["Stream-SSE-Data-Encoding"] = "base64"
         await response.prepare(request)
-        if request.transport is not None:
-            request.transport.set_write_buffer_limits(high=SSE_HIGH_WATER)
+        response.set_high_water(SSE_HIGH_WATER)
         last_cursor = 0
 
         def control(next_offset: int, up_to_date: bool, closed: bool) -> bytes:
@@ -415,20 +414,13 @@ class DurableStreamsHandler:
         except TimeoutError:
             log.info("SSE reader of %s disconnected: not reading for %.0f s", request.path, budget)
             self.metrics.slow_reader_disconnected()
-            _abort(request)
+            request.abort()
             raise ConnectionResetError("slow reader") from None
 
     async def _sse_batch(self, stream: Stream, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
         return data_event(stream.framing, chunk.data), chunk
-
-
-def _abort(request: Request) -> None:
-    """Drop the connection and whatever it still had queued."""
-    transport = request.transport
-    if transport is not None:
-        transport.abort()
 
 
 # -------------------------------------------------------------------- request parsing

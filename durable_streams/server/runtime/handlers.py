@@ -56,9 +56,8 @@ class StaticResponseHandler:
         c = self.config
         if c.abort:
             # Caddy panics with ErrAbortHandler: the connection closes without a response.
-            if request.transport is not None:
-                request.transport.abort()
-            raise ConnectionAbortedError("respond abort")  # nothing is written: the transport is gone
+            request.abort()
+            raise ConnectionAbortedError("respond abort")  # nothing is written: the connection is gone
         ctx = context_of(request)
         response = Response(status=c.status or 200)
         for name, value in c.headers:

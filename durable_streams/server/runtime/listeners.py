@@ -28,10 +28,10 @@ SERVER_HEADER = "durable-streams-server"
 
 
 def _abort_unfinished_body(request: Request) -> None:
-    if not request.content.at_eof() and request.transport is not None:
+    if not request.content.at_eof():
         log.warning("request body not read within read_body timeout; closing connection",
                     extra={"ds_fields": {"method": request.method, "path": request.path}})
-        request.transport.abort()
+        request.abort()
 
 
 async def _empty_response(request: Request) -> Response:

@@ -47,8 +47,7 @@ def _is_loopback(host: str) -> bool:
 
 def _refusal(request: Request, address: ListenAddress) -> str | None:
     """Why the request is not addressed to the admin endpoint itself, or None."""
-    sockname = request.transport.get_extra_info("sockname") if request.transport else None
-    port = sockname[1] if isinstance(sockname, tuple) else address.port
+    port = request.local_port or address.port
     allowed = allowed_hosts(address, port)
     if allowed is not None and request.host not in allowed:
         return f"host not allowed: {request.host}"
