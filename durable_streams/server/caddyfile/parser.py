@@ -1,9 +1,9 @@
 """Block structure of a Caddyfile: Lark LALR over the walker's token stream.
 
-Pipeline: env substitution -> lexer -> `imports.BlockWalker` (block heads, snippets,
-imports, and Caddy's brace/line checks on the source tokens) -> `_TokenStream` (NL
-terminals) -> Lark with the grammar in grammar/caddyfile.lark -> `_ToTree`, the only
-bridge to `tree` objects. Everything is lazy and the transformer runs inline, so errors
+Pipeline: env substitution -> lexer -> `walker.BlockWalker` (block heads and Caddy's
+brace/line checks on the source tokens; `imports.Importer` splices snippets and imports
+into its token list as it walks) -> `_TokenStream` (NL terminals) -> Lark with the
+grammar in grammar/caddyfile.lark -> `_ToTree`, the only bridge to `tree` objects. Everything is lazy and the transformer runs inline, so errors
 surface in source order, as in Caddy. The few errors only Lark notices (EOF inside a
 nested block, shapes the walker lets through) are put into Caddy's words.
 """
@@ -20,20 +20,11 @@ from lark.exceptions import UnexpectedToken
 
 from .env import substitute_env
 from .errors import CaddyfileError
-from .imports import (
-    CLOSE_BLOCK,
-    FIRST_KEY,
-    KEY,
-    LBRACE,
-    NAMED_ROUTE,
-    OPEN_BLOCK,
-    RBRACE,
-    BlockWalker,
-    Item,
-    located_error,
-)
+from .dispenser import located_error
+from .imports import Importer
 from .lexer import on_new_line, tokenize
 from .tree import Caddyfile, Directive, ServerBlock, Token
+from .walker import CLOSE_BLOCK, FIRST_KEY, KEY, LBRACE, NAMED_ROUTE, OPEN_BLOCK, RBRACE, BlockWalker, Item
 
 NL = "_NL"
 # Top-level constructs whose line placement the walker has already checked.
@@ -203,7 +194,7 @@ def parse_caddyfile(text: str, filename: str = "Caddyfile", env: Mapping[str, st
     """Parse Caddyfile text into a `tree.Caddyfile` (imports resolved relative to `filename`)."""
     warnings: list[str] = []
     tokens = tokenize(substitute_env(text, env), filename)
-    walker = BlockWalker(tokens, env, warnings)
+    walker = BlockWalker(tokens, Importer(env, warnings))
     stream = _TokenStream(walker.items())
     try:
         blocks = _lark_parser().parse(stream.terminals())

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
-from ..config.matchers import ip_in_ranges
 from ..config.model import HeaderOp
 from ..http import Request
+from .matching import ip_in_ranges
 
 
 @dataclass

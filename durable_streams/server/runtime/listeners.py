@@ -13,13 +13,13 @@ from typing import Any
 
 from ..config.addresses import ListenAddress
 from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
-from ..config.matchers import HostMatcher, RequestView
 from ..config.model import Server
 from ..ops.health import LIVENESS_PATH, READINESS_PATH, liveness_handler, readiness_handler
 from ..ops.metrics import METRICS_PATH, metrics_handler
 from .access_log import AccessLogger
 from .context import CONTEXT_KEY, RequestContext, client_ip
 from .handlers import apply_response_headers
+from .matching import host_test, strip_port
 from .reload_endpoint import RELOAD_PATH, Reloader, reload_handler
 from .routing import RouteList
 
@@ -49,6 +49,7 @@ class TLSContexts:
     def __init__(self, server: Server) -> None:
         self.certificates = server.certificates
         self.contexts = [self._new_context(server) for _ in server.certificates]
+        self._host_tests = [host_test(cert.hosts) if cert.hosts else None for cert in server.certificates]
         self.reload()
         if len(self.contexts) > 1:
             self.contexts[0].sni_callback = self._pick  # type: ignore[assignment]
@@ -73,9 +74,9 @@ class TLSContexts:
     def _pick(self, sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         if not server_name:
             return
-        view = RequestView(method="", path="", host=server_name)
-        for cert, ctx in zip(self.certificates, self.contexts):
-            if cert.hosts and HostMatcher(cert.hosts).matches(view):
+        hostname = strip_port(server_name).lower()
+        for test, ctx in zip(self._host_tests, self.contexts):
+            if test is not None and test(hostname):
                 sock.context = ctx
                 return
 

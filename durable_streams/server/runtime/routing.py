@@ -1,4 +1,4 @@
-"""The request-time route tree: config routes -> matchers + chained handlers.
+"""The request-time route tree: config routes -> compiled matchers + chained handlers.
 
 Semantics are Caddy's: a route list runs the first matching route's handlers as a
 middleware chain whose `next` continues with the following routes; within a group only
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..http import Request, Response, StreamResponse
-from ..config.matchers import MatcherSet, RequestView, sets_match
 from ..config.model import Route
 from .context import context_of
 from .handlers import DEFAULT_FACTORIES, Factory, Lifecycle, Next, RuntimeHandler
+from .matching import Predicate, RequestView, compile_sets
 
 __all__ = ["Compiler", "Factory", "Next", "RouteList", "RuntimeHandler", "request_view"]
 
@@ -88,7 +88,7 @@ def request_view(request: Request) -> RequestView:
 
 @dataclass(frozen=True, slots=True)
 class _CompiledRoute:
-    match: tuple[MatcherSet, ...]
+    match: Predicate | None  # the route's matcher sets; None matches every request
     handlers: tuple[RuntimeHandler, ...]
     group: str | None
     terminal: bool
@@ -113,10 +113,10 @@ class RouteList:
             index += 1
             if route.group is not None and route.group in chosen:
                 continue
-            if route.match:
+            if route.match is not None:
                 if view is None:
                     view = request_view(request)
-                if not sets_match(route.match, view):
+                if not route.match(view):
                     continue
             if route.group is not None:
                 chosen.add(route.group)
@@ -203,7 +203,7 @@ class Compiler:
     def routes(self, routes: tuple[Route, ...]) -> RouteList:
         return RouteList(
             [
-                _CompiledRoute(r.match, tuple(self.handler(h) for h in r.handle), r.group, r.terminal)
+                _CompiledRoute(compile_sets(r.match), tuple(self.handler(h) for h in r.handle), r.group, r.terminal)
                 for r in routes
             ]
         )
@@ -215,6 +215,6 @@ class Compiler:
         compiled = self.routes(routes)
         if len(compiled.routes) == 1:
             (only,) = compiled.routes
-            if not only.match and only.group is None and len(only.handlers) == 1:
+            if only.match is None and only.group is None and len(only.handlers) == 1:
                 return only.handlers[0]
         return compiled
