@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import structlog
 
 from . import boundaries, checkpoint
-from .catalog import Catalog, Entry
+from .catalog import Catalog
 from .filepool import INDEX_SUFFIX, DataFilePool, index_key
 from .fsutil import fsync_dir, pwrite_all
 from .records import Kind, Record
@@ -132,11 +132,11 @@ class Storage:
             entry.boundaries = array("q")
             entry.encoded = None
 
-    def next_indexed_boundary(self, entry: Entry, count: int, position: int) -> int | None:
+    def next_indexed_boundary(self, incarnation: str, count: int, position: int) -> int | None:
         """The first boundary past `position` among the first `count` in the index file
         (any thread); None when there is none, or no file (a data_dir from before them)."""
         try:
-            with self.pool.handle(index_key(entry.incarnation)) as fd:
+            with self.pool.handle(index_key(incarnation)) as fd:
                 return boundaries.next_in_index(fd, count, position)
         except FileNotFoundError:
             return None

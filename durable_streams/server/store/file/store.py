@@ -209,15 +209,15 @@ class FileStore(StreamStore):
             return fresh[i]
         if i == 0 and entry.indexed:  # may be below the checkpoint: in the index file
             found = await self._loop.run_in_executor(
-                self._reads, self._next_indexed_sync, entry, entry.indexed, position
+                self._reads, self._next_indexed_sync, entry.incarnation, entry.indexed, position
             )
             if found is not None:
                 return found
         return fresh[i] if i < len(fresh) else entry.state.tail
 
-    def _next_indexed_sync(self, entry, count: int, position: int) -> int | None:
+    def _next_indexed_sync(self, incarnation: str, count: int, position: int) -> int | None:
         try:
-            return self._storage.next_indexed_boundary(entry, count, position)
+            return self._storage.next_indexed_boundary(incarnation, count, position)
         except OSError as exc:
             raise store_error(exc, "read failed") from exc
 
