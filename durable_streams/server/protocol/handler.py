@@ -10,8 +10,9 @@ Choices the protocol asks implementations to document:
 - Stream-TTL together with Stream-Expires-At is refused (400); there is no precedence.
 - Offsets are `%016d_%016d` (reserved part, byte position); reads are paged by
   `max_read_bytes`, cut at message boundaries for JSON and at characters for text/*.
-- Stream-Fork-Sub-Offset may reach up to the source's tail (the next boundary a store
-  can know), not only to the end of the single append at the fork offset.
+- Stream-Fork-Sub-Offset on binary and text streams counts bytes of the append at the
+  fork offset and may reach its end, no further (400). On JSON streams it counts
+  messages and may reach the source's tail, as the reference server does.
 - Idempotent-producer state lives as long as the stream with a durable store; the
   memory store forgets producers idle for 7 days.
 
