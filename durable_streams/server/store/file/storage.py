@@ -10,7 +10,7 @@ Layout:
                                           (u64 little-endian end offsets; boundaries.py)
 
 Used by exactly one thread at a time: recovery, then the writer thread; readers only
-call `read_data`.
+call `read_data` and `next_indexed_boundary`.
 """
 
 from __future__ import annotations
