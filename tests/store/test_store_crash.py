@@ -1,7 +1,8 @@
 """Crash safety: SIGKILL a busy FileStore at random moments, reopen, check everything.
 
 After each kill, every acknowledged operation must be there exactly once and in order,
-with its state (tail, producer tuple, Stream-Seq, closure); an operation that was in
+with its state (tail, producer tuple, Stream-Seq, closure) and its append boundary
+(where each append with data ended); an operation that was in
 flight (announced, not acknowledged) may have landed or not, but entirely or not at
 all; nothing else may appear.
 """
@@ -33,6 +34,7 @@ class Model:
     closed_by: tuple | None = None
     stream_seq: str | None = None
     producers: dict = field(default_factory=dict)  # id -> (epoch, seq)
+    boundaries: list = field(default_factory=list)  # end of each append with data
 
     @property
     def tail(self) -> int:
@@ -41,6 +43,8 @@ class Model:
     def apply(self, op: dict) -> None:
         self.data += bytes.fromhex(op["data"])
         assert self.tail == op["tail"]
+        if op["data"]:
+            self.boundaries.append(self.tail)
         if op["close"]:
             self.closed, self.closed_by = True, tuple(op["closed_by"]) if op["closed_by"] else None
         if op["stream_seq"] is not None:
@@ -97,7 +101,8 @@ def apply_op(model: dict[str, Model], op: dict) -> None:
     path = op["path"]
     if op["op"] == "create":
         assert path not in model
-        model[path] = Model(op["base"], op["ct"], bytearray(bytes.fromhex(op["data"])))
+        data = bytes.fromhex(op["data"])
+        model[path] = Model(op["base"], op["ct"], bytearray(data), boundaries=[op["base"] + len(data)] if data else [])
     elif op["op"] == "delete":
         del model[path]
     else:
@@ -111,22 +116,29 @@ async def recovered_view(data_dir: str) -> dict[str, tuple]:
     try:
         for s in streams:
             data = await store.read(s.config.path, s.config.base_offset, s.state.tail)
+            boundaries, position = [], s.config.base_offset
+            while position < s.state.tail:  # walk the appends, one boundary after the other
+                position = await store.next_boundary(s.config.path, position)
+                boundaries.append(position)
             view[s.config.path] = describe(
                 s.config.base_offset, s.config.content_type, data, s.state.closed, s.state.closed_by,
                 s.state.stream_seq, {pid: (p.epoch, p.seq) for pid, p in s.state.producers.items()},
+                boundaries,
             )
     finally:
         await store.close()
     return view
 
 
-def describe(base, content_type, data, closed, closed_by, stream_seq, producers) -> tuple:
-    return (base, content_type, bytes(data), closed, tuple(closed_by) if closed_by else None, stream_seq, producers)
+def describe(base, content_type, data, closed, closed_by, stream_seq, producers, boundaries) -> tuple:
+    return (base, content_type, bytes(data), closed, tuple(closed_by) if closed_by else None, stream_seq, producers,
+            list(boundaries))
 
 
 def model_view(model: dict[str, Model]) -> dict[str, tuple]:
     return {
-        path: describe(m.base, m.content_type, m.data, m.closed, m.closed_by, m.stream_seq, dict(m.producers))
+        path: describe(m.base, m.content_type, m.data, m.closed, m.closed_by, m.stream_seq, dict(m.producers),
+                       m.boundaries)
         for path, m in model.items()
     }
 
@@ -137,7 +149,7 @@ def resolve_in_flight(model: dict[str, Model], pending: dict[str, dict], recover
     for path, op in pending.items():
         without = model_view(model).get(path)
         landed_model = {p: Model(m.base, m.content_type, bytearray(m.data), m.closed, m.closed_by,
-                                 m.stream_seq, dict(m.producers)) for p, m in model.items()}
+                                 m.stream_seq, dict(m.producers), list(m.boundaries)) for p, m in model.items()}
         apply_op(landed_model, op)
         with_op = model_view(landed_model).get(path)
         got = recovered.get(path)

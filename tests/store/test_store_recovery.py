@@ -101,6 +101,7 @@ def data_file(data_dir) -> str:
         os.path.join(root, name)
         for root, _, names in os.walk(os.path.join(data_dir, "streams"))
         for name in names
+        if name.endswith(".data")
     ]
     return found
 
@@ -207,12 +208,15 @@ async def test_orphan_data_files_are_removed(tmp_path):
     # Left by a crash between writing a create's bytes and its log record.
     await write_three(tmp_path)
     orphan = os.path.join(tmp_path, "streams", "ab", "ab" + "0" * 30 + ".data")
-    with open(orphan, "wb") as f:
-        f.write(b"never acknowledged")
+    orphan_index = os.path.join(tmp_path, "streams", "cd", "cd" + "0" * 30 + ".idx")  # an unlink lost
+    for name in (orphan, orphan_index):
+        with open(name, "wb") as f:
+            f.write(b"never acknowledged")
     store, streams = await reopen(tmp_path)
     await store.checkpoint()  # runs after the start-up sweep in the writer's queue
     await store.close()
     assert not os.path.exists(orphan)
+    assert not os.path.exists(orphan_index)
     assert list(streams) == [PATH]
 
 

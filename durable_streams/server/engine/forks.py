@@ -52,6 +52,41 @@ async def _read_own(store: StreamStore, stream: "Stream", start: int, end: int) 
     return data
 
 
+async def _own_boundary(store: StreamStore, stream: "Stream", position: int) -> int:
+    """The store's next boundary of a stream's own bytes (discarded, like a read, when
+    it races with the stream's removal)."""
+    if stream.removed:
+        raise StreamNotFound(f"stream {stream.path} was deleted")
+    try:
+        found = await store.next_boundary(stream.path, position)
+    except Exception:
+        if stream.removed:
+            raise StreamNotFound(f"stream {stream.path} was deleted") from None
+        raise
+    if stream.removed:
+        raise StreamNotFound(f"stream {stream.path} was deleted")
+    return found
+
+
+async def next_boundary(store: StreamStore, stream: "Stream", position: int) -> int:
+    """The end of the append at `position` (`position` < tail) as a reader of `stream`
+    sees it. Below a fork's base the source chain answers, capped at the base (the
+    fork's own bytes begin there); a fork's sub-offset prefix ends an append of its own."""
+    cap: int | None = None
+    current: Stream | None = stream
+    while current is not None:
+        base = current.config.base_offset
+        if position >= base:
+            found = await _own_boundary(store, current, position)
+            prefix_end = base + current.config.settings.get("fork_sub_offset", 0)
+            if position < prefix_end:  # bytes and text only: JSON never asks
+                found = min(found, prefix_end)
+            return found if cap is None else min(found, cap)
+        cap = base if cap is None else min(cap, base)
+        current = current.source
+    raise StreamGone(f"data before {stream.config.base_offset} of {stream.path} is no longer retained")
+
+
 @dataclass(frozen=True, slots=True)
 class ForkRequest:
     source_path: str
@@ -79,17 +114,24 @@ def fork_anchor(source: "Stream | None", request: ForkRequest, content_type: str
 
 
 async def sub_offset_prefix(store: StreamStore, source: "Stream", anchor: int, sub_offset: int) -> bytes:
-    """The first `sub_offset` units (bytes, or JSON messages) past the anchor, which the
-    fork keeps as its own first bytes. The next data boundary past the anchor is taken
-    as the source's tail: a store keeps bytes, not append boundaries. A JSON anchor must
-    sit between messages, or every read of the fork would be broken JSON."""
+    """The first `sub_offset` units past the anchor, which the fork keeps as its own
+    first bytes. Bytes and text: bytes of the append at the anchor, up to its end (the
+    next data boundary). JSON: messages, up to the source's tail (as the reference
+    server counts them). A JSON anchor must sit between messages, or every read of the
+    fork would be broken JSON."""
     if source.framing is Framing.JSON and anchor > 0:
         if await read_range(store, source, anchor - 1, anchor) != b"\n":
             raise InvalidRequest("Stream-Fork-Offset is not at a message boundary")
     if not sub_offset:
         return b""
     tail = source.state.tail
-    end = tail if source.framing is Framing.JSON else min(tail, anchor + sub_offset)
+    if source.framing is Framing.JSON:
+        end = tail
+    else:
+        boundary = min(tail, await next_boundary(store, source, anchor))
+        if anchor + sub_offset > boundary:
+            raise InvalidRequest("Stream-Fork-Sub-Offset is past the next data boundary")
+        end = anchor + sub_offset
     found = count_units_prefix(source.framing, await read_range(store, source, anchor, end), sub_offset)
     if found is None:
         raise InvalidRequest("Stream-Fork-Sub-Offset is past the next data boundary")

@@ -16,8 +16,9 @@ Choices the protocol asks implementations to document:
   option `catch_up_page_size` pages them instead (without `Stream-Up-To-Date` on a
   partial page). Long-poll and SSE deliver `max_read_bytes` at a time, cut at message
   boundaries for JSON and at characters for text/*.
-- Stream-Fork-Sub-Offset may reach up to the source's tail (the next boundary a store
-  can know), not only to the end of the single append at the fork offset.
+- Stream-Fork-Sub-Offset on binary and text streams counts bytes of the append at the
+  fork offset and may reach its end, no further (400). On JSON streams it counts
+  messages and may reach the source's tail, as the reference server does.
 - Idempotent-producer state lives as long as the stream with a durable store; the
   memory store forgets producers idle for 7 days.
 

@@ -9,6 +9,11 @@ bytes start at `config.base_offset` (0, or the fork point for a fork: a fork sha
 its source's offset space, so the engine stitches reads below `base_offset` from
 the source). `read(start, end)` is only asked for `base_offset <= start <= end <= tail`.
 
+Append boundaries: a store also keeps where each append (and a create's initial data)
+ended, a few bytes per append, so that `next_boundary` can name the end of the append
+at a position. It may know fewer boundaries than there were (data written by a version
+that kept none), never false ones: an unknown boundary only makes the answer later.
+
 Concurrency: the engine serialises all writes to one stream (one at a time per
 path); a store may run writes to different streams concurrently and should batch
 them (group commit). Every awaited write returns only when it is as durable as the
@@ -141,6 +146,12 @@ class StreamStore(ABC):
     @abstractmethod
     async def read(self, path: str, start: int, end: int) -> bytes:
         """Return this stream's own bytes in [start, end)."""
+
+    @abstractmethod
+    async def next_boundary(self, path: str, position: int) -> int:
+        """The end of the append that starts at or contains `position` (for
+        `base_offset <= position < tail`): the smallest known append end greater than
+        `position`, or the tail when none is known."""
 
     @abstractmethod
     def touch(self, path: str, when: float) -> None:

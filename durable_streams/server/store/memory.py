@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from array import array
+from bisect import bisect_right
 
 from .base import Commit, StoredStream, StreamConfig, StreamState, StreamStore
 
 
 class _Entry:
-    __slots__ = ("config", "state", "data")
+    __slots__ = ("config", "state", "data", "boundaries")
 
     def __init__(self, config: StreamConfig, state: StreamState, data: bytes) -> None:
         self.config = config
         self.state = state
         self.data = bytearray(data)
+        self.boundaries = array("q")  # end offset of each append (and of the initial data)
+        if data:
+            self.boundaries.append(config.base_offset + len(data))
 
 
 class MemoryStore(StreamStore):
@@ -35,6 +40,8 @@ class MemoryStore(StreamStore):
         entry = self._streams[path]
         entry.data += data
         entry.state.apply(commit)
+        if data:
+            entry.boundaries.append(commit.tail)
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)  # in memory, landed is durable
         return done
@@ -49,6 +56,11 @@ class MemoryStore(StreamStore):
         entry = self._streams[path]
         base = entry.config.base_offset
         return bytes(entry.data[start - base : end - base])
+
+    async def next_boundary(self, path: str, position: int) -> int:
+        entry = self._streams[path]
+        i = bisect_right(entry.boundaries, position)
+        return entry.boundaries[i] if i < len(entry.boundaries) else entry.state.tail
 
     def touch(self, path: str, when: float) -> None:
         entry = self._streams.get(path)

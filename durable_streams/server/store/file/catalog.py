@@ -7,7 +7,8 @@ after a restart is by construction the state that was acknowledged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from array import array
+from dataclasses import dataclass, field
 
 from ..base import StoredStream, StreamConfig, StreamState
 from .records import Kind, Record, apply_commit, config_from_json, state_from_json
@@ -21,6 +22,11 @@ class Entry:
     # This entry's checkpoint form, kept until the state changes: a checkpoint re-encodes
     # only the streams written since the last one, however many streams exist.
     encoded: bytes | None = None
+    # Append ends since the last checkpoint (boundaries.py); older ones are the first
+    # `indexed` entries of the index file. Replaced, never shrunk, when a checkpoint
+    # moves them to the file: a reader holding the old array still sees all of it.
+    boundaries: array = field(default_factory=lambda: array("q"))
+    indexed: int = 0
 
     def snapshot(self) -> StoredStream:
         # Callers get copies: the engine mutates its own StreamState objects.
@@ -47,6 +53,8 @@ class Catalog:
                 config_from_json(record.meta["config"]),
                 state_from_json(record.meta["state"]),
             )
+            if record.data:
+                entry.boundaries.append(entry.state.tail)
             self.add(entry)
             return entry
         if record.kind is Kind.TOUCH:
@@ -62,6 +70,8 @@ class Catalog:
         if record.kind is Kind.APPEND:
             apply_commit(entry.state, record.meta["c"])
             entry.encoded = None
+            if record.data:  # a close without data ends no append
+                entry.boundaries.append(entry.state.tail)
         elif record.kind is Kind.SOFT_DELETE:
             entry.state.soft_deleted = True
             entry.encoded = None

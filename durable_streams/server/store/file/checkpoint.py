@@ -39,7 +39,7 @@ def encode(wal_generation: int, catalog: Catalog) -> bytes:
     for entry in catalog.by_incarnation.values():
         if entry.encoded is None:
             entry.encoded = json.dumps(
-                [entry.incarnation, config_to_json(entry.config), state_to_json(entry.state)],
+                [entry.incarnation, config_to_json(entry.config), state_to_json(entry.state), entry.indexed],
                 separators=(",", ":"),
             ).encode()
         parts.append(entry.encoded)
@@ -91,6 +91,13 @@ def read(data_dir: str) -> Checkpoint | None:
         )
     obj = json.loads(body)
     catalog = Catalog()
-    for incarnation, config, state in obj["streams"]:
-        catalog.add(Entry(incarnation, config_from_json(config), state_from_json(state)))
+    for incarnation, config, state, *index in obj["streams"]:
+        entry = Entry(incarnation, config_from_json(config), state_from_json(state))
+        if index:
+            entry.indexed = index[0]  # entries of its index file (boundaries.py)
+        elif entry.state.tail > entry.config.base_offset:
+            # Written by a version that kept no boundaries: of those below the checkpoint
+            # only its tail is known (an append ended there).
+            entry.boundaries.append(entry.state.tail)
+        catalog.add(entry)
     return Checkpoint(obj["wal_generation"], catalog)

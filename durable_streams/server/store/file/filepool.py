@@ -1,4 +1,5 @@
-"""A bounded LRU pool of descriptors for the per-stream data files.
+"""A bounded LRU pool of descriptors for the per-stream data files (and their
+boundary index files, keyed by `index_key`).
 
 Shared by the writer thread (pwrite, fsync) and the reader threads (pread). A handle
 in use is pinned and never closed under its user; when every handle is pinned the
@@ -14,6 +15,14 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+
+INDEX_SUFFIX = ".idx"
+
+
+def index_key(incarnation: str) -> str:
+    """The pool key of an incarnation's boundary index file (boundaries.py)."""
+    return incarnation + INDEX_SUFFIX
 
 
 @dataclass(slots=True)
@@ -37,9 +46,11 @@ class DataFilePool:
     def open_handles(self) -> int:
         return len(self._handles)
 
-    def path_of(self, incarnation: str) -> str:
+    def path_of(self, key: str) -> str:
+        """A key is an incarnation (its data file) or `index_key(incarnation)`."""
         # 256 shard directories keep directories small with 100,000s of streams.
-        return os.path.join(self.streams_dir, incarnation[:2], incarnation + ".data")
+        name = key if key.endswith(INDEX_SUFFIX) else key + ".data"
+        return os.path.join(self.streams_dir, key[:2], name)
 
     @contextmanager
     def handle(self, incarnation: str, create: bool = False) -> Iterator[int]:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from . import checkpoint, wal
+from . import boundaries, checkpoint, wal
 from .catalog import Catalog
+from .filepool import index_key
 from .records import Kind, Record
 from .storage import Storage
 
@@ -149,6 +150,17 @@ class Replay:
             with self.storage.pool.handle(incarnation, create=True) as fd:
                 if os.fstat(fd).st_size > length:
                     os.ftruncate(fd, length)
+            self._cut_index(entry.incarnation, entry.indexed * boundaries.ENTRY_BYTES)
+
+    def _cut_index(self, incarnation: str, length: int) -> None:
+        """Drop index entries past the checkpoint's count (from a checkpoint that was
+        not installed): replay has just rebuilt them in memory from the log."""
+        path = self.storage.pool.path_of(index_key(incarnation))
+        try:
+            if os.stat(path).st_size > length:
+                os.truncate(path, length)
+        except FileNotFoundError:
+            pass
 
 
 def _remove_stale_temp(data_dir: str) -> None:

@@ -6,22 +6,25 @@ Layout:
     <data_dir>/wal/<generation>.wal       shared write-ahead log (all streams)
     <data_dir>/streams/<xx>/<id>.data     raw bytes of one stream incarnation; file position
                                           = logical position - base_offset
+    <data_dir>/streams/<xx>/<id>.idx      its append boundaries up to the checkpoint
+                                          (u64 little-endian end offsets; boundaries.py)
 
 Used by exactly one thread at a time: recovery, then the writer thread; readers only
-call `read_data`.
+call `read_data` and `next_indexed_boundary`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from array import array
 from dataclasses import dataclass
 
 import structlog
 
-from . import checkpoint
+from . import boundaries, checkpoint
 from .catalog import Catalog
-from .filepool import DataFilePool
+from .filepool import INDEX_SUFFIX, DataFilePool, index_key
 from .fsutil import fsync_dir, pwrite_all
 from .records import Kind, Record
 from .staging import StagedTails
@@ -110,6 +113,34 @@ class Storage:
         parts.append(staged)
         return b"".join(parts)
 
+    def write_indexes(self) -> None:
+        """Move the boundaries kept in memory since the last checkpoint to the index
+        files: one write per stream that has new ones (page cache; fsynced with the data
+        files before the checkpoint that counts them)."""
+        for entry in self.catalog.by_incarnation.values():
+            fresh = entry.boundaries
+            if not fresh:
+                continue
+            key = index_key(entry.incarnation)
+            with self._dirty_lock:
+                self._dirty_files.add(key)
+                self._dirty_shards.add(key[:2])
+            with self.pool.handle(key, create=True) as fd:
+                pwrite_all(fd, boundaries.to_disk(fresh), entry.indexed * boundaries.ENTRY_BYTES)
+            # In this order: a reader takes the array first, then the count (see next_boundary).
+            entry.indexed += len(fresh)
+            entry.boundaries = array("q")
+            entry.encoded = None
+
+    def next_indexed_boundary(self, incarnation: str, count: int, position: int) -> int | None:
+        """The first boundary past `position` among the first `count` in the index file
+        (any thread); None when there is none, or no file (a data_dir from before them)."""
+        try:
+            with self.pool.handle(index_key(incarnation)) as fd:
+                return boundaries.next_in_index(fd, count, position)
+        except FileNotFoundError:
+            return None
+
     def apply_durable(self, record: Record) -> None:
         """Apply a record that is in the durable log to the catalog, and reclaim the
         storage of a deleted incarnation (the log's DELETE record keeps it dead)."""
@@ -118,23 +149,26 @@ class Storage:
             self.discard_file(entry.incarnation)
 
     def discard_file(self, incarnation: str) -> None:
+        """Remove an incarnation's data file and its index file."""
         self.staged.discard(incarnation)
-        self.pool.discard(incarnation)
-        with self._dirty_lock:
-            self._dirty_files.discard(incarnation)
-            self._dirty_shards.add(incarnation[:2])  # the unlink must be durable too
-        try:
-            os.unlink(self.pool.path_of(incarnation))
-        except FileNotFoundError:
-            pass
-        except OSError as exc:  # the delete itself is durable; only space is not reclaimed
-            log.error("store_unlink_failed", incarnation=incarnation, error=str(exc))
+        for key in (incarnation, index_key(incarnation)):
+            self.pool.discard(key)
+            with self._dirty_lock:
+                self._dirty_files.discard(key)
+                self._dirty_shards.add(key[:2])  # the unlink must be durable too
+            try:
+                os.unlink(self.pool.path_of(key))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # the delete itself is durable; only space is not reclaimed
+                log.error("store_unlink_failed", incarnation=incarnation, file=key, error=str(exc))
 
     def begin_checkpoint(self) -> PendingCheckpoint:
         """Writer thread, between batches: switch to a new log generation and snapshot the
         catalog, which at this moment is exactly the state after every older record.
         `finish_checkpoint` may then run on another thread while appends continue."""
         self.write_staged()  # the files must hold everything the snapshot covers
+        self.write_indexes()
         generation = self.wal.generation + 1
         # The new log file exists before any checkpoint names it: whichever later step
         # fails, the checkpoint on disk points at logs that hold everything after it.
@@ -171,17 +205,18 @@ class Storage:
             fsync_dir(os.path.join(self.streams_dir, shard))
 
     def orphan_files(self) -> list[str]:
-        """Data files no live incarnation owns (left by a crash between writing a
-        create's bytes and its log record, or by an unlink lost in a crash)."""
-        orphans = []
+        """Incarnations with data or index files but no live entry (left by a crash
+        between writing a create's bytes and its log record, or by an unlink lost in a
+        crash)."""
+        orphans: dict[str, None] = {}
         live = self.catalog.by_incarnation
         for shard in SHARDS:
             with os.scandir(os.path.join(self.streams_dir, shard)) as it:
                 for item in it:
                     stem, _, ext = item.name.partition(".")
-                    if ext == "data" and stem not in live:
-                        orphans.append(stem)
-        return orphans
+                    if ext in ("data", INDEX_SUFFIX[1:]) and stem not in live:
+                        orphans[stem] = None
+        return list(orphans)
 
     def close(self) -> None:
         self.wal.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from bisect import bisect_right
 from concurrent.futures import ThreadPoolExecutor
 
 from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
@@ -197,6 +198,28 @@ class FileStore(StreamStore):
         return await self._loop.run_in_executor(
             self._reads, self._read_sync, entry.incarnation, start - base, end - start
         )
+
+    async def next_boundary(self, path: str, position: int) -> int:
+        entry = self._storage.catalog.by_path.get(path)
+        if entry is None:
+            raise KeyError(path)
+        fresh = entry.boundaries  # before `indexed`: a checkpoint moves them in that order
+        i = bisect_right(fresh, position)
+        if i < len(fresh) and i > 0:
+            return fresh[i]
+        if i == 0 and entry.indexed:  # may be below the checkpoint: in the index file
+            found = await self._loop.run_in_executor(
+                self._reads, self._next_indexed_sync, entry.incarnation, entry.indexed, position
+            )
+            if found is not None:
+                return found
+        return fresh[i] if i < len(fresh) else entry.state.tail
+
+    def _next_indexed_sync(self, incarnation: str, count: int, position: int) -> int | None:
+        try:
+            return self._storage.next_indexed_boundary(incarnation, count, position)
+        except OSError as exc:
+            raise store_error(exc, "read failed") from exc
 
     def _read_sync(self, incarnation: str, position: int, length: int) -> bytes:
         try:
