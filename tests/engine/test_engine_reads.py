@@ -50,11 +50,6 @@ async def test_text_pages_end_on_character_boundaries(engine):
         assert chunk == Chunk(data, start, end, end == len(TEXT), False), (start, max_bytes)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: a text page smaller than the character at its start returns a partial "
-    "UTF-8 sequence (read(stream, 1, 1) on 'aé' gives b'\\xc3'); JSON reads extend such a "
-    "page to the whole unit, text reads do not, though messages.py promises every text "
-    "page decodes on its own"))
 async def test_text_page_smaller_than_one_character_is_the_whole_character(engine):
     await engine.create("/t", put("text/plain", body=TEXT))
     stream = await engine.require("/t")

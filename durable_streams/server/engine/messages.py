@@ -104,6 +104,21 @@ def unit_end(framing: Framing, data: bytes) -> int:
     return len(data)
 
 
+MAX_UTF8_BYTES = 4  # the longest UTF-8 sequence: one character
+
+
+def first_unit_end(framing: Framing, data: bytes) -> int:
+    """Where the first whole unit of `data` ends (for a page too small to hold one), or
+    len(data) when `data` does not complete it."""
+    if framing is Framing.JSON:
+        return data.find(b"\n") + 1 or len(data)
+    if framing is Framing.TEXT and data:
+        lead = data[0]
+        length = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+        return min(length, len(data))
+    return min(1, len(data))
+
+
 def count_units_prefix(framing: Framing, data: bytes, count: int) -> bytes | None:
     """The first `count` units of `data` (messages for JSON, bytes otherwise), or None
     when `data` holds fewer."""

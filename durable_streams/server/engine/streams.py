@@ -23,7 +23,7 @@ from .expiry import Lifetime, fork_lifetime
 from .fanout import SharedEvents, Signal
 from .forks import ForkRequest, fork_anchor, read_range, sub_offset_prefix
 from .locks import PathLocks
-from .messages import Framing, framing_of, json_records, media_type, unit_end
+from .messages import MAX_UTF8_BYTES, Framing, first_unit_end, framing_of, json_records, media_type, unit_end
 from .offsets import parse_position
 from .producers import ProducerClaim, ProducerVerdict, check_stream_seq, judge
 
@@ -488,10 +488,10 @@ class StreamEngine:
         data = await read_range(self.store, stream, start, end)
         if end < tail:
             cut = unit_end(stream.framing, data)
-            if cut == 0 and stream.framing is Framing.JSON:  # one message larger than a page
-                rest = await read_range(self.store, stream, start, tail)
-                cut = rest.find(b"\n") + 1 or len(rest)
-                data = rest
+            if cut == 0 and stream.framing is not Framing.BYTES:  # one unit larger than the page
+                longest = tail if stream.framing is Framing.JSON else min(tail, start + MAX_UTF8_BYTES)
+                data = await read_range(self.store, stream, start, longest)
+                cut = first_unit_end(stream.framing, data)
             data = data[: cut or len(data)]
         next_offset = start + len(data)
         return Chunk(data, start, next_offset, next_offset == tail, closed and next_offset == tail)
