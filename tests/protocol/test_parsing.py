@@ -8,7 +8,7 @@ import json
 import pytest
 
 from durable_streams.server.engine.errors import InvalidRequest
-from durable_streams.server.engine.messages import Framing, json_array, json_records, unit_end
+from durable_streams.server.engine.framing import Framing, json_array, json_records, unit_end
 from durable_streams.server.engine.offsets import format_offset, parse_position, parse_read_offset
 from durable_streams.server.protocol import headers
 from durable_streams.server.protocol.cursor import CURSOR_EPOCH, CURSOR_INTERVAL, next_cursor

@@ -71,7 +71,7 @@ async def test_appends_queued_behind_a_failed_one_fail_and_the_stream_stays_exac
     outcomes = await asyncio.gather(first, *behind, return_exceptions=True)
     assert all(isinstance(o, StoreError) for o in outcomes), outcomes
     stream = await engine.require("/s")
-    assert stream.state.tail == 0 and stream.pending is None
+    assert stream.state.tail == 0 and stream._pending is None
     ok = await engine.append("/s", AppendRequest("text/plain", b"after"))
     assert ok.tail == 5
     assert (await engine.read(stream, 0, 1 << 20)).data == b"after"

@@ -6,18 +6,15 @@ materialised as the fork's first own bytes, so it composes along chains."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from ..store.base import StreamStore
 from .errors import Conflict, InvalidRequest, StreamGone, StreamNotFound
-from .messages import Framing, count_units_prefix, media_type
+from .framing import Framing, count_units_prefix, media_type
 from .offsets import parse_position
-
-if TYPE_CHECKING:
-    from .streams import Stream
+from .stream import Stream
 
 
-async def read_range(store: StreamStore, stream: "Stream", start: int, end: int) -> bytes:
+async def read_range(store: StreamStore, stream: Stream, start: int, end: int) -> bytes:
     """Bytes [start, end) of `stream` as a reader sees them, stitched across its sources."""
     pieces: list[tuple[Stream, int, int]] = []
     current: Stream | None = stream
@@ -28,15 +25,15 @@ async def read_range(store: StreamStore, stream: "Stream", start: int, end: int)
         if low < high:
             pieces.append((current, low, high))
         high = min(high, base)
-        if current.source is None and start < high:
+        if current._source is None and start < high:
             # Only after a damaged recovery: the fork's source is gone.
             raise StreamGone(f"data before {base} of {current.path} is no longer retained")
-        current = current.source
+        current = current._source
     parts = [await _read_own(store, s, low, high) for s, low, high in reversed(pieces)]
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def _read_own(store: StreamStore, stream: "Stream", start: int, end: int) -> bytes:
+async def _read_own(store: StreamStore, stream: Stream, start: int, end: int) -> bytes:
     """A stream's own bytes. A read racing with the stream's removal is discarded: once
     removed, its path may already belong to a new incarnation."""
     if stream.removed:
@@ -52,7 +49,7 @@ async def _read_own(store: StreamStore, stream: "Stream", start: int, end: int) 
     return data
 
 
-async def _own_boundary(store: StreamStore, stream: "Stream", position: int) -> int:
+async def _own_boundary(store: StreamStore, stream: Stream, position: int) -> int:
     """The store's next boundary of a stream's own bytes (discarded, like a read, when
     it races with the stream's removal)."""
     if stream.removed:
@@ -68,7 +65,7 @@ async def _own_boundary(store: StreamStore, stream: "Stream", position: int) -> 
     return found
 
 
-async def next_boundary(store: StreamStore, stream: "Stream", position: int) -> int:
+async def next_boundary(store: StreamStore, stream: Stream, position: int) -> int:
     """The end of the append at `position` (`position` < tail) as a reader of `stream`
     sees it. Below a fork's base the source chain answers, capped at the base (the
     fork's own bytes begin there); a fork's sub-offset prefix ends an append of its own."""
@@ -83,7 +80,7 @@ async def next_boundary(store: StreamStore, stream: "Stream", position: int) -> 
                 found = min(found, prefix_end)
             return found if cap is None else min(found, cap)
         cap = base if cap is None else min(cap, base)
-        current = current.source
+        current = current._source
     raise StreamGone(f"data before {stream.config.base_offset} of {stream.path} is no longer retained")
 
 
@@ -94,7 +91,7 @@ class ForkRequest:
     sub_offset: int  # 0 when absent
 
 
-def fork_anchor(source: "Stream | None", request: ForkRequest, content_type: str | None) -> int:
+def fork_anchor(source: Stream | None, request: ForkRequest, content_type: str | None) -> int:
     """Validate a fork against its (already resolved) source and return the anchor, the
     position where the fork's own bytes begin. Synchronous: the caller pins the source
     before anything can await."""
@@ -113,7 +110,7 @@ def fork_anchor(source: "Stream | None", request: ForkRequest, content_type: str
     return anchor
 
 
-async def sub_offset_prefix(store: StreamStore, source: "Stream", anchor: int, sub_offset: int) -> bytes:
+async def sub_offset_prefix(store: StreamStore, source: Stream, anchor: int, sub_offset: int) -> bytes:
     """The first `sub_offset` units past the anchor, which the fork keeps as its own
     first bytes. Bytes and text: bytes of the append at the anchor, up to its end (the
     next data boundary). JSON: messages, up to the source's tail (as the reference

@@ -20,12 +20,12 @@ from .errors import (
     Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamGone, StreamNotFound,
 )
 from .expiry import Lifetime, fork_lifetime
-from .fanout import SharedEvents, Signal
 from .forks import ForkRequest, fork_anchor, read_range, sub_offset_prefix
+from .framing import MAX_UTF8_BYTES, Framing, first_unit_end, framing_of, json_records, media_type, unit_end
 from .locks import PathLocks
-from .messages import MAX_UTF8_BYTES, Framing, first_unit_end, framing_of, json_records, media_type, unit_end
 from .offsets import parse_position
 from .producers import ProducerClaim, ProducerVerdict, check_stream_seq, judge
+from .stream import Stream
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
@@ -38,38 +38,6 @@ async def run_to_completion(operation: Awaitable[T]) -> T:
     task = asyncio.ensure_future(operation)
     task.add_done_callback(lambda done: done.cancelled() or done.exception())
     return await asyncio.shield(task)
-
-
-class Stream:
-    """One live incarnation of a stream path."""
-
-    def __init__(self, config: StreamConfig, state: StreamState, source: "Stream | None") -> None:
-        self.config = config
-        self.state = state
-        self.source = source  # fork source (the object, so a re-created path is never confused)
-        self.forks: set[Stream] = set()  # live forks
-        self.pins = 0  # forks being created from this stream right now
-        self.live_readers = 0  # long-polls and SSE connections waiting on it
-        self.framing = framing_of(config.content_type)
-        self.lifetime = Lifetime.from_settings(config.settings)
-        self.lock = asyncio.Lock()
-        # Appends queued in the store but not durable yet: `pending` is the state with
-        # them applied (what the next append is checked against); readers see `state`.
-        self.pending: StreamState | None = None
-        self.in_flight = 0
-        self.generation = 0  # bumped when a queued append fails: the ones behind it are void
-        self.signal = Signal()
-        self.events = SharedEvents()
-        self.removed = False
-
-    @property
-    def path(self) -> str:
-        return self.config.path
-
-    @property
-    def referenced(self) -> bool:
-        """The reference count is non-zero: its bytes must be kept for forks."""
-        return bool(self.forks) or self.pins > 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +107,8 @@ class StreamEngine:
             source_path = stream.config.settings.get("forked_from")
             source = self._streams.get(source_path) if source_path else None
             if source is not None:
-                stream.source = source
-                source.forks.add(stream)
+                stream._source = source
+                source._forks.add(stream)
         # A crash may have left a deleted source whose last fork is gone: finish the job.
         for stream in list(self._streams.values()):
             await self._collect(self._unreferenced(stream))
@@ -154,7 +122,7 @@ class StreamEngine:
         """Stop accepting requests and wake every live reader so it can finish."""
         self.stopping = True
         for stream in list(self._streams.values()):
-            stream.signal.fire()
+            stream._signal.fire()
 
     async def close(self) -> None:
         self.release_readers()
@@ -164,7 +132,7 @@ class StreamEngine:
 
     def _expired(self, stream: Stream) -> bool:
         # A stream with live readers waiting on it does not expire (PROTOCOL 5.1, TTL).
-        if stream.state.soft_deleted or stream.removed or stream.live_readers:
+        if stream.state.soft_deleted or stream.removed or stream._live_readers:
             return False
         return stream.lifetime.is_expired(stream.state.last_access, self.clock())
 
@@ -176,7 +144,7 @@ class StreamEngine:
             await self._discard(stream)
             stream = self._streams.get(path)
         if stream is not None and stream.state.soft_deleted:
-            for fork in [f for f in stream.forks if self._expired(f)]:
+            for fork in [f for f in stream._forks if self._expired(f)]:
                 await self._discard(fork)
             await self._collect(self._unreferenced(stream))
             stream = self._streams.get(path)
@@ -254,21 +222,21 @@ class StreamEngine:
             return None
         if stream.referenced:
             if not stream.state.soft_deleted:
-                async with stream.lock:
+                async with stream._lock:
                     await self.store.mark_soft_deleted(stream.path)
                     stream.state.soft_deleted = True
-                stream.signal.fire()
+                stream._signal.fire()
             return None
         if self._streams.get(stream.path) is stream:
             del self._streams[stream.path]
-        stream.removed = True
-        stream.signal.fire()
-        async with stream.lock:  # let an in-flight commit finish first
+        stream._removed = True
+        stream._signal.fire()
+        async with stream._lock:  # let an in-flight commit finish first
             await self.store.delete(stream.path)
-        if stream.source is None:
+        if stream._source is None:
             return None
-        stream.source.forks.discard(stream)
-        return self._unreferenced(stream.source)
+        stream._source._forks.discard(stream)
+        return self._unreferenced(stream._source)
 
     @staticmethod
     def _unreferenced(stream: Stream) -> Stream | None:
@@ -311,7 +279,7 @@ class StreamEngine:
             base_offset = fork_anchor(source, request.fork, content_type)
             # Pin the source before awaiting anything: a concurrent DELETE of it must
             # soft-delete it rather than reclaim bytes this fork is about to share.
-            source.pins += 1
+            source._pins += 1
             content_type = content_type or source.config.content_type
             lifetime = fork_lifetime(source.lifetime, lifetime)
             settings.update(
@@ -335,15 +303,15 @@ class StreamEngine:
             await self.store.create(config, state, data)
         except BaseException:
             if source is not None:
-                source.pins -= 1  # if that freed a deleted source, its next lookup collects it
+                source._pins -= 1  # if that freed a deleted source, its next lookup collects it
             raise
         stream = Stream(config, state, source)
         self._streams[path] = stream
         if data:
             self.events.appended(len(data))
         if source is not None:
-            source.pins -= 1
-            source.forks.add(stream)
+            source._pins -= 1
+            source._forks.add(stream)
         return stream
 
     @staticmethod
@@ -376,7 +344,7 @@ class StreamEngine:
         (pipelining). A commit is applied by a callback of the store's future, in queue
         order, whether or not its caller is still waiting (no task needed)."""
         stream = await self.require(path)
-        async with stream.lock:
+        async with stream._lock:
             if stream.removed:
                 raise StreamNotFound(f"stream {path} not found")
             if stream.state.soft_deleted:
@@ -388,7 +356,7 @@ class StreamEngine:
         return result
 
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
-        state = stream.pending if stream.pending is not None else stream.state
+        state = stream._pending if stream._pending is not None else stream.state
         claim = request.producer
         if state.closed:
             if claim is not None and state.closed_by == claim.as_tuple():
@@ -430,29 +398,29 @@ class StreamEngine:
             landed.result()
             self._publish(stream, commit, len(data))
             return result, None
-        if stream.pending is None:
-            stream.pending = stream.state.copy()
-        stream.pending.apply(commit)
-        stream.in_flight += 1
+        if stream._pending is None:
+            stream._pending = stream.state.copy()
+        stream._pending.apply(commit)
+        stream._in_flight += 1
         published = asyncio.get_running_loop().create_future()
         landed.add_done_callback(
-            functools.partial(self._landed, stream, commit, len(data), stream.generation, published))
+            functools.partial(self._landed, stream, commit, len(data), stream._generation, published))
         return result, published
 
     def _landed(self, stream: Stream, commit: Commit, nbytes: int, generation: int,
                 published: asyncio.Future, landed: asyncio.Future) -> None:
         """A queued append is durable, or failed (callbacks run in queue order)."""
-        current = generation == stream.generation
+        current = generation == stream._generation
         failed = landed.cancelled() or landed.exception() is not None
         if current:
-            stream.in_flight -= 1
-            if failed or not stream.in_flight:
+            stream._in_flight -= 1
+            if failed or not stream._in_flight:
                 # After a failure the appends queued behind it fail too (the store refuses
                 # them): the next append is checked against the durable state again.
-                stream.pending = None
-                stream.in_flight = 0
+                stream._pending = None
+                stream._in_flight = 0
                 if failed:
-                    stream.generation += 1
+                    stream._generation += 1
         if not failed:
             self._publish(stream, commit, nbytes)
         if not published.done():  # its request may be gone
@@ -463,7 +431,7 @@ class StreamEngine:
 
     def _publish(self, stream: Stream, commit: Commit, nbytes: int) -> None:
         stream.state.apply(commit)  # visible to readers only now that the store holds it
-        stream.signal.fire()
+        stream._signal.fire()
         self.events.appended(nbytes)
 
     def _producer_state(self, state: StreamState, producer_id: str) -> ProducerState | None:
@@ -510,7 +478,7 @@ class StreamEngine:
         """Wait until the stream grows past `position`, closes, disappears, the server
         stops, or the loop clock reaches `deadline`."""
         loop = asyncio.get_running_loop()
-        stream.live_readers += 1
+        stream._live_readers += 1
         try:
             while True:
                 if stream.removed:
@@ -522,7 +490,7 @@ class StreamEngine:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                await stream.signal.wait(remaining)
+                await stream._signal.wait(remaining)
         finally:
-            stream.live_readers -= 1
+            stream._live_readers -= 1
             self.touch(stream)  # its idle time starts when the last reader stops waiting

@@ -43,9 +43,10 @@ from ..http import ParseError, Request, Response, StreamResponse
 from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
-from ..engine.messages import Framing, json_array, json_array_length, json_array_piece
+from ..engine.framing import Framing, json_array, json_array_length, json_array_piece
 from ..engine.offsets import format_offset, parse_position, parse_read_offset
-from ..engine.streams import AppendRequest, Chunk, CreateRequest, Stream, StreamEngine
+from ..engine.stream import StreamView
+from ..engine.streams import AppendRequest, Chunk, CreateRequest, StreamEngine
 from ..ops.metrics import NULL_METRICS, NullMetrics
 from ..store import open_store
 from ..store.base import StoreError
@@ -253,8 +254,8 @@ class DurableStreamsHandler:
         return self._chunk_response(request, stream, chunk)
 
     async def _live_request(self, request: Request,
-                            serve: Callable[[Request, Stream, int | None], Awaitable[Response | StreamResponse]],
-                            stream: Stream, start: int | None) -> Response | StreamResponse:
+                            serve: Callable[[Request, StreamView, int | None], Awaitable[Response | StreamResponse]],
+                            stream: StreamView, start: int | None) -> Response | StreamResponse:
         """Run a long-poll or SSE request within the live-reader cap, known to stop()
         so it can be waited for."""
         if len(self._live) >= self.settings.max_live_readers:
@@ -268,7 +269,7 @@ class DurableStreamsHandler:
         finally:
             del self._live[task]
 
-    def _chunk_response(self, request: Request, stream: Stream, chunk: Chunk,
+    def _chunk_response(self, request: Request, stream: StreamView, chunk: Chunk,
                         extra: dict[str, str] | None = None) -> Response | StreamResponse:
         headers = _range_headers(stream, chunk.start, chunk.next, chunk.up_to_date, chunk.closed)
         headers.update(extra or {})
@@ -278,7 +279,7 @@ class DurableStreamsHandler:
         self.metrics.served(len(chunk.data))
         return plain(200, headers, body)
 
-    async def _stream_to_tail(self, request: Request, stream: Stream, start: int,
+    async def _stream_to_tail(self, request: Request, stream: StreamView, start: int,
                               snapshot: tuple[int, bool]) -> Response | StreamResponse:
         """A catch-up read of a large range: one response from one snapshot (tail, closed),
         its body read from the store one piece at a time and sent as the reader takes it.
@@ -312,7 +313,7 @@ class DurableStreamsHandler:
             request.abort()
         return response
 
-    def _at_tail(self, stream: Stream, *, status: int, cursor: str | None = None) -> Response | StreamResponse:
+    def _at_tail(self, stream: StreamView, *, status: int, cursor: str | None = None) -> Response | StreamResponse:
         """Nothing to return: the canonical up-to-date (and, if closed, EOF) answer."""
         state = stream.state
         headers = _position_headers(stream, state.tail, True, state.closed)
@@ -322,7 +323,7 @@ class DurableStreamsHandler:
         body = b"[]" if status == 200 and stream.framing is Framing.JSON else b""
         return plain(status, headers, body)
 
-    async def _long_poll(self, request: Request, stream: Stream, start: int | None) -> Response | StreamResponse:
+    async def _long_poll(self, request: Request, stream: StreamView, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         position = stream.state.tail if start is None else start
         await self.engine.wait(stream, position, loop.time() + self.settings.long_poll_timeout)
@@ -334,7 +335,7 @@ class DurableStreamsHandler:
             return self._chunk_response(request, stream, chunk, extra)
         return self._at_tail(stream, status=204, cursor=cursor)
 
-    async def _sse(self, request: Request, stream: Stream, start: int | None) -> Response | StreamResponse:
+    async def _sse(self, request: Request, stream: StreamView, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.sse_reconnect_interval
         position = stream.state.tail if start is None else start
@@ -368,11 +369,11 @@ class DurableStreamsHandler:
 
         announced_up_to_date = False
         try:
-            with stream.events.subscribed():  # shared encodings live while watched
+            with stream.sse_cache.subscribed():  # shared encodings live while watched
                 while not (self.engine.stopping or stream.removed or stream.state.soft_deleted):
                     tail, closed = stream.state.tail, stream.state.closed
                     if position < tail:
-                        event, chunk = await stream.events.get(
+                        event, chunk = await stream.sse_cache.get(
                             (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
                         )
                         await self._send(request, response, event + control(chunk.next, chunk.up_to_date, chunk.closed))
@@ -418,7 +419,7 @@ class DurableStreamsHandler:
             request.abort()
             raise ConnectionResetError("slow reader") from None
 
-    async def _sse_batch(self, stream: Stream, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
+    async def _sse_batch(self, stream: StreamView, position: int, snapshot: tuple[int, bool]) -> tuple[bytes, Chunk]:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
         return data_event(stream.framing, chunk.data), chunk
@@ -495,7 +496,7 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
     return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
-def _range_headers(stream: Stream, start: int, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:
+def _range_headers(stream: StreamView, start: int, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:
     """Headers of a read that returns [start, next_offset): its position, an ETag that
     names the range (and closure), and whether caches may keep it."""
     headers = _position_headers(stream, next_offset, up_to_date, closed)
@@ -507,7 +508,7 @@ def _range_headers(stream: Stream, start: int, next_offset: int, up_to_date: boo
     return headers
 
 
-def _position_headers(stream: Stream, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:
+def _position_headers(stream: StreamView, next_offset: int, up_to_date: bool, closed: bool) -> dict[str, str]:
     headers = {"Content-Type": stream.config.content_type, "Stream-Next-Offset": format_offset(next_offset)}
     if up_to_date:
         headers["Stream-Up-To-Date"] = "true"

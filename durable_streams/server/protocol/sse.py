@@ -9,7 +9,7 @@ import base64
 import json
 import re
 
-from ..engine.messages import Framing, json_array
+from ..engine.framing import Framing, json_array
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 _BASE64_LINE = 8192  # characters per data: line (a multiple of 4)

@@ -1,0 +1,82 @@
+"""One live incarnation of a stream path: what the protocol layer may read, and the
+engine's bookkeeping, which only the engine (streams.py, forks.py) touches.
+
+The protocol layer sees a stream through `StreamView` (read-only): its fixed config,
+its visible state (changed only by the engine, after the store holds a commit), how its
+bytes are framed, its lifetime, and the SSE encodings readers share."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from ..store.base import StreamConfig, StreamState
+from .expiry import Lifetime
+from .fanout import SharedEvents, Signal
+from .framing import Framing, framing_of
+
+
+class StreamView(Protocol):
+    """A stream as the protocol layer reads it; it never assigns to one."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def config(self) -> StreamConfig: ...
+
+    @property
+    def state(self) -> StreamState: ...
+
+    @property
+    def framing(self) -> Framing: ...
+
+    @property
+    def lifetime(self) -> Lifetime: ...
+
+    @property
+    def sse_cache(self) -> SharedEvents: ...
+
+    @property
+    def removed(self) -> bool: ...
+
+
+class Stream:
+    __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
+                 "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
+                 "_in_flight", "_generation", "_signal")
+
+    def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
+        # Read by the protocol layer (StreamView); plain attributes: the read path is hot.
+        self.config = config
+        self.state = state  # durable and visible; the engine applies commits to it
+        self.framing = framing_of(config.content_type)
+        self.lifetime = Lifetime.from_settings(config.settings)
+        self.sse_cache = SharedEvents()  # one encoded SSE event per position, shared
+        self._removed = False
+        # Engine bookkeeping.
+        self._source = source  # fork source (the object, so a re-created path is never confused)
+        self._forks: set[Stream] = set()  # live forks
+        self._pins = 0  # forks being created from this stream right now
+        self._live_readers = 0  # long-polls and SSE connections waiting on it
+        self._lock = asyncio.Lock()
+        # Appends queued in the store but not durable yet: `_pending` is the state with
+        # them applied (what the next append is checked against); readers see `state`.
+        self._pending: StreamState | None = None
+        self._in_flight = 0
+        self._generation = 0  # bumped when a queued append fails: the ones behind it are void
+        self._signal = Signal()
+
+    @property
+    def path(self) -> str:
+        return self.config.path
+
+    @property
+    def removed(self) -> bool:
+        """Deleted or expired: its path may already belong to a new incarnation."""
+        return self._removed
+
+    @property
+    def referenced(self) -> bool:
+        """The reference count is non-zero: its bytes must be kept for forks."""
+        return bool(self._forks) or self._pins > 0
