@@ -217,7 +217,7 @@ class Connection(asyncio.Protocol):
             self._task.cancel()  # the handler of a client that left stops at once
 
     def eof_received(self) -> bool | None:
-        return None  # a half-closed client ends the connection, as with aiohttp
+        return None  # None closes the transport: a half-closed client ends the connection
 
     def pause_writing(self) -> None:
         self._writing_paused = True

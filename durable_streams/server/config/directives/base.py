@@ -16,6 +16,7 @@ from typing import Any
 
 from ...caddyfile.tree import Directive, Token
 from ..errors import AdaptError, arg_error, at
+from ..matcher_defs import collect_matcher_definitions
 from ..matchers import MatcherSet, PathMatcher
 from ..model import Handler, Route, Subroute
 
@@ -159,8 +160,6 @@ def parse_block(d: Directive, args: list[Token], scope: Scope) -> list[Value]:
     """Caddy's parseSegmentAsConfig: each line of d's block is itself a directive."""
     if args:
         raise arg_error(args[0])
-    from ..matcher_defs import collect_matcher_definitions  # local: avoids an import cycle
-
     end = block_end(d)
     lines = list(d.block or ())
     defs = dict(scope.matcher_defs)
