@@ -71,17 +71,18 @@ async def test_path_without_escapes_is_unchanged(serve):
     assert (p["path"], p["raw_path"], p["query_string"], p["path_qs"]) == ("/plain/path", "/plain/path", "", "/plain/path")
 
 
-@pytest.mark.parametrize("target, raw_path, query_string", [
-    ("http://proxy.test:81/p/q?z=1", "/p/q", "z=1"),
-    ("http://proxy.test?z=1", "/", "z=1"),
-    ("http://proxy.test", "/", ""),
-    ("https://user@proxy.test/a%20b", "/a%20b", ""),
+@pytest.mark.parametrize("target, host, raw_path, query_string", [
+    ("http://proxy.test:81/p/q?z=1", "proxy.test:81", "/p/q", "z=1"),
+    ("http://proxy.test?z=1", "proxy.test", "/", "z=1"),
+    ("http://proxy.test", "proxy.test", "/", ""),
+    ("https://user@proxy.test/a%20b", "proxy.test", "/a%20b", ""),
 ])
-async def test_absolute_form_target(serve, target, raw_path, query_string):
+async def test_absolute_form_target(serve, target, host, raw_path, query_string):
+    # RFC 9112 3.2.2: the target's authority is the host; the Host field is ignored.
     p, _ = await capture(serve, get(target, host="example.test"), properties)
     assert p["target"] == target
     assert (p["raw_path"], p["query_string"]) == (raw_path, query_string)
-    assert p["url"] == f"http://example.test{raw_path}" + (f"?{query_string}" if query_string else "")
+    assert p["url"] == f"http://{host}{raw_path}" + (f"?{query_string}" if query_string else "")
 
 
 async def test_asterisk_form(serve):

@@ -261,6 +261,10 @@ class Server:
     tls_max_version: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_header_size: int | None = None
+    # Extensions (Caddy has no such options); None: the HTTP layer's defaults.
+    max_header_fields: int | None = None
+    max_connections: int | None = None
+    min_body_rate: int | None = None  # bytes per second
     trusted_proxies: tuple[str, ...] = ()
     client_ip_headers: tuple[str, ...] = ()
     protocols: tuple[str, ...] = ()
@@ -297,6 +301,9 @@ class Server:
                 "tls_protocols": [v for v in (self.tls_min_version, self.tls_max_version) if v],
                 "timeouts": self.timeouts.config(),
                 "max_header_bytes": self.max_header_size,
+                "max_header_fields": self.max_header_fields,
+                "max_connections": self.max_connections,
+                "min_body_rate": self.min_body_rate,
                 "trusted_proxies": list(self.trusted_proxies),
                 "client_ip_headers": list(self.client_ip_headers),
                 "protocols": list(self.protocols),

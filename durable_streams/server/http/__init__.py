@@ -3,7 +3,7 @@ listeners and the protocol handler (request and response objects, framing, keep-
 back-pressure, graceful shutdown)."""
 
 from .messages import BodyReader, Request, Response, StreamResponse, json_response
-from .parser import HttpVersion, ParseError
+from .framer import HttpVersion, ParseError
 from .server import HTTPServer
 from .settings import ServerSettings
 

@@ -1,10 +1,16 @@
-"""One HTTP/1.1 connection: parses requests as bytes arrive, answers them in order.
+"""One HTTP/1.1 connection: frames requests as bytes arrive, answers them in order.
 
-The protocol object frames requests (heads, bodies) in `data_received`; one task per
-connection runs the handler for each request in turn and writes its response, so
-pipelined requests are answered in order. A client that goes away cancels the handler
-of its request. Reading pauses while a body waits unread beyond BodyReader.HIGH_WATER,
-and writing a streamed response waits while the socket's buffer is full.
+`data_received` hands bytes to a RequestFramer (llhttp, with our stricter rules), which
+calls back with heads, body pieces and body ends; one task per connection runs the
+handler for each request in turn and writes its response, so pipelined requests are
+answered in order. A client that goes away cancels the handler of its request. Reading
+pauses while a body waits unread beyond BodyReader.HIGH_WATER, and writing a streamed
+response waits while the socket's buffer is full.
+
+Deadlines while a request arrives (never while a response is sent, so long-polls and
+SSE are not cut): a head must be complete within `head_timeout` of its first byte (408),
+and a body must keep up `min_body_rate` on average once `body_rate_grace` has passed
+(408). Both answer after the requests before them, then close the connection.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from http import HTTPStatus
 from typing import Any, Awaitable, Callable, Protocol
 
 from .messages import BodyReader, Request, Response, StreamResponse
-from .parser import CHUNKED, HTTP_10, ChunkedDecoder, ParseError, parse_head
+from .framer import HTTP_10, Head, Limits, ParseError, RequestFramer
 
 from .settings import ServerSettings
 
@@ -37,12 +43,17 @@ class Owner(Protocol):
     connections: set["Connection"]
     shutting_down: bool
 
+    partial_head_bytes: int
+
     def connection_closed(self, conn: "Connection") -> None: ...
+
+    def connection_refused(self) -> None: ...
 
 log = logging.getLogger("durable_streams.server.http")
 
 MAX_PIPELINED = 16  # requests parsed ahead of the one being answered before reading pauses
 JOIN_LIMIT = 16 << 10  # pieces of a response up to this size are joined into one write
+BODY_RATE_CHECK = 5.0  # seconds between checks of a body's average rate, after the grace
 _NO_BODY_STATUSES = frozenset([204, 304])
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _date_cache: list[Any] = [0, ""]
@@ -71,16 +82,20 @@ class Connection(asyncio.Protocol):
         self.secure = False
         self.closed = False
         self._loop = asyncio.get_running_loop()
-        self._buffer = b""
+        settings = server.settings
+        self._framer = RequestFramer(self, Limits(settings.max_line_size, settings.max_field_size,
+                                                  settings.max_head_size, settings.max_header_fields))
+        self._head_bytes = 0  # this connection's share of the server's partial-head bytes
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_started = 0.0
+        self._body_received = 0
         self._requests: deque[Request | ParseError] = deque()
         self._wakeup: asyncio.Future | None = None
         self._task: asyncio.Task | None = None
         self._busy = False  # a handler is running or a response is being written
         self._stopped_parsing = False
-        # the body being received: its reader and either bytes left or a chunk decoder
-        self._body: BodyReader | None = None
-        self._body_left = 0
-        self._decoder: ChunkedDecoder | None = None
+        self._body: BodyReader | None = None  # the body being received
         self._reading_paused = False
         self._pause_reasons: set[object] = set()  # "pipeline", or a BodyReader over its mark
         self._writing_paused = False
@@ -93,6 +108,12 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if len(self.server.connections) >= self.server.settings.max_connections:
+            # Refused as cheaply as possible: no task, no timer, no parser work.
+            self.closed = self._stopped_parsing = True
+            self.server.connection_refused()
+            transport.abort()
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else ""
@@ -109,75 +130,82 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._stopped_parsing:
             return
+        framer = self._framer
+        was_in_head = framer.in_head
         try:
-            if self._body is not None:
-                data = self._feed_body(data)
-            buf = self._buffer + data if self._buffer else data
-            while buf and self._body is None:
-                rest = self._parse_head(buf)
-                if rest is None:  # incomplete head, kept in self._buffer
-                    return
-                buf = rest
-            self._buffer = buf
+            framer.feed(data)
+            self._account_head()
         except ParseError as error:
             self._refuse(error)
+            return
+        if framer.stopped:
+            self._stopped_parsing = True  # an upgrade request: nothing after it is read
+        elif framer.in_head and not was_in_head and self._head_timer is None:
+            self._head_timer = self._loop.call_later(
+                self.server.settings.head_timeout, self._head_too_slow)
 
-    def _parse_head(self, buf: bytes) -> bytes | None:
-        """Frame one request from `buf`; returns the bytes after it (after its body, when
-        all of the body is there), or None when the head is incomplete (kept for later)."""
-        settings = self.server.settings
-        if buf.startswith(b"\r\n"):  # empty lines before a request line are ignored
-            buf = buf.lstrip(b"\r\n")
-            if not buf:
-                return b""
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > settings.max_head_size:
-                first_line = buf.find(b"\r\n")
-                if first_line < 0 and len(buf) > settings.max_line_size:
-                    raise ParseError(414, "request line too long")
-                raise ParseError(431, "request head too large")
-            self._buffer = buf  # incomplete: wait for more
-            return None
-        if end > settings.max_head_size:
-            raise ParseError(431, "request head too large")
-        head = parse_head(buf[:end], settings.max_line_size, settings.max_field_size)
-        rest = buf[end + 4:]
-        length = head.body_length
-        body = BodyReader(self, length != 0, head.expect_continue)
+    def _account_head(self) -> None:
+        """Keep the server's total of bytes held in incomplete heads; beyond its budget
+        the connection adding to it is refused, so many slow heads cannot pile up."""
+        held = self._framer.head_bytes if self._framer.in_head else 0
+        if held != self._head_bytes:
+            self.server.partial_head_bytes += held - self._head_bytes
+            self._head_bytes = held
+            if held and self.server.partial_head_bytes > self.server.settings.max_partial_heads:
+                raise ParseError(431, "request head too large for the server's current load")
+
+    # ------------------------------------------------------------ RequestSink (the framer's callbacks)
+
+    def on_head(self, head: Head) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        body = BodyReader(self, head.body_length != 0, head.expect_continue)
         request = Request(self, head.method, head.target, head.version, head.headers, body, head.keep_alive)
         self._enqueue(request)
-        if length != 0:
+        if head.body_length != 0:
             self._body = body
             self._continue_sent = False
-            if length == CHUNKED:
-                self._decoder, self._body_left = ChunkedDecoder(), 0
-            else:
-                self._decoder, self._body_left = None, length
-            if rest:
-                rest = self._feed_body(rest)
-        return rest
+            self._body_started, self._body_received = self._loop.time(), 0
+            self._body_timer = self._loop.call_later(self.server.settings.body_rate_grace, self._check_body_rate)
 
-    def _feed_body(self, data: bytes) -> bytes:
-        """Give `data` to the body being received; returns what follows the body."""
+    def on_body(self, data: bytes) -> None:
+        if self._body is not None:
+            self._body_received += len(data)
+            self._body.feed(data)
+
+    def on_body_end(self) -> None:
         body = self._body
-        assert body is not None
-        if self._decoder is not None:
-            pieces, rest = self._decoder.feed(data)
-            for piece in pieces:
-                body.feed(piece)
-            done = self._decoder.done
-        else:
-            take = min(self._body_left, len(data))
-            body.feed(data[:take] if take < len(data) else data)
-            self._body_left -= take
-            rest = data[take:] if take < len(data) else b""
-            done = self._body_left == 0
-        if done:
-            body.feed_eof()
-            self._body = self._decoder = None
-            self.resume_reading(body)  # nothing more to receive for it: buffered or not
-        return rest
+        if body is None:
+            return
+        body.feed_eof()
+        self._body = None
+        self._stop_body_timer()
+        self.resume_reading(body)  # nothing more to receive for it: buffered or not
+
+    # ------------------------------------------------------------ arrival deadlines
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._framer.in_head and not self._stopped_parsing:
+            self._refuse(ParseError(408, "request head not received in time"))
+
+    def _check_body_rate(self) -> None:
+        self._body_timer = None
+        if self._body is None or self.closed:
+            return
+        now = self._loop.time()
+        if self._reading_paused:  # the handler is not reading: not the client's fault
+            self._body_started, self._body_received = now, 0
+        elif self._body_received < self.server.settings.min_body_rate * (now - self._body_started):
+            self._refuse(ParseError(408, "request body arriving too slowly"))
+            return
+        self._body_timer = self._loop.call_later(BODY_RATE_CHECK, self._check_body_rate)
+
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     def _enqueue(self, item: Request | ParseError) -> None:
         self._requests.append(item)
@@ -193,15 +221,27 @@ class Connection(asyncio.Protocol):
         request's handler lets it through (answered like a malformed head) or answers
         anyway, and the connection closes after that answer."""
         self._stopped_parsing = True
-        self._buffer = b""
+        self._release_head()
+        self._stop_body_timer()
         if self._body is not None:
             self._body.fail(error)
             self._body = None
         else:
             self._enqueue(error)
 
+    def _release_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self.server.partial_head_bytes -= self._head_bytes
+        self._head_bytes = 0
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused in connection_made: never counted
         self.closed = True
+        self._release_head()
+        self._stop_body_timer()
         self.server.connection_closed(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()

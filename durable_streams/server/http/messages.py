@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from multidict import CIMultiDict, MultiDict, MultiDictProxy
 from yarl import URL
 
-from .parser import HttpVersion
+from .framer import HttpVersion
 
 class Link(Protocol):
     """What a request and its response need from their connection (connection.py has

@@ -19,6 +19,8 @@ class HTTPServer:
         self.access_log = access_log
         self.connections: set[Connection] = set()
         self.shutting_down = False
+        self.partial_head_bytes = 0  # held in incomplete request heads, all connections
+        self.refused_connections = 0  # closed at once: max_connections were open
         self._listeners: list[asyncio.AbstractServer] = []
         self._all_closed: asyncio.Future | None = None  # set while shutdown waits
 
@@ -26,6 +28,9 @@ class HTTPServer:
         self.connections.discard(conn)
         if not self.connections and self._all_closed is not None and not self._all_closed.done():
             self._all_closed.set_result(None)
+
+    def connection_refused(self) -> None:
+        self.refused_connections += 1
 
     def _protocol(self) -> Connection:
         return Connection(self)

@@ -149,7 +149,8 @@ class Listener:
 def socket_settings(server: Server) -> tuple:
     """What cannot change without re-binding: addresses, TLS and connection limits."""
     return (server.listen, server.certificates, server.tls_min_version, server.tls_max_version,
-            server.timeouts.idle, server.timeouts.read_header, server.max_header_size, server.access_log)
+            server.timeouts.idle, server.timeouts.read_header, server.max_header_size, server.access_log,
+            server.max_header_fields, server.max_connections, server.min_body_rate)
 
 
 async def open_listener(
@@ -214,22 +215,23 @@ DEFAULT_MAX_HEADER_SIZE = 64 * 1024
 
 
 def _server_settings(server: Server) -> ServerSettings:
-    """Connection settings from the `servers` options.
-
-    The keep-alive timer runs whenever a connection waits for a request head, from the
-    moment it opens: it is both the idle timeout and the deadline for the head to
-    arrive. So `read_header` is enforced through it, and the shorter of `idle` and
-    `read_header` applies to both.
-    """
+    """Connection settings from the `servers` options; what is not set keeps the HTTP
+    layer's defaults (http/settings.py). `idle` is the keep-alive time between requests,
+    `read_header` the deadline from a head's first byte to its end (default 30 s, where
+    Caddy has none: a head that trickles in must not hold a connection for minutes)."""
     t = server.timeouts
-    limits = [v for v in (t.idle if t.idle is not None else CADDY_DEFAULT_IDLE, t.read_header) if v]
     size = server.max_header_size or DEFAULT_MAX_HEADER_SIZE
-    return ServerSettings(
-        keepalive_timeout=min(limits) if limits else CADDY_DEFAULT_IDLE,
+    chosen = dict(
+        keepalive_timeout=t.idle or CADDY_DEFAULT_IDLE,
+        head_timeout=t.read_header,
         max_line_size=size,
         max_field_size=size,
         max_head_size=max(1 << 20, 2 * size),
+        max_header_fields=server.max_header_fields,
+        max_connections=server.max_connections,
+        min_body_rate=server.min_body_rate,
     )
+    return ServerSettings(**{name: value for name, value in chosen.items() if value is not None})
 
 
 def _bind_socket(network: str, host: str, port: int) -> socket.socket:

@@ -251,6 +251,20 @@ def _servers(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
                 found["max_header_size"] = parse_size(sub.args[0].text)
             except ValueError as exc:
                 raise errf(sub.args[0], f"parsing max_header_size: {exc}") from None
+        elif key in ("max_header_fields", "max_connections"):  # extensions
+            if len(sub.args) != 1:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            text = sub.args[0].text
+            if not text.isascii() or not text.isdigit() or int(text) < 1:
+                raise errf(sub.args[0], f"{key} must be a positive integer, got '{text}'")
+            found[key] = int(text)
+        elif key == "min_body_rate":  # extension: bytes per second, Caddy's size syntax
+            if len(sub.args) != 1:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            try:
+                found[key] = parse_size(sub.args[0].text)
+            except ValueError as exc:
+                raise errf(sub.args[0], f"parsing min_body_rate: {exc}") from None
         elif key == "protocols":
             if not sub.args:
                 raise arg_error(sub.name)
