@@ -29,6 +29,10 @@ class HTTPServer:
         if not self.connections and self._all_closed is not None and not self._all_closed.done():
             self._all_closed.set_result(None)
 
+    @property
+    def open_connections(self) -> int:
+        return len(self.connections)
+
     def connection_refused(self) -> None:
         self.refused_connections += 1
 

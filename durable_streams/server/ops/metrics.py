@@ -75,6 +75,16 @@ class StoreStats(Protocol):
     def evictions(self) -> int: ...
 
 
+class ConnectionStats(Protocol):
+    """What an HTTP server counts about its connections (http/server.py has these)."""
+
+    @property
+    def open_connections(self) -> int: ...
+
+    @property
+    def refused_connections(self) -> int: ...  # closed at once: the connection cap was reached
+
+
 def operation_of(method: str, query: Mapping[str, str] | None = None) -> str:
     """The protocol operation a request performs, from its method and query."""
     method = method.upper()
@@ -171,6 +181,12 @@ class NullMetrics:
     def observe_recovery(self, seconds: float) -> None:
         """Duration of the start-up recovery of the store."""
 
+    # -- HTTP servers --
+    def track_connections(self, server: ConnectionStats) -> Callable[[], None]:
+        """Export an HTTP server's connection counts, read at each scrape. Returns the
+        function that stops tracking it (call it when the listener closes)."""
+        return _nothing
+
     # -- exposition --
     def render(self, accept: str | None = None, *, openmetrics: bool = True) -> tuple[bytes, str]:
         """Exposition body for a scraper's Accept header, and its content type.
@@ -227,6 +243,24 @@ class _StoreCollector(Collector):
         yield CounterMetricFamily(
             f"{NAMESPACE}_store_file_evictions", "File handles closed to stay under max_file_handles.",
             value=sum(store.evictions for store in stores),
+        )
+
+
+class _ConnectionCollector(Collector):
+    """Sums the connection counts of tracked HTTP servers, at scrape time."""
+
+    def __init__(self, servers: _Tracked) -> None:
+        self._servers = servers
+
+    def collect(self) -> Iterable[Metric]:
+        servers = list(self._servers)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_http_connections_open", "HTTP connections open now.",
+            value=sum(s.open_connections for s in servers),
+        )
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_http_connections_refused", "Connections closed at once because max_connections were open.",
+            value=sum(s.refused_connections for s in servers),
         )
 
 
@@ -297,6 +331,8 @@ class Metrics(NullMetrics):
 
         self._stores = _Tracked()
         r.register(_StoreCollector(self._stores))
+        self._http_servers = _Tracked()
+        r.register(_ConnectionCollector(self._http_servers))
         self._recovery_seconds = Gauge(
             "recovery_duration_seconds", "Duration of the last start-up recovery of the store.",
             namespace=NAMESPACE, registry=r,
@@ -336,6 +372,9 @@ class Metrics(NullMetrics):
 
     def track_store(self, store: StoreStats) -> Callable[[], None]:
         return self._stores.add(store)
+
+    def track_connections(self, server: ConnectionStats) -> Callable[[], None]:
+        return self._http_servers.add(server)
 
     def observe_recovery(self, seconds: float) -> None:
         self._recovery_seconds.set(seconds)

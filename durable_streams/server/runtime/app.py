@@ -139,12 +139,14 @@ class ServerApp:
         self._watchdog = self.notifier.start_watchdog()
 
     async def _open(self, server: Server, route_list) -> Listener:
-        return await open_listener(
+        listener = await open_listener(
             server,
             route_list,
             shutdown_timeout=self.grace_period,
             metrics=self.metrics if self.config.metrics else None,
         )
+        listener.untrack = self.metrics.track_connections(listener.http)
+        return listener
 
     def _status(self) -> str:
         addresses = ", ".join(str(a) for s in self.config.servers for a in s.listen)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,7 @@ class Listener:
     sites: list[asyncio.AbstractServer] = field(default_factory=list)
     tls: TLSContexts | None = None
     shutdown_timeout: float = 0.0
+    untrack: Callable[[], None] = lambda: None  # stops exporting its connection counts
 
     def socket_settings(self) -> tuple:
         return socket_settings(self.server)
@@ -142,6 +144,7 @@ class Listener:
 
     async def close(self) -> None:
         self.sites.clear()
+        self.untrack()
         if self.http is not None:
             await self.http.shutdown(self.shutdown_timeout)
 
