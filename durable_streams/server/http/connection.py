@@ -140,9 +140,14 @@ class Connection(asyncio.Protocol):
             return
         if framer.stopped:
             self._stopped_parsing = True  # an upgrade request: nothing after it is read
-        elif framer.in_head and not was_in_head and self._head_timer is None:
+            return
+        # Deadlines only for what is still arriving: the usual request comes whole in one
+        # read and needs no timer at all.
+        if framer.in_head and not was_in_head and self._head_timer is None:
             self._head_timer = self._loop.call_later(
                 self.server.settings.head_timeout, self._head_too_slow)
+        if self._body is not None and self._body_timer is None:
+            self._body_timer = self._loop.call_later(self.server.settings.body_rate_grace, self._check_body_rate)
 
     def _account_head(self) -> None:
         """Keep the server's total of bytes held in incomplete heads; beyond its budget
@@ -167,7 +172,6 @@ class Connection(asyncio.Protocol):
             self._body = body
             self._continue_sent = False
             self._body_started, self._body_received = self._loop.time(), 0
-            self._body_timer = self._loop.call_later(self.server.settings.body_rate_grace, self._check_body_rate)
 
     def on_body(self, data: bytes) -> None:
         if self._body is not None:

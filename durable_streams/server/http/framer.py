@@ -91,7 +91,7 @@ class RequestFramer:
         self.head_bytes = 0  # bytes of the head being received (0 between heads)
         self._parser = httptools.HttpRequestParser(self)
         self._url: list[bytes] = []
-        self._fields: list[tuple[str, str]] = []
+        self._fields: list[tuple[bytes, bytes]] = []
         self._field_bytes = 0
         self._in_head = False
         self._error: ParseError | None = None
@@ -143,14 +143,18 @@ class RequestFramer:
             return  # a trailer field: llhttp checked its syntax; its value is dropped
         limits = self.limits
         size = len(name) + len(value)
-        if size > limits.max_field:
-            self._fail(ParseError(431, f"header line longer than {limits.max_field} bytes"))
         self._field_bytes += size
+        if size > limits.max_field or self._field_bytes > limits.max_head or len(self._fields) >= limits.max_fields:
+            self._fail(self._field_error(size))
+        self._fields.append((name, value))  # decoded once, with the whole head
+
+    def _field_error(self, size: int) -> ParseError:
+        limits = self.limits
+        if size > limits.max_field:
+            return ParseError(431, f"header line longer than {limits.max_field} bytes")
         if self._field_bytes > limits.max_head:
-            self._fail(ParseError(431, "request head too large"))
-        if len(self._fields) >= limits.max_fields:
-            self._fail(ParseError(431, f"more than {limits.max_fields} header fields"))
-        self._fields.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
+            return ParseError(431, "request head too large")
+        return ParseError(431, f"more than {limits.max_fields} header fields")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -174,30 +178,30 @@ class RequestFramer:
         version = _VERSIONS.get(parser.get_http_version())
         if version is None:
             raise ParseError(505, "HTTP version not supported")
-        target = b"".join(self._url).decode("utf-8", "surrogateescape")
         if method == "CONNECT":
             raise ParseError(405, "CONNECT is not supported")
-        headers = CIMultiDict(self._fields)
-        absolute = _ABSOLUTE.match(target)
+        url = self._url
+        target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
+        headers = CIMultiDict([(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._fields])
+        absolute = _ABSOLUTE.match(target) if target[:1] != "/" else None
         if absolute is not None:  # the authority is the host; a Host field is ignored
             headers.popall("Host", None)
             headers["Host"] = absolute.group(1)
-        elif version == HTTP_11:
-            hosts = headers.getall("Host", ())
-            if len(hosts) != 1:
-                raise ParseError(400, "missing Host header" if not hosts else "more than one Host header")
-        for value in headers.getall("Connection", ()):
-            if not _TOKEN_LIST.fullmatch(value.encode("utf-8", "surrogateescape")):
-                raise ParseError(400, "malformed Connection header")
+        elif version == HTTP_11 and len(headers.getall("Host", ())) != 1:
+            raise ParseError(400, "missing Host header" if "Host" not in headers else "more than one Host header")
+        if "Connection" in headers:
+            for value in headers.getall("Connection"):
+                if not _TOKEN_LIST.fullmatch(value.encode("utf-8", "surrogateescape")):
+                    raise ParseError(400, "malformed Connection header")
         body_length = _body_length(headers, version)
         keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
-        expect = version == HTTP_11 and headers.get("Expect", "").lower() == "100-continue"
+        expect = version == HTTP_11 and "Expect" in headers and headers["Expect"].lower() == "100-continue"
         return Head(method, target, version, CIMultiDictProxy(headers), body_length, keep_alive, expect)
 
 
 def _body_length(headers: CIMultiDict[str], version: HttpVersion) -> int:
-    codings = headers.getall("Transfer-Encoding", None)
-    if codings is not None:  # llhttp refused it together with Content-Length
+    if "Transfer-Encoding" in headers:  # llhttp refused it together with Content-Length
+        codings = headers.getall("Transfer-Encoding")
         if version == HTTP_10:
             raise ParseError(400, "Transfer-Encoding in an HTTP/1.0 request")
         names: list[bytes] = []
