@@ -5,13 +5,17 @@ materialised as the fork's first own bytes, so it composes along chains."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..store.base import StreamStore
 from .errors import Conflict, InvalidRequest, StreamGone, StreamNotFound
 from .framing import Framing, count_units_prefix, media_type
 from .offsets import parse_position
 from .stream import Stream
+
+T = TypeVar("T")
 
 
 async def read_range(store: StreamStore, stream: Stream, start: int, end: int) -> bytes:
@@ -34,28 +38,22 @@ async def read_range(store: StreamStore, stream: Stream, start: int, end: int) -
 
 
 async def _read_own(store: StreamStore, stream: Stream, start: int, end: int) -> bytes:
-    """A stream's own bytes. A read racing with the stream's removal is discarded: once
-    removed, its path may already belong to a new incarnation."""
-    if stream.removed:
-        raise StreamNotFound(f"stream {stream.path} was deleted")
-    try:
-        data = await store.read(stream.path, start, end)
-    except Exception:
-        if stream.removed:
-            raise StreamNotFound(f"stream {stream.path} was deleted") from None
-        raise
-    if stream.removed:
-        raise StreamNotFound(f"stream {stream.path} was deleted")
-    return data
+    """A stream's own bytes."""
+    return await _unless_removed(stream, lambda: store.read(stream.path, start, end))
 
 
 async def _own_boundary(store: StreamStore, stream: Stream, position: int) -> int:
-    """The store's next boundary of a stream's own bytes (discarded, like a read, when
-    it races with the stream's removal)."""
+    """The store's next boundary of a stream's own bytes."""
+    return await _unless_removed(stream, lambda: store.next_boundary(stream.path, position))
+
+
+async def _unless_removed(stream: Stream, lookup: Callable[[], Awaitable[T]]) -> T:
+    """A store lookup about `stream`, discarded when it races with the stream's removal:
+    once removed, its path may already belong to a new incarnation."""
     if stream.removed:
         raise StreamNotFound(f"stream {stream.path} was deleted")
     try:
-        found = await store.next_boundary(stream.path, position)
+        found = await lookup()
     except Exception:
         if stream.removed:
             raise StreamNotFound(f"stream {stream.path} was deleted") from None
