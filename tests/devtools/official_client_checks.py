@@ -1,12 +1,14 @@
 """Checks run with the official `durable-streams` client from PyPI, in the separate client
 venv (see conftest.py). Not collected by pytest: run as
-`python official_client_checks.py CHECK BASE_URL`, or `... coexistence -` to start our
+`python official_client_checks.py CHECK BASE_URL [ARGS...]`, or `... coexistence -` to start our
 server from the installed wheel inside the same interpreter. Exit status 0 = passed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import queue
 import sys
 import threading
@@ -175,8 +177,26 @@ def check_coexistence(_: str) -> None:
         check_create_append_read(server.url)
 
 
+def check_read_bytes(url: str, length: str, sha256: str) -> None:
+    """A catch-up read of a whole binary stream: `stream(url, live=False).read_bytes()`."""
+    with stream(url, live=False) as res:
+        data = res.read_bytes()
+    got = (len(data), hashlib.sha256(data).hexdigest())
+    assert got == (int(length), sha256), f"got {got}, expected {(int(length), sha256)}"
+
+
+def check_read_json(url: str, count: str, sha256: str) -> None:
+    """A catch-up read of a whole JSON stream: `stream(url, live=False).read_json()`; the
+    hash is of the items rendered compactly (as JSON.stringify does)."""
+    with stream(url, live=False) as res:
+        items = res.read_json()
+    rendered = json.dumps(items, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    got = (len(items), hashlib.sha256(rendered).hexdigest())
+    assert got == (int(count), sha256), f"got {got}, expected {(int(count), sha256)}"
+
+
 CHECKS = {name[len("check_"):]: fn for name, fn in globals().items() if name.startswith("check_")}
 
 if __name__ == "__main__":
-    CHECKS[sys.argv[1]](sys.argv[2])
+    CHECKS[sys.argv[1]](*sys.argv[2:])
     print("ok")

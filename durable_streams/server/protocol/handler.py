@@ -299,11 +299,17 @@ class DurableStreamsHandler:
         position = start
         try:
             async for piece in self.engine.read_pages(stream, start, tail, self.settings.max_read_bytes):
-                body = json_array_piece(piece, first=position == start, last=position + len(piece) == tail) \
+                size = len(piece)
+                body = json_array_piece(piece, first=position == start, last=position + size == tail) \
                     if as_json else piece
-                await self._send(request, response, body)
-                self.metrics.served(len(piece))
-                position += len(piece)
+                response.write_nowait(body)
+                sent = len(body)
+                # The connection holds what it has not sent yet: no second reference to the
+                # piece while waiting, nor while the next one is read.
+                del piece, body
+                await self._drain(request, response, sent)
+                self.metrics.served(size)
+                position += size
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left (or was too slow and was cut)
@@ -407,9 +413,14 @@ class DurableStreamsHandler:
         up; past the bound the connection is cut. Memory per reader stays bounded (the
         buffer plus one frame) and no other subscriber ever waits on this one."""
         response.write_nowait(frame)
+        await self._drain(request, response, len(frame))
+
+    async def _drain(self, request: Request, response: StreamResponse, sent: int) -> None:
+        """Wait while the connection's buffer is full after `sent` bytes were queued; cut
+        the reader when that takes longer than its budget (see `_send`)."""
         if not response.must_drain:
             return  # the usual case: no wait, so no timer either
-        budget = self.settings.slow_reader_timeout + len(frame) / SLOW_READER_MIN_RATE
+        budget = self.settings.slow_reader_timeout + sent / SLOW_READER_MIN_RATE
         try:
             async with asyncio.timeout(budget):
                 await response.drain()

@@ -55,7 +55,11 @@ class MemoryStore(StreamStore):
     async def read(self, path: str, start: int, end: int) -> bytes:
         entry = self._streams[path]
         base = entry.config.base_offset
-        return bytes(entry.data[start - base : end - base])
+        # One copy (a bytearray slice, then bytes(), would be two); the view is released
+        # before returning, so appends can still grow the bytearray.
+        with memoryview(entry.data) as view:
+            with view[start - base : end - base] as piece:
+                return bytes(piece)
 
     async def next_boundary(self, path: str, position: int) -> int:
         entry = self._streams[path]

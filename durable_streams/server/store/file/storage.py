@@ -110,6 +110,8 @@ class Storage:
                 parts.append(chunk)
                 position += len(chunk)
                 left -= len(chunk)
+        if not staged and len(parts) == 1:
+            return parts[0]  # the usual case: no copy of a piece that may be a MiB
         parts.append(staged)
         return b"".join(parts)
 
