@@ -425,7 +425,7 @@ class DurableStreamsHandler:
             async with asyncio.timeout(budget):
                 await response.drain()
         except TimeoutError:
-            log.info("SSE reader of %s disconnected: not reading for %.0f s", request.path, budget)
+            log.info("reader of %s disconnected: not reading for %.0f s", request.path, budget)
             self.metrics.slow_reader_disconnected()
             request.abort()
             raise ConnectionResetError("slow reader") from None
