@@ -85,19 +85,24 @@ class Settings:
     tests: frozenset[str]
     flush_delays_ms: tuple[float, ...]  # "flush" test: added latency of every flush call
     flush_writer_counts: tuple[int, ...]
+    wrk_seconds: float = 5.0  # "wrk" test: -d of one wrk run
+    wrk_connections: int = 32  # -c, and as many streams
+    wrk_threads: int = 2  # -t
 
 
 FULL = dict(rounds=3, durable_rounds=2, append_seconds=1.5, catchup_mib=64, catchup_reads=5,
             live_seconds=3.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32, 256),
-            flush_delays_ms=(1.0, 4.0))
+            flush_delays_ms=(1.0, 4.0), wrk_seconds=5.0)
 # The smoke run skips 256 file-backed writers: creating and fsyncing 256 streams alone
 # takes several seconds per server.
 QUICK = dict(rounds=1, durable_rounds=1, append_seconds=0.4, catchup_mib=8, catchup_reads=1,
              live_seconds=1.0, writer_counts=(1, 32, 256), durable_writer_counts=(1, 32),
-             flush_delays_ms=(2.0,))
-ALL_TESTS = ("appends", "catchup", "live", "durable", "flush")
+             flush_delays_ms=(2.0,), wrk_seconds=1.0)
+ALL_TESTS = ("appends", "catchup", "live", "durable", "flush", "wrk")
 FLUSH_SHIM_SOURCE = BENCH_DIR / "flush_delay.c"
 FLUSH_DELAY_ENV = "DS_BENCH_FLUSH_DELAY_US"
+WRK_SCRIPT = BENCH_DIR / "wrk_streams.lua"
+WRK_APPEND_BYTES = 22  # the body of wrk_streams.lua
 
 
 # --------------------------------------------------------------------------------------
@@ -219,7 +224,7 @@ class ServerProcess:
     """One running target: launched, probed until it answers, torn down by process group."""
 
     def __init__(self, spec: TargetSpec, work_dir: Path, durable: bool, settings: Settings,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, tag: str = ""):
         self.spec = spec
         self.work_dir = work_dir
         self.durable = durable
@@ -232,6 +237,8 @@ class ServerProcess:
         phase = "durable" if durable else "memory"
         if env and env.get(FLUSH_DELAY_ENV):
             phase += f"-flush{env[FLUSH_DELAY_ENV]}us"
+        if tag:
+            phase += f"-{tag}"
         self.log_path = work_dir / f"{spec.name}-{phase}.log"
         self.data_dir: str | None = None
 
@@ -882,6 +889,87 @@ async def measure_live(server: ServerProcess, prefix: str, mode: str, settings: 
 
 
 # --------------------------------------------------------------------------------------
+# Test: wrk (C load generator) appends, server CPU per request
+#
+# The Python client costs about 70 us of CPU per request on the same 2 cores as the
+# server; wrk costs a few. So this test puts the most load on the server per core left to
+# it, and its "srv CPU us/req" is the closest to the server's own cost per request.
+
+WRK_MODES = {"append": "POST 22 B", "now": "GET offset=now"}
+
+
+def wrk_missing_message() -> str:
+    return ("wrk test skipped: wrk (the C HTTP load generator) is not installed. Get it with "
+            "`apt-get install wrk` (bench/run_all.sh does that itself when run as root where "
+            "apt-get exists), or build it from https://github.com/wg/wrk")
+
+
+def wrk_command(url: str, mode: str, prefix: str, settings: Settings,
+                seconds: float | None = None) -> list[str]:
+    """wrk against base URL `url`, over streams {prefix}/s0 .. s{connections-1}."""
+    duration = seconds if seconds is not None else settings.wrk_seconds
+    return ["wrk", f"-t{settings.wrk_threads}", f"-c{settings.wrk_connections}",
+            f"-d{max(1, round(duration))}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url,
+            "--", mode, prefix, str(settings.wrk_connections), str(settings.wrk_threads)]
+
+
+def parse_wrk_output(stdout: str) -> dict:
+    for line in stdout.splitlines():
+        if line.startswith("WRK_RESULT "):
+            return json.loads(line[len("WRK_RESULT "):])
+    raise RuntimeError(f"wrk printed no WRK_RESULT line:\n{stdout[-500:]}")
+
+
+def run_wrk(cmd: list[str], seconds: float) -> tuple[dict, float]:
+    """Runs wrk to completion (blocking: nothing else runs meanwhile); its totals and the
+    CPU seconds wrk itself used."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout)[-500:]}")
+    wrk_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return parse_wrk_output(done.stdout), wrk_cpu
+
+
+async def measure_wrk(server: ServerProcess, prefix: str, mode: str, settings: Settings,
+                      seconds: float | None = None) -> dict:
+    path = f"{STREAM_ROOT}/{prefix}"
+    urls = [f"{server.base_url}{path}/s{i}" for i in range(settings.wrk_connections)]
+    seconds = settings.wrk_seconds if seconds is None else seconds
+    cmd = wrk_command(server.base_url, mode, path, settings, seconds)
+    async with new_session(8) as session:
+        await create_streams(session, urls, BINARY)
+        try:
+            with CpuWindow(server) as cpu:
+                result, wrk_cpu = run_wrk(cmd, seconds)
+        finally:
+            await delete_streams(session, urls)
+    requests = result["requests"]
+    socket_errors = sum(result[k] for k in ("connect_errors", "read_errors", "write_errors",
+                                            "timeouts"))
+    errors = result["non2xx"] + socket_errors
+    first_error = None
+    if result["non2xx"]:
+        first_error = f"{result['non2xx']} non-2xx answers, first {result['first_bad_status']}"
+    elif socket_errors:
+        first_error = f"{socket_errors} socket errors/timeouts"
+    if not requests:
+        raise RuntimeError(f"wrk completed no request ({first_error or 'no error reported'})")
+    duration = result["duration_us"] / 1e6
+    figures = cpu.figures(requests)
+    # wrk's own CPU in cores (it runs 2 threads): the client share of the machine.
+    figures["client_cpu_util"] = wrk_cpu / cpu.elapsed if cpu.elapsed else None
+    return {
+        "mode": mode, "connections": settings.wrk_connections, "threads": settings.wrk_threads,
+        "requests": requests, "errors": errors, "first_error": first_error,
+        "elapsed_s": duration, "requests_per_s": requests / duration if duration else None,
+        "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
+        "wrk": result, "wrk_cpu_s": wrk_cpu, **figures,
+    }
+
+
+# --------------------------------------------------------------------------------------
 # Orchestration
 
 
@@ -902,6 +990,9 @@ APPEND_METRICS = (("appends_per_s", "appends/s", "higher"), ("p50_ms", "p50 ms",
 CATCHUP_METRICS = (("mib_per_s", "MiB/s", "higher"),
                    ("server_cpu_us_per_op", "srv CPU us/MiB", "lower"),
                    ("pages", "pages", "lower"))  # GETs to reach up-to-date (1: one response)
+WRK_METRICS = (("requests_per_s", "req/s", "higher"), ("p50_ms", "p50 ms", "lower"),
+               ("server_cpu_us_per_op", "srv CPU us/req", "lower"))
+WRK_CROSS_METRICS = (("server_cpu_us_per_op", "srv CPU us/req", "lower"),)
 LIVE_METRICS = (("p50_ms", "p50 ms", "lower"), ("p99_ms", "p99 ms", "lower"),
                 ("server_cpu_us_per_op", "srv CPU us/delivery", "lower"))
 
@@ -972,8 +1063,9 @@ def append_cases(settings: Settings, durable: bool,
 
 
 async def start_servers(specs: list[TargetSpec], work_dir: Path, durable: bool,
-                        settings: Settings, env: dict[str, str] | None = None) -> list[ServerProcess]:
-    servers = [ServerProcess(s, work_dir, durable, settings, env) for s in specs]
+                        settings: Settings, env: dict[str, str] | None = None,
+                        tag: str = "") -> list[ServerProcess]:
+    servers = [ServerProcess(s, work_dir, durable, settings, env, tag) for s in specs]
     kind = "file-backed" if durable else "in-memory"
     if env and env.get(FLUSH_DELAY_ENV):
         kind += f", every flush +{int(env[FLUSH_DELAY_ENV]) / 1000:g} ms"
@@ -998,7 +1090,7 @@ def stop_servers(servers: list[ServerProcess]) -> None:
 
 
 async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
-                  run_id: str) -> list[Case]:
+                  run_id: str, peer: str) -> list[Case]:
     cases: list[Case] = []
     memory_tests = settings.tests & {"appends", "catchup", "live"}
     if memory_tests:
@@ -1034,6 +1126,8 @@ async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
                 cases.append(await run_catchup(servers, settings, run_id, storage="file"))
         finally:
             stop_servers(servers)
+    if "wrk" in settings.tests:
+        cases += await run_wrk_test(specs, settings, work_dir, run_id, peer)
     if "flush" in settings.tests and durable_specs and settings.flush_delays_ms:
         shim = build_flush_shim(work_dir)
         for delay_ms in settings.flush_delays_ms if shim else ():
@@ -1065,6 +1159,62 @@ def build_flush_shim(work_dir: Path) -> Path | None:
     else:
         progress("flush test skipped: no C compiler (cc) to build bench/flush_delay.c")
     return None
+
+
+async def run_wrk_test(specs: list[TargetSpec], settings: Settings, work_dir: Path,
+                       run_id: str, peer: str) -> list[Case]:
+    """The "wrk" test: in-memory and file-backed servers of every target are up at the same
+    time, so each round runs every (storage, target) pair back to back, the order reversed
+    on odd rounds, and the durable append can be divided by the peer's in-memory one."""
+    if shutil.which("wrk") is None:
+        progress(wrk_missing_message())
+        return []
+    if settings.wrk_connections < settings.wrk_threads:
+        progress("wrk test skipped: --wrk-connections is below the 2 wrk threads")
+        return []
+    conns = settings.wrk_connections
+    append_mem = Case("wrk-append-mem", f"wrk append mem {conns}c own streams", WRK_METRICS)
+    append_file = Case("wrk-append-file", f"wrk append file {conns}c own streams", WRK_METRICS)
+    get_now = Case("wrk-get-now-mem", f"wrk GET offset=now mem {conns}c", WRK_METRICS)
+    durable_specs = [s for s in specs if s.supports_durable()]
+    servers: list[ServerProcess] = []
+    try:
+        mem = await start_servers(specs, work_dir, False, settings, tag="wrk")
+        servers += mem
+        files = await start_servers(durable_specs, work_dir, True, settings, tag="wrk")
+        servers += files
+        jobs = ([(append_mem, s, "append") for s in mem] + [(append_file, s, "append") for s in files]
+                + [(get_now, s, "now") for s in mem])
+        # Unrecorded warm-up under wrk itself (its connection pattern, Node's JIT).
+        for case, server, mode in jobs:
+            if mode == "append":
+                with contextlib.suppress(Exception):
+                    await measure_wrk(server, f"bench-warmup-{os.getpid()}/wrk/{server.spec.name}"
+                                      f"-{case.key}", mode, settings, seconds=1)
+        for r in range(settings.rounds):
+            for case, server, mode in (jobs if r % 2 == 0 else jobs[::-1]):
+                prefix = f"bench-{run_id}/{case.key}/{server.spec.name}/r{r}"
+                try:
+                    result = await measure_wrk(server, prefix, mode, settings)
+                except Exception as exc:  # one failing figure must not lose the rest
+                    result = {"failed": f"{type(exc).__name__}: {exc}"}
+                result["round"] = r
+                case.samples.setdefault(server.spec.name, []).append(result)
+                progress(f"{case.label:<40} {server.spec.name:<8} r{r}  {brief(case, result)}")
+    finally:
+        stop_servers(servers)
+    # The issue's second goal: a durable append against the peer's in-memory append.
+    cross = Case("wrk-append-file-vs-peer-mem", f"wrk append file / {peer} mem {conns}c",
+                 WRK_CROSS_METRICS)
+    for name, samples in append_file.samples.items():
+        if name != peer:
+            cross.samples[name] = samples
+    if peer in append_mem.samples:
+        cross.samples[peer] = append_mem.samples[peer]
+    cases = [append_mem, append_file]
+    if len(cross.samples) > 1:
+        cases.append(cross)
+    return cases + [get_now]
 
 
 async def run_catchup(servers: list[ServerProcess], settings: Settings, run_id: str,
@@ -1153,6 +1303,28 @@ def print_table(rows: list[dict], names: list[str], peer: str) -> None:
           "* = client process CPU > 90% (the client may be the limit)")
 
 
+WRK_GOALS = (("wrk-append-mem", "in-memory append"),
+             ("wrk-append-file", "durable append (file store vs file store)"),
+             ("wrk-append-file-vs-peer-mem", "durable append vs the peer's in-memory append"))
+WRK_GOAL = 0.8  # issue 12: at most 0.8x the peer's server CPU per append
+
+
+def print_wrk_goals(rows: list[dict], names: list[str], peer: str) -> None:
+    """The wrk test's CPU-per-request ratios against issue 12's goal, one line each."""
+    found = {row["case"]: row for row in rows if row["metric"] == "server_cpu_us_per_op"}
+    lines = []
+    for key, what in WRK_GOALS:
+        row = found.get(key)
+        for name in (n for n in names if n != peer and row):
+            ratio = row["ratios"].get(name)
+            verdict = ("n/a (errors or missing CPU figures)" if ratio is None
+                       else f"{ratio:.2f}  {'met' if ratio <= WRK_GOAL else 'NOT met'}")
+            lines.append(f"  {name}/{peer} srv CPU per request, {what}: {verdict}")
+    if lines:
+        print(f"\nwrk test, goal <= {WRK_GOAL}x {peer}'s server CPU per append:")
+        print("\n".join(lines))
+
+
 def environment(specs: list[TargetSpec]) -> dict:
     def out(cmd: list[str]) -> str | None:
         with contextlib.suppress(Exception):
@@ -1227,6 +1399,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
                         "of the file-backed servers (full run: 1,4; quick: 2; 0: no flush test)")
     p.add_argument("--flush-writers",
                    help="writer counts of the flush test (default 32, or --writers)")
+    p.add_argument("--wrk-seconds", type=float,
+                   help="wrk test: duration of one wrk run (full 5, quick 1; whole seconds)")
+    p.add_argument("--wrk-connections", type=int, default=32,
+                   help="wrk test: connections, and as many streams (-c; wrk runs 2 threads)")
     p.add_argument("--output", type=Path, help="JSON path (default bench/results/http-<utc>.json)")
     p.add_argument("--keep-logs", action="store_true", help="keep server logs and configs")
     args = p.parse_args(argv)
@@ -1262,9 +1438,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         live_readers=args.live_readers, live_rate=args.live_rate,
         live_seconds=args.live_seconds or base["live_seconds"], long_poll_ms=args.long_poll_ms,
         file_handles=args.file_handles, client=args.client, tests=tests,
-        flush_delays_ms=delays, flush_writer_counts=flush_writers)
+        flush_delays_ms=delays, flush_writer_counts=flush_writers,
+        wrk_seconds=args.wrk_seconds or base["wrk_seconds"],
+        wrk_connections=args.wrk_connections)
     if (min(writers) < 1 or min(settings.rounds, settings.durable_rounds) < 1
-            or settings.live_readers < 1 or settings.live_rate <= 0):
+            or settings.live_readers < 1 or settings.live_rate <= 0
+            or settings.wrk_connections < 1 or settings.wrk_seconds <= 0):
         p.error("counts, rounds and rates must be positive")
     if (settings.catchup_mib * 1024) % settings.catchup_chunk_kib:
         p.error("--catchup-mib must be a whole number of --catchup-chunk-kib chunks")
@@ -1317,8 +1496,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"targets: {', '.join(names)}; peer: {args.peer}; settings: "
           f"{ {k: v for k, v in settings.__dict__.items() if k != 'tests'} }; "
           f"tests: {','.join(sorted(settings.tests))}", flush=True)
+    if "wrk" in settings.tests and shutil.which("wrk") is None:
+        print(wrk_missing_message(), file=sys.stderr, flush=True)
     try:
-        cases = asyncio.run(run_all(args.target, settings, work_dir, run_id))
+        cases = asyncio.run(run_all(args.target, settings, work_dir, run_id, args.peer))
     except KeyboardInterrupt:
         print("\ninterrupted; servers stopped", file=sys.stderr)
         return 130
@@ -1333,6 +1514,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
     rows = summarize(cases, names, args.peer)
     print_table(rows, names, args.peer)
+    print_wrk_goals(rows, names, args.peer)
     write_results(output, settings, args.target, args.peer, cases, rows, started)
     print(f"\nresults: {output}")
     return 0
