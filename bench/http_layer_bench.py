@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 
 SERVE = r'''
 import asyncio, socket, sys

@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
