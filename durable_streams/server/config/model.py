@@ -192,13 +192,25 @@ class StripPathPrefix(Handler):
 
 
 DEFAULT_MAX_LIVE_READERS = 10000
+DEFAULT_POSTGRES_POOL_SIZE = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Postgres:
+    """Extension: the `postgres` subdirective of `durable_streams` (a shared store)."""
+
+    dsn: str
+    pool_size: int = DEFAULT_POSTGRES_POOL_SIZE
+
+    def config(self) -> dict[str, Any]:
+        return {"dsn": self.dsn, "pool_size": self.pool_size}
 
 
 @dataclass(frozen=True, slots=True)
 class DurableStreams(Handler):
     """The `durable_streams` handler, with the plugin's defaults applied (Provision)."""
 
-    data_dir: str | None = None  # None -> in-memory store
+    data_dir: str | None = None  # None -> in-memory store (unless `postgres`)
     max_file_handles: int = 100
     long_poll_timeout: float = 30.0
     sse_reconnect_interval: float = 60.0
@@ -207,6 +219,8 @@ class DurableStreams(Handler):
     max_live_readers: int = DEFAULT_MAX_LIVE_READERS
     # Extension: page catch-up reads at this many bytes (None: one response to the tail).
     catch_up_page_size: int | None = None
+    # Extension: the PostgreSQL store (a shared store for many nodes) instead of data_dir.
+    postgres: Postgres | None = None
     # Tunables without a Caddyfile option (tests and embedders set them); not adapted.
     max_read_bytes: int = 1 << 20  # page of a live read; piece of a streamed catch-up read
     max_body_size: int = 64 << 20  # request body limit unless `request_body` sets one
@@ -219,6 +233,7 @@ class DurableStreams(Handler):
             {
                 "handler": self.name,
                 "data_dir": self.data_dir,
+                "postgres": self.postgres.config() if self.postgres else None,
                 "max_file_handles": self.max_file_handles,
                 "long_poll_timeout": format_duration(self.long_poll_timeout),
                 "sse_reconnect_interval": format_duration(self.sse_reconnect_interval),

@@ -44,7 +44,7 @@ class StreamView(Protocol):
 class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
                  "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
-                 "_in_flight", "_generation", "_signal")
+                 "_in_flight", "_generation", "_signal", "_stale")
 
     def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
         # Read by the protocol layer (StreamView); plain attributes: the read path is hot.
@@ -66,6 +66,9 @@ class Stream:
         self._in_flight = 0
         self._generation = 0  # bumped when a queued append fails: the ones behind it are void
         self._signal = Signal()
+        # Shared stores: another node may have changed the stream since it was loaded;
+        # the next append reloads it before checking (its readers may already see more).
+        self._stale = False
 
     @property
     def path(self) -> str:

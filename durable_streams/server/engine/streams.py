@@ -4,20 +4,29 @@ One `asyncio.Lock` per stream serialises check-then-append (closed -> content ty
 JSON validation -> producer -> Stream-Seq -> offsets -> store commit -> publish).
 Structural changes (create, delete, expiry, fork clean-up) hold a per-path lock
 (locks.py), taken before a stream lock, never after. Readers take no lock: a stream's
-bytes below its tail never change, so a snapshot of (tail, closed) is enough."""
+bytes below its tail never change, so a snapshot of (tail, closed) is enough.
+
+Over a shared store (PostgreSQL, many nodes) the registry is a cache: reads, HEAD,
+create and delete load the stream from the store first (`fresh`); appends trust the
+cache and are refused by the store when another node moved the stream (`StaleStream`),
+then reload it under the stream's lock and are checked again, in their queue order.
+Other nodes' appends arrive as changes (`_remote_change`) that wake local readers."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import time
+import secrets
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
-from ..store.base import Commit, ProducerState, StoreError, StreamConfig, StreamState, StreamStore
+from ..store.base import (
+    Commit, ProducerState, Retired, StaleStream, StoredStream, StoreError, StoreUnavailable, StreamConfig,
+    StreamState, StreamStore,
+)
 from .events import NO_EVENTS, EngineEvents
 from .errors import (
-    Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamGone, StreamNotFound,
+    Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamError, StreamGone, StreamNotFound,
 )
 from .expiry import Lifetime, fork_lifetime
 from .forks import ForkRequest, fork_anchor, read_range, sub_offset_prefix
@@ -29,6 +38,10 @@ from .stream import Stream
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
+# Shared stores: how often one request is re-decided after other nodes' writes won
+# the race for its stream before it is answered 503 (only under extreme contention).
+MAX_STALE_RETRIES = 16
+SWEEP_PAGE = 500
 T = TypeVar("T")
 
 
@@ -88,10 +101,10 @@ class Chunk:
 
 
 class StreamEngine:
-    def __init__(self, store: StreamStore, clock: Callable[[], float] = time.time,
+    def __init__(self, store: StreamStore, clock: Callable[[], float] | None = None,
                  events: EngineEvents = NO_EVENTS) -> None:
         self.store = store
-        self.clock = clock
+        self.clock = clock or store.now  # a shared store's clock is its database's
         self.events = events
         self._streams: dict[str, Stream] = {}
         self._paths = PathLocks()
@@ -100,6 +113,8 @@ class StreamEngine:
     # ---------------------------------------------------------------- lifecycle
 
     async def open(self) -> None:
+        if self.store.shared:
+            self.store.watch(self._remote_change, self._resync)
         stored = await self.store.open()
         for item in stored:
             self._streams[item.config.path] = Stream(item.config, item.state, None)
@@ -136,25 +151,33 @@ class StreamEngine:
             return False
         return stream.lifetime.is_expired(stream.state.last_access, self.clock())
 
-    async def _resolve(self, path: str) -> Stream | None:
+    async def _resolve(self, path: str, *, fresh: bool = True) -> Stream | None:
         """The stream at `path` (soft-deleted ones included), expiring it if due. A
-        soft-deleted stream also drops forks that expired since, which may free it."""
-        stream = self._streams.get(path)
+        soft-deleted stream also drops forks that expired since, which may free it.
+        Over a shared store it is loaded first, unless `fresh` is off and it is cached."""
+        if self.store.shared and (fresh or path not in self._streams):
+            stream = await self._load(path)
+        else:
+            stream = self._streams.get(path)
         if stream is not None and self._expired(stream):
             await self._discard(stream)
             stream = self._streams.get(path)
         if stream is not None and stream.state.soft_deleted:
+            if self.store.shared:  # only the database knows every fork
+                for fork_path in await self.store.forks_of(path):
+                    await self._resolve(fork_path)
+                return await self._load(path)
             for fork in [f for f in stream._forks if self._expired(f)]:
                 await self._discard(fork)
             await self._collect(self._unreferenced(stream))
             stream = self._streams.get(path)
         return stream
 
-    async def require(self, path: str) -> Stream:
+    async def require(self, path: str, *, fresh: bool = True) -> Stream:
         """The visible stream at `path`, or the reason it is not there."""
         if self.stopping:
             raise ShuttingDown("server is shutting down")
-        stream = await self._resolve(path)
+        stream = await self._resolve(path, fresh=fresh)
         if stream is None:
             raise StreamNotFound(f"stream {path} not found")
         if stream.state.soft_deleted:
@@ -164,6 +187,8 @@ class StreamEngine:
     async def sweep_expired(self) -> int:
         """Reclaim expired streams nobody has asked for since they expired (lazy checks
         already make expiry exact; this only frees memory and disk). Returns how many."""
+        if self.store.shared:
+            return await self._sweep_shared()
         swept = 0
         for index, stream in enumerate(list(self._streams.values())):
             if self._expired(stream):
@@ -171,6 +196,27 @@ class StreamEngine:
                 swept += 1
             if index % 1000 == 999:
                 await asyncio.sleep(0)  # stay responsive with many streams
+        return swept
+
+    async def _sweep_shared(self) -> int:
+        """Walk every stream of the database; the guarded retire lets one node win each."""
+        swept, after = 0, ""
+        while not self.stopping:
+            try:
+                paths = await self.store.paths(after, SWEEP_PAGE)
+            except StoreError:
+                return swept  # the database is down: the next sweep tries again
+            for path in paths:
+                try:
+                    stream = await self._load(path)
+                    if stream is not None and self._expired(stream):
+                        await self._discard(stream)
+                        swept += stream.removed
+                except StoreError:
+                    return swept
+            if len(paths) < SWEEP_PAGE:
+                return swept
+            after = paths[-1]
         return swept
 
     async def run_sweeper(self, interval: float) -> None:
@@ -184,7 +230,101 @@ class StreamEngine:
             return  # its path may already belong to a new incarnation
         now = self.clock()
         stream.state.last_access = now
+        if self.store.shared and stream.lifetime.ttl is None:
+            return  # only a sliding TTL reads access times: spare the database the write
         self.store.touch(stream.path, now)
+
+    # ---------------------------------------------------------------- shared stores
+
+    async def _load(self, path: str) -> Stream | None:
+        """The stream at `path` as the shared store holds it now; the cache follows."""
+        stored = await self.store.lookup(path)
+        cached = self._streams.get(path)  # after the await: a concurrent load may have won
+        if stored is None:
+            if cached is not None:
+                self._drop_cached(cached)
+            return None
+        if cached is not None and cached.config.settings.get("incarnation") == stored.config.settings.get("incarnation"):
+            self._adopt(cached, stored.state)
+            return cached
+        if cached is not None:
+            self._drop_cached(cached)  # deleted and re-created by another node
+        source = None
+        source_path = stored.config.settings.get("forked_from")
+        if source_path:
+            source = self._streams.get(source_path) or await self._load(source_path)
+            cached = self._streams.get(path)
+            if cached is not None:  # loaded meanwhile by another request
+                return cached
+        stream = Stream(stored.config, stored.state, source)
+        if source is not None:
+            source._forks.add(stream)
+        self._streams[path] = stream
+        return stream
+
+    @staticmethod
+    def _adopt(stream: Stream, fresh: StreamState) -> None:
+        """Bring a cached stream to the state the store returned, never backwards."""
+        state = stream.state
+        if fresh.tail < state.tail:
+            return  # read before one of this node's own appends landed
+        if stream._in_flight and fresh.tail <= stream._pending.tail:
+            return  # this node's queued appends will land (and publish) or fail
+        moved = (fresh.tail, fresh.closed, fresh.soft_deleted) != (state.tail, state.closed, state.soft_deleted)
+        state.tail, state.closed, state.closed_by = fresh.tail, fresh.closed, fresh.closed_by
+        state.stream_seq, state.producers = fresh.stream_seq, fresh.producers
+        state.soft_deleted = fresh.soft_deleted
+        state.last_access = max(state.last_access, fresh.last_access)
+        stream._stale = False
+        if moved:
+            stream._signal.fire()
+
+    def _drop_cached(self, stream: Stream) -> None:
+        """Another node deleted (or re-created) the stream this node had loaded."""
+        if self._streams.get(stream.path) is stream:
+            del self._streams[stream.path]
+        stream._removed = True
+        stream._signal.fire()
+        if stream._source is not None:
+            stream._source._forks.discard(stream)
+
+    async def _recheck(self, stream: Stream) -> None:
+        """A live read timed out: look at the database once, in case a notification was
+        lost (it delays a reader, never loses it data). A database that is down is the
+        next request's business: the reader just gets its timeout."""
+        try:
+            await self._load(stream.path)
+        except StoreError:
+            pass
+
+    def _remote_change(self, path: str, tail: int, closed: bool) -> None:
+        """Another node's flush moved a loaded stream (or this node's own, echoed back)."""
+        stream = self._streams.get(path)
+        if stream is None:
+            return
+        known = stream._pending if stream._pending is not None else stream.state
+        if tail < known.tail or (tail == known.tail and (known.closed or not closed)):
+            return  # this node's own append, or older news
+        stream._stale = True
+        if not stream._in_flight:
+            # Readers may see it at once; the next append reloads the rest (producers...).
+            stream.state.tail = tail
+            stream.state.closed = stream.state.closed or closed
+            stream._signal.fire()
+
+    def _resync(self) -> None:
+        """Changes may have been missed (the store lost its notifications): reload the
+        streams that readers wait on."""
+        waited = [s.path for s in self._streams.values() if s._live_readers]
+        if waited:
+            asyncio.ensure_future(self._reload_quietly(waited))
+
+    async def _reload_quietly(self, paths: list[str]) -> None:
+        for path in paths:
+            try:
+                await self._load(path)
+            except StoreError:
+                return  # down again: the next resync retries
 
     # ---------------------------------------------------------------- removal
 
@@ -202,10 +342,36 @@ class StreamEngine:
                     raise StreamGone(f"stream {stream.path} has been deleted")
             elif stream.removed or not self._expired(stream):
                 return  # already handled by a concurrent request
+            if self.store.shared:
+                await self._retire(stream, explicit)
+                return
             collectable = await self._remove(stream)
             if not explicit:
                 self.events.stream_expired()
         await self._collect(collectable)
+
+    async def _retire(self, stream: Stream, explicit: bool) -> None:
+        """A shared store deletes (or soft-deletes) in the database, which knows every fork."""
+        idle_since = None
+        if not explicit and not stream.lifetime.is_expired(float("inf"), self.clock()):
+            idle_since = stream.state.last_access  # a TTL expiry: only if nobody read since
+        async with stream._lock:  # let an in-flight commit finish first
+            outcome = await self.store.retire(stream.path, idle_since=idle_since)
+        if outcome is Retired.IN_USE:
+            await self._load(stream.path)  # another node's reader kept it alive
+        elif outcome is Retired.KEPT_FOR_FORKS:
+            stream.state.soft_deleted = True
+            stream._signal.fire()
+        else:
+            self._drop_cached(stream)
+            source = stream._source
+            while source is not None and source.state.soft_deleted:
+                await self._load(source.path)  # the database may have collected it too
+                source = source._source
+            if outcome is Retired.GONE and explicit:
+                raise StreamNotFound(f"stream {stream.path} not found")
+            if outcome is Retired.REMOVED and not explicit:
+                self.events.stream_expired()
 
     async def _collect(self, source: Stream | None) -> None:
         while source is not None:
@@ -254,7 +420,7 @@ class StreamEngine:
         return await run_to_completion(self._create(path, request))
 
     async def _create(self, path: str, request: CreateRequest) -> CreateResult:
-        while True:
+        for _attempt in range(MAX_STALE_RETRIES):
             await self._resolve(path)  # expire a previous incarnation first (takes its lock)
             async with self._paths.hold(path):
                 existing = self._streams.get(path)
@@ -266,12 +432,18 @@ class StreamEngine:
                     self._check_same_config(existing, request)
                     stream, created = existing, False
                 else:
-                    stream, created = await self._create_new(path, request), True
+                    try:
+                        stream, created = await self._create_new(path, request), True
+                    except StaleStream:
+                        continue  # another node created it (or deleted the fork source) first
                 state = stream.state
                 return CreateResult(created, stream.config.content_type, state.tail, state.closed)
+        raise StoreUnavailable(f"stream {path} kept changing while it was created; retry")
 
     async def _create_new(self, path: str, request: CreateRequest) -> Stream:
         settings: dict = {"requested": request.lifetime.to_settings()}
+        if self.store.shared:  # tells a re-created path from the incarnation a node cached
+            settings["incarnation"] = secrets.token_hex(8)
         content_type, lifetime = request.content_type, request.lifetime
         source, base_offset = None, 0
         if request.fork is not None:
@@ -343,17 +515,51 @@ class StreamEngine:
         durable without the lock: appends to one stream share the store's flushes
         (pipelining). A commit is applied by a callback of the store's future, in queue
         order, whether or not its caller is still waiting (no task needed)."""
-        stream = await self.require(path)
-        async with stream._lock:
+        for _attempt in range(MAX_STALE_RETRIES):
+            stream = await self.require(path, fresh=False)
+            async with stream._lock:
+                decided = await self._decide_append(stream, request)
+            if decided is None:
+                continue  # re-created by another node: look the path up again
+            result, published = decided
+            if published is not None:
+                try:
+                    await published  # raises the store's error; cancelling it leaves the append be
+                except StaleStream:
+                    continue  # another node wrote first: nothing of this one landed
+            self.touch(stream)
+            return result
+        raise StoreUnavailable(f"stream {path} kept changing under this node; retry")
+
+    async def _decide_append(self, stream: Stream,
+                             request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None] | None:
+        """Check and queue, under the stream's lock. Over a shared store the cache may be
+        stale: a stream marked stale is reloaded first (under the lock, so appends that
+        failed together are re-decided in their queue order and a producer's next seq
+        never overtakes its last), and an answer the store's guard will not check (a
+        refusal, a duplicate) is only given on state loaded just now. None: the path now
+        holds another incarnation."""
+        shared, loaded = self.store.shared, False
+        while True:
+            if shared and stream._stale and not loaded and not stream.removed:
+                if await self._load(stream.path) is not stream:
+                    return None
+                loaded = True
             if stream.removed:
-                raise StreamNotFound(f"stream {path} not found")
+                raise StreamNotFound(f"stream {stream.path} not found")
             if stream.state.soft_deleted:
-                raise StreamGone(f"stream {path} has been deleted")
-            result, published = self._queue_append(stream, request)
-        if published is not None:
-            await published  # raises the store's error; cancelling it leaves the append be
-        self.touch(stream)
-        return result
+                raise StreamGone(f"stream {stream.path} has been deleted")
+            try:
+                result, published = self._queue_append(stream, request)
+            except StreamError:
+                if not shared or loaded:
+                    raise
+                stream._stale = True
+                continue
+            if shared and not loaded and not result.wrote:
+                stream._stale = True
+                continue
+            return result, published
 
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
         state = stream._pending if stream._pending is not None else stream.state
@@ -421,6 +627,10 @@ class StreamEngine:
                 stream._in_flight = 0
                 if failed:
                     stream._generation += 1
+                    # shared: another node wrote first, or the outcome is unknown
+                    stream._stale = self.store.shared
+                elif stream._stale:  # another node's append was notified meanwhile
+                    asyncio.ensure_future(self._reload_quietly([stream.path]))
         if not failed:
             self._publish(stream, commit, nbytes)
         if not published.done():  # its request may be gone
@@ -489,6 +699,8 @@ class StreamEngine:
                     return
                 remaining = deadline - loop.time()
                 if remaining <= 0:
+                    if self.store.shared:
+                        await self._recheck(stream)
                     return
                 await stream._signal.wait(remaining)
         finally:

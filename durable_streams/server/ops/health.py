@@ -3,7 +3,9 @@
 Liveness (`/healthz`): the process answers HTTP, so the event loop is running.
 Readiness (`/readyz`): the store has finished recovery and the server accepts
 stream traffic; 503 before that, and again while stopping. The runtime owns
-one `Readiness` and flips it at those points of its lifecycle.
+one `Readiness` and flips it at those points of its lifecycle. Components that
+can lose what they depend on (a PostgreSQL store) add a check: while one fails,
+readiness is 503 and says which.
 """
 
 from __future__ import annotations
@@ -23,10 +25,20 @@ class Readiness:
     def __init__(self) -> None:
         self._state = "starting"
         self._since = time.monotonic()
+        self._checks: dict[int, tuple[str, Callable[[], bool]]] = {}
 
     @property
     def ready(self) -> bool:
-        return self._state == "ready"
+        return self._state == "ready" and not self.failing()
+
+    def failing(self) -> list[str]:
+        return [name for name, check in self._checks.values() if not check()]
+
+    def add_check(self, name: str, check: Callable[[], bool]) -> Callable[[], None]:
+        """Readiness also needs `check()` to hold; returns the function that removes it."""
+        key = id(check)
+        self._checks[key] = (name, check)
+        return lambda: self._checks.pop(key, None)
 
     @property
     def state(self) -> str:
@@ -46,11 +58,15 @@ class Readiness:
             self._since = time.monotonic()
 
     def as_json(self) -> dict[str, object]:
-        return {
+        failing = self.failing()
+        body: dict[str, object] = {
             "status": self._state,
-            "ready": self.ready,
+            "ready": self._state == "ready" and not failing,
             "since_seconds": round(time.monotonic() - self._since, 3),
         }
+        if failing:
+            body["unavailable"] = failing
+        return body
 
 
 Handler = Callable[[Request], Awaitable[Response]]

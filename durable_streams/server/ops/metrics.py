@@ -75,6 +75,31 @@ class StoreStats(Protocol):
     def evictions(self) -> int: ...
 
 
+class SharedStoreStats(Protocol):
+    """What a shared (PostgreSQL) store counts about itself."""
+
+    @property
+    def conflicts(self) -> int: ...  # appends refused because another node wrote first
+
+    @property
+    def pool_size(self) -> int: ...  # database connections open
+
+    @property
+    def pool_in_use(self) -> int: ...  # of which busy now
+
+    @property
+    def listener_connected(self) -> bool: ...  # the LISTEN connection is up
+
+    @property
+    def listener_reconnects(self) -> int: ...
+
+    @property
+    def notify_count(self) -> int: ...  # this node's own flush notifications heard back
+
+    @property
+    def notify_seconds_total(self) -> float: ...  # their lag from flush to wake-up
+
+
 class ConnectionStats(Protocol):
     """What an HTTP server counts about its connections (http/server.py has these)."""
 
@@ -178,6 +203,10 @@ class NullMetrics:
         """
         return _nothing
 
+    def track_shared_store(self, store: SharedStoreStats) -> Callable[[], None]:
+        """Export a shared store's counters (conflicts, pool, LISTEN connection, notify lag)."""
+        return _nothing
+
     def observe_recovery(self, seconds: float) -> None:
         """Duration of the start-up recovery of the store."""
 
@@ -244,6 +273,35 @@ class _StoreCollector(Collector):
             f"{NAMESPACE}_store_file_evictions", "File handles closed to stay under max_file_handles.",
             value=sum(store.evictions for store in stores),
         )
+
+
+class _SharedStoreCollector(Collector):
+    """The PostgreSQL stores' own counters, at scrape time."""
+
+    def __init__(self, stores: _Tracked) -> None:
+        self._stores = stores
+
+    def collect(self) -> Iterable[Metric]:
+        stores = list(self._stores)
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_postgres_conflicts", "Appends refused because another node wrote the stream first.",
+            value=sum(s.conflicts for s in stores))
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_postgres_pool_connections", "Database connections open in the pools.",
+            value=sum(s.pool_size for s in stores))
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_postgres_pool_connections_in_use", "Database connections busy now.",
+            value=sum(s.pool_in_use for s in stores))
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_postgres_listener_connected", "1 while every LISTEN connection is up.",
+            value=float(all(s.listener_connected for s in stores)))
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_postgres_listener_reconnects", "LISTEN connections re-established.",
+            value=sum(s.listener_reconnects for s in stores))
+        yield SummaryMetricFamily(
+            f"{NAMESPACE}_postgres_notify_lag_seconds", "From a flush to its notification heard back.",
+            count_value=sum(s.notify_count for s in stores),
+            sum_value=sum(s.notify_seconds_total for s in stores))
 
 
 class _ConnectionCollector(Collector):
@@ -331,6 +389,8 @@ class Metrics(NullMetrics):
 
         self._stores = _Tracked()
         r.register(_StoreCollector(self._stores))
+        self._shared_stores = _Tracked()
+        r.register(_SharedStoreCollector(self._shared_stores))
         self._http_servers = _Tracked()
         r.register(_ConnectionCollector(self._http_servers))
         self._recovery_seconds = Gauge(
@@ -372,6 +432,9 @@ class Metrics(NullMetrics):
 
     def track_store(self, store: StoreStats) -> Callable[[], None]:
         return self._stores.add(store)
+
+    def track_shared_store(self, store: SharedStoreStats) -> Callable[[], None]:
+        return self._shared_stores.add(store)
 
     def track_connections(self, server: ConnectionStats) -> Callable[[], None]:
         return self._http_servers.add(server)

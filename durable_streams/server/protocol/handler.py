@@ -81,7 +81,11 @@ class DurableStreamsHandler:
         home of its defaults). `metrics`: the server's metrics (ops/metrics.py); off when None."""
         self.settings = settings
         self.metrics = metrics if metrics is not None else NULL_METRICS
-        self.engine = StreamEngine(open_store(settings.data_dir, settings.max_file_handles), events=self.metrics)
+        postgres = settings.postgres
+        store = open_store(settings.data_dir, settings.max_file_handles,
+                           postgres_dsn=postgres.dsn if postgres else None,
+                           postgres_pool_size=postgres.pool_size if postgres else 10)
+        self.engine = StreamEngine(store, events=self.metrics)
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
         self._live: dict[asyncio.Task, Request] = {}
@@ -98,6 +102,8 @@ class DurableStreamsHandler:
         self._untrack.append(self.metrics.track_streams(lambda: self.engine.stream_count))
         if hasattr(self.engine.store, "open_handles"):
             self._untrack.append(self.metrics.track_store(self.engine.store))
+        if hasattr(self.engine.store, "conflicts"):
+            self._untrack.append(self.metrics.track_shared_store(self.engine.store))
         self._sweeper = asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL))
 
     async def stop(self) -> None:
@@ -122,6 +128,11 @@ class DurableStreamsHandler:
             for untrack in self._untrack:
                 untrack()
             self._untrack.clear()
+
+    @property
+    def available(self) -> bool:
+        """False while the store cannot serve (its database is unreachable)."""
+        return self.engine.store.available
 
     @property
     def live_readers(self) -> int:

@@ -94,7 +94,7 @@ class ServerApp:
         self.log = structlog.get_logger("durable_streams.server")
 
     def _compiler(self, config: Config, previous: Compiler | None = None) -> Compiler:
-        return Compiler(self.factories, services={"metrics": self.metrics}, previous=previous)
+        return Compiler(self.factories, services={"metrics": self.metrics, "readiness": self.readiness}, previous=previous)
 
     @property
     def grace_period(self) -> float:

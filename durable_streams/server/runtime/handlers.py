@@ -210,10 +210,12 @@ class MetricsEndpointHandler:
 class DurableStreamsRuntime:
     """Runs the protocol handler for one `durable_streams` directive (one store)."""
 
-    def __init__(self, config: DurableStreams, metrics: Any = None) -> None:
+    def __init__(self, config: DurableStreams, metrics: Any = None, readiness: Any = None) -> None:
         self.config = config
         self.metrics = metrics
+        self.readiness = readiness  # ops.health.Readiness: ready only while the store can serve
         self.impl: Any = None
+        self._unready: Callable[[], None] | None = None
 
     async def start(self) -> None:
         # Imported here: the runtime layer works (and is testable) without the protocol layer.
@@ -221,8 +223,14 @@ class DurableStreamsRuntime:
 
         self.impl = DurableStreamsHandler(self.config, metrics=self.metrics)
         await self.impl.start()
+        if self.readiness is not None:
+            impl = self.impl
+            self._unready = self.readiness.add_check("store", lambda: impl.available)
 
     async def stop(self) -> None:
+        if self._unready is not None:
+            self._unready()
+            self._unready = None
         if self.impl is not None:
             await self.impl.stop()
 
@@ -238,7 +246,8 @@ DEFAULT_FACTORIES: dict[type, Factory] = {
     Headers: lambda c, _: HeadersHandler(c),
     RequestBody: lambda c, _: RequestBodyHandler(c),
     StripPathPrefix: lambda c, _: StripPrefixHandler(c),
-    DurableStreams: lambda c, compiler: DurableStreamsRuntime(c, compiler.services.get("metrics")),
+    DurableStreams: lambda c, compiler: DurableStreamsRuntime(
+        c, compiler.services.get("metrics"), compiler.services.get("readiness")),
     SkipLog: lambda c, _: SkipLogHandler(),
     MetricsEndpoint: lambda c, compiler: MetricsEndpointHandler(c, compiler.services["metrics"]),
     BasicAuth: lambda c, _: BasicAuthHandler(c),

@@ -18,12 +18,22 @@ Concurrency: the engine serialises all writes to one stream (one at a time per
 path); a store may run writes to different streams concurrently and should batch
 them (group commit). Every awaited write returns only when it is as durable as the
 store promises (`durable`), and data with its `Commit` land atomically.
+
+Local and shared stores. A local store (memory, file) belongs to one process: `open()`
+returns every stream and the engine's registry is the truth. A shared store (`shared`,
+PostgreSQL) is written by many server processes at once: `open()` returns nothing, the
+engine loads streams on lookup (`lookup`) and keeps them as a cache, and the store
+refuses a write computed on a stale cache with `StaleStream` (the engine reloads and
+checks the request again). The store names the changes other nodes make (`watch`), and
+decides deletions itself (`retire`), since only the database knows every fork.
 """
 
 from __future__ import annotations
 
+import enum
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +118,67 @@ class StoreFull(StoreError):
     """No space left on the device."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (a shared store's database is down). For a write the
+    outcome may be unknown: only an idempotent producer can retry it safely."""
+
+
+class StaleStream(StoreError):
+    """Shared stores: another node changed, deleted or re-created the stream since this
+    node loaded it. Nothing was written; reload the stream and decide again."""
+
+
+class Retired(enum.Enum):
+    """What `retire` did."""
+
+    REMOVED = "removed"  # gone, storage reclaimed (and sources nothing reads any more)
+    KEPT_FOR_FORKS = "kept"  # soft-deleted: forks still read its bytes
+    GONE = "gone"  # it was already gone: another node deleted or expired it first
+    IN_USE = "in use"  # an expiry lost to an access recorded since `idle_since`
+
+
+# Shared stores tell the engine what other nodes did: (path, tail, closed) for a stream
+# this node has loaded, and "resync" after a gap in which changes may have been missed.
+ChangeListener = Callable[[str, int, bool], None]
+ResyncListener = Callable[[], None]
+
+
 class StreamStore(ABC):
     durable: bool = False
+    shared: bool = False
+
+    def now(self) -> float:
+        """The clock of TTLs and expiry (unix seconds): a shared store uses its database's."""
+        return time.time()
+
+    async def lookup(self, path: str) -> StoredStream | None:
+        """Shared stores: the stream at `path` as the database holds it now."""
+        raise NotImplementedError("only shared stores look streams up")
+
+    async def retire(self, path: str, *, idle_since: float | None = None) -> Retired:
+        """Shared stores: delete the stream, or soft-delete it while forks read it, and
+        remove sources that nothing reads any more. With `idle_since` (an expiry) only
+        if no access was recorded after it, so exactly one node expires a stream."""
+        raise NotImplementedError("only shared stores retire streams")
+
+    async def paths(self, after: str, limit: int) -> list[str]:
+        """Shared stores: stream paths in order, after `after` (the expiry sweep's walk)."""
+        raise NotImplementedError("only shared stores list paths")
+
+    async def forks_of(self, path: str) -> list[str]:
+        """Shared stores: the paths of the streams forked from the one at `path`."""
+        raise NotImplementedError("only shared stores list forks")
+
+    def watch(self, on_change: ChangeListener, on_resync: ResyncListener) -> None:
+        """Shared stores: report changes made by other nodes to loaded streams."""
+
+    def forget(self, path: str) -> None:
+        """Shared stores: the engine dropped `path` from its cache."""
+
+    @property
+    def available(self) -> bool:
+        """False while the store cannot serve (a shared store's database is down)."""
+        return True
 
     @abstractmethod
     async def open(self) -> list[StoredStream]:

@@ -8,6 +8,9 @@ Extensions (the official plugin would reject them as unknown subdirectives):
 - `catch_up_page_size <size>`: page catch-up reads (`1MiB`, Caddy's size syntax). Off by
   default: a catch-up read answers everything up to the tail in one streamed response,
   which the official clients rely on (they make one GET when not live).
+- `postgres <dsn> [{ pool_size <n> }]`: the PostgreSQL store, shared by any number of
+  server nodes. Not with `data_dir`. The DSN's syntax is checked here; the connection
+  and the schema version when the server starts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 from ...caddyfile.tree import Directive, Token
 from ..durations import DurationError, parse_duration
 from ..errors import arg_error, errf
-from ..model import DurableStreams, Handler
+from ..model import DEFAULT_POSTGRES_POOL_SIZE as DEFAULT_POOL_SIZE, DurableStreams, Handler, Postgres
 from ..sizes import parse_size
 from . import policy
 from .base import Scope, handler_directive
@@ -64,10 +67,16 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     webhook: str | None = None
     max_live_readers = 0
     catch_up_page_size = 0
+    postgres: Postgres | None = None
+    data_dir_line: Directive | None = None
     for line in d.block or ():
         name = line.name.text
         if name == "data_dir":
             data_dir = _one_value(line).text
+            data_dir_line = line
+        elif name == "postgres":
+            postgres = _postgres(line)
+            continue  # its block holds its own options
         elif name == "max_file_handles":
             token = _one_value(line)
             value = _scanf_int(token.text)
@@ -105,6 +114,8 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         if line.block:
             first = line.block[0].name
             raise errf(first, f"unknown subdirective: {first.text}")
+    if postgres is not None and data_dir_line is not None:
+        raise errf(data_dir_line.name, "data_dir and postgres cannot be used together: choose one store")
     if long_poll < 0 or sse_interval < 0:
         where = d.name
         raise errf(where, "invalid duration: negative durations are not supported by durable-streams-server")
@@ -116,5 +127,25 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         webhook_callback_url=webhook,
         max_live_readers=max_live_readers,
         catch_up_page_size=catch_up_page_size,
+        postgres=postgres,
     )
     return DurableStreams(**{name: value for name, value in given.items() if value})
+
+
+def _postgres(line: Directive) -> Postgres:
+    from ..dsn import check_dsn
+
+    token = _one_value(line)
+    problem = check_dsn(token.text)
+    if problem is not None:
+        raise errf(token, f"invalid postgres connection string: {problem}")
+    pool_size = DEFAULT_POOL_SIZE
+    for option in line.block or ():
+        if option.name.text != "pool_size":
+            raise errf(option.name, f"unknown subdirective: {option.name.text}")
+        value_token = _one_value(option)
+        value = _strict_int(value_token.text)
+        if value is None or value < 1:
+            raise errf(value_token, "invalid pool_size: expected an integer of at least 1")
+        pool_size = value
+    return Postgres(token.text, pool_size)

@@ -1,0 +1,236 @@
+"""Group commit on PostgreSQL: one flusher per store gathers the appends of every stream
+queued since the last flush and lands them with ONE statement (one round trip, one
+COMMIT, one fsync of the WAL), whatever the number of streams in it.
+
+The statement locks the batch's stream rows in id order (two nodes locking overlapping
+batches in different orders would deadlock), keeps only the streams whose guard holds
+(`tail` is what this node expected, not closed, not deleted: nobody else appended
+since this node loaded the stream), writes their chunks, tails and producers, and sends
+ONE notification per flush (split only when the payload would pass PostgreSQL's
+8000-byte limit): a notifying commit takes a cluster-wide lock, so one per append
+would serialise every node. A stream whose guard failed gets `StaleStream`, and so
+do the appends queued behind it. Futures resolve only after COMMIT returned."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from dataclasses import dataclass, field
+
+import structlog
+
+from ..base import Commit, StaleStream, StoreError
+
+log = structlog.get_logger("durable_streams.store.postgres")
+
+CHANNEL = "durable_streams"
+NOTIFY_ENTRIES = 150  # "id:tail:c," entries of at most ~45 bytes: under 8000 per notify
+MAX_BATCH_APPENDS = 8192
+MAX_BATCH_BYTES = 32 << 20
+
+FLUSH_SQL = f"""
+WITH batch AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[],
+                         $6::bigint[], $7::bigint[], $8::text[], $9::bytea[], $10::bytea[])
+        AS b (id, expected, tail, close, cb_producer, cb_epoch, cb_seq, stream_seq, data, ends)
+), locked AS (
+    SELECT s.id FROM streams s JOIN batch b ON b.id = s.id
+    WHERE s.tail = b.expected AND NOT s.closed AND NOT s.soft_deleted
+    ORDER BY s.id
+    FOR NO KEY UPDATE OF s
+), moved AS (
+    UPDATE streams s SET
+        tail = b.tail,
+        closed = b.close,
+        closed_by_producer = coalesce(b.cb_producer, s.closed_by_producer),
+        closed_by_epoch = coalesce(b.cb_epoch, s.closed_by_epoch),
+        closed_by_seq = coalesce(b.cb_seq, s.closed_by_seq),
+        stream_seq = coalesce(b.stream_seq, s.stream_seq)
+    FROM batch b
+    WHERE s.id = b.id AND s.id IN (SELECT id FROM locked)
+    RETURNING s.id, s.tail, s.closed
+), written AS (
+    INSERT INTO chunks (stream_id, start_offset, end_offset, data, ends)
+    SELECT b.id, b.expected, b.tail, b.data, b.ends FROM batch b
+    WHERE b.tail > b.expected AND b.id IN (SELECT id FROM locked)
+), producers_set AS (
+    INSERT INTO producers (stream_id, producer_id, epoch, seq, updated_at)
+    SELECT p.stream_id, p.producer_id, p.epoch, p.seq, p.updated_at
+    FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::bigint[], $15::float8[])
+        AS p (stream_id, producer_id, epoch, seq, updated_at)
+    WHERE p.stream_id IN (SELECT id FROM locked)
+    ON CONFLICT (stream_id, producer_id) DO UPDATE
+        SET epoch = excluded.epoch, seq = excluded.seq, updated_at = excluded.updated_at
+), notified AS (
+    SELECT pg_notify('{CHANNEL}', string_agg(entry, ',')) FROM (
+        SELECT id || ':' || tail || CASE WHEN closed THEN ':c' ELSE '' END AS entry,
+               (row_number() OVER ()) / {NOTIFY_ENTRIES} AS part
+        FROM moved) entries
+    GROUP BY part
+)
+SELECT array(SELECT id FROM moved) AS landed, (SELECT count(*) FROM notified) AS notifies
+"""
+
+
+@dataclass(slots=True)
+class Pending:
+    """The appends to one stream in one batch, in queue order."""
+
+    stream_id: int
+    expected: int  # the tail before the first of them
+    tail: int
+    close: bool = False
+    closed_by: tuple[str, int, int] | None = None
+    stream_seq: str | None = None
+    pieces: list[bytes] = field(default_factory=list)
+    ends: array = field(default_factory=lambda: array("q"))
+    producers: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    futures: list[asyncio.Future] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class FlushStats:
+    flushes: int = 0
+    appends: int = 0
+    conflicts: int = 0
+    failures: int = 0
+    batch_max: int = 0
+    seconds_total: float = 0.0
+    notified: int = 0  # own flushes heard back through LISTEN
+    notify_seconds_total: float = 0.0
+
+
+class Flusher:
+    def __init__(self, pool_of, on_error) -> None:
+        self._pool_of = pool_of  # () -> asyncpg pool (replaced when the store reconnects)
+        self._on_error = on_error  # exception -> StoreError, marks the store unavailable if it is one
+        self._queue: dict[int, Pending] = {}
+        self._queued_bytes = 0
+        self._queued_appends = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.stats = FlushStats()
+        # (stream id, tail) -> when its flush started, until the notification comes back
+        self._unheard: dict[tuple[int, int], float] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="postgres-flusher")
+
+    async def stop(self) -> None:
+        """Flush what is queued, then stop."""
+        while self._queue or not self._idle.is_set():
+            self._wake.set()
+            await self._idle.wait()
+            await asyncio.sleep(0)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def append(self, stream_id: int, data: bytes, commit: Commit) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        expected = commit.tail - len(data)
+        pending = self._queue.get(stream_id)
+        if pending is None:
+            pending = self._queue[stream_id] = Pending(stream_id, expected, expected)
+        elif pending.tail != expected:
+            # computed on an append that this batch does not hold: it failed before
+            future.set_exception(StaleStream("an earlier append to this stream failed"))
+            return future
+        pending.tail = commit.tail
+        if data:
+            pending.pieces.append(data)
+            pending.ends.append(commit.tail)
+        if commit.close:
+            pending.close = True
+            pending.closed_by = commit.closed_by
+        if commit.stream_seq is not None:
+            pending.stream_seq = commit.stream_seq
+        if commit.producer is not None:
+            producer_id, state = commit.producer
+            pending.producers[producer_id] = (state.epoch, state.seq, state.updated_at)
+        pending.futures.append(future)
+        self._queued_bytes += len(data)
+        self._queued_appends += 1
+        self._wake.set()
+        return future
+
+    def heard(self, entries: list[tuple[int, int, bool]]) -> None:
+        """Notifications arrived: those of this node's flushes measure the notify lag."""
+        now = time.monotonic()
+        for stream_id, tail, _closed in entries:
+            started = self._unheard.pop((stream_id, tail), None)
+            if started is not None:
+                self.stats.notified += 1
+                self.stats.notify_seconds_total += now - started
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._queue:
+                continue
+            batch, self._queue = self._queue, {}
+            self._queued_bytes = self._queued_appends = 0
+            self._idle.clear()
+            try:
+                await self._flush(batch)
+            finally:
+                self._idle.set()
+
+    async def _flush(self, batch: dict[int, Pending]) -> None:
+        items = sorted(batch.values(), key=lambda p: p.stream_id)
+        producer_rows: tuple[list, list, list, list, list] = ([], [], [], [], [])
+        for p in items:
+            for producer_id, (epoch, seq, updated_at) in p.producers.items():
+                for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
+                    column.append(value)
+        started = time.monotonic()
+        try:
+            async with self._pool_of().acquire() as conn:
+                row = await conn.fetchrow(
+                    FLUSH_SQL,
+                    [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
+                    [p.close for p in items],
+                    [p.closed_by[0] if p.closed_by else None for p in items],
+                    [p.closed_by[1] if p.closed_by else None for p in items],
+                    [p.closed_by[2] if p.closed_by else None for p in items],
+                    [p.stream_seq for p in items],
+                    [b"".join(p.pieces) for p in items],
+                    [p.ends.tobytes() for p in items],
+                    *producer_rows,
+                )
+        except BaseException as exc:
+            error = self._on_error(exc) if isinstance(exc, Exception) else StoreError("flush cancelled")
+            self.stats.failures += 1
+            for p in items:
+                for future in p.futures:
+                    if not future.done():
+                        future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        landed = set(row["landed"])
+        stats = self.stats
+        stats.flushes += 1
+        appends = sum(len(p.futures) for p in items)
+        stats.appends += appends
+        stats.batch_max = max(stats.batch_max, appends)
+        stats.seconds_total += time.monotonic() - started
+        if len(self._unheard) > 10_000:  # notifications lost while the listener was down
+            self._unheard.clear()
+        for p in items:
+            ok = p.stream_id in landed
+            if ok:
+                self._unheard[(p.stream_id, p.tail)] = started
+            else:
+                stats.conflicts += 1
+            for future in p.futures:
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(None)
+                else:
+                    future.set_exception(StaleStream("another node changed the stream"))

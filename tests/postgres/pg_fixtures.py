@@ -1,0 +1,39 @@
+"""Fixtures of a real PostgreSQL (imported by the conftests of tests/postgres and
+tests/engine): one throwaway server per test session (pg_cluster.py), a fresh database
+per test. In CI (`CI` set) a PostgreSQL that cannot be started fails these tests;
+elsewhere they are skipped with the reason."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from pg_cluster import PgCluster, PostgresUnavailable
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    try:
+        cluster = PgCluster().init().start()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is required in CI: {exc}")
+        pytest.skip(f"PostgreSQL unavailable: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop("immediate")
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> str:
+    """A new empty database on the session's server."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    pg_cluster.psql(f"CREATE DATABASE {name}")
+    return pg_cluster.dsn.replace("/postgres?", f"/{name}?")
