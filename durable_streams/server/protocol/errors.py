@@ -48,11 +48,20 @@ def from_engine(error: engine.StreamError) -> HttpError:
     return HttpError(500, error.reason)
 
 
+STORE_RETRY_AFTER = "1"  # seconds: a database that restarts is back within a few
+
+
 def from_store(error: store.StoreError) -> HttpError:
-    """A store that could not keep a write: 507 when the disk is full, else 503. Both
-    say the stream is unchanged, so a retry is safe."""
-    status = 507 if isinstance(error, store.StoreFull) else 503
-    return HttpError(status, "storage unavailable, retry later")
+    """A store that could not keep a write: 507 when the disk is full, else 503 with
+    Retry-After. A local store's failed write left the stream unchanged; a shared store
+    that lost its database mid-commit cannot say (`StoreUnavailable`), so only an
+    idempotent producer's retry is safe there, and the reason says so."""
+    if isinstance(error, store.StoreFull):
+        return HttpError(507, "storage full")
+    if isinstance(error, store.StoreUnavailable):
+        return HttpError(503, "storage unavailable, retry later (the outcome of a write in flight is unknown: "
+                              "retry it with idempotent producer headers)", {"Retry-After": STORE_RETRY_AFTER})
+    return HttpError(503, "storage unavailable, retry later", {"Retry-After": STORE_RETRY_AFTER})
 
 
 # Matched by isinstance, in order, so a new subclass gets its parent's status, never a 500.

@@ -102,9 +102,10 @@ class FlushStats:
 
 
 class Flusher:
-    def __init__(self, pool_of, on_error) -> None:
-        self._pool_of = pool_of  # () -> asyncpg pool (replaced when the store reconnects)
+    def __init__(self, pool_of, on_error, on_written=None) -> None:
+        self._pool_of = pool_of  # () -> the asyncpg pool
         self._on_error = on_error  # exception -> StoreError, marks the store unavailable if it is one
+        self._on_written = on_written  # (stream id, bytes) per chunk row written (the compactor)
         self._queue: dict[int, Pending] = {}
         self._queued_bytes = 0
         self._queued_appends = 0
@@ -225,6 +226,8 @@ class Flusher:
             ok = p.stream_id in landed
             if ok:
                 self._unheard[(p.stream_id, p.tail)] = started
+                if self._on_written is not None:
+                    self._on_written(p.stream_id, p.tail - p.expected)
             else:
                 stats.conflicts += 1
             for future in p.futures:

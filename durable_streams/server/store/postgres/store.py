@@ -32,6 +32,7 @@ from ..base import (
     ChangeListener, Commit, ProducerState, ResyncListener, Retired, StaleStream, StoredStream,
     StoreError, StoreUnavailable, StreamConfig, StreamState, StreamStore,
 )
+from .compactor import Compactor
 from .flusher import Flusher
 from .listener import Listener
 from .schema import migrate
@@ -95,7 +96,8 @@ class PostgresStore(StreamStore):
         self._available = False
         self._on_change: ChangeListener | None = None
         self._on_resync: ResyncListener | None = None
-        self._flusher = Flusher(lambda: self._pool, self._error)
+        self._compactor = Compactor(lambda: self._pool, self._error)
+        self._flusher = Flusher(lambda: self._pool, self._error, self._compactor.wrote)
         self._listener = Listener(self._connect, self._notified, self._resync)
         self._maintenance: asyncio.Task | None = None
         self._toucher: asyncio.Task | None = None
@@ -122,6 +124,7 @@ class PostgresStore(StreamStore):
             raise
         self._available = True
         self._flusher.start()
+        self._compactor.start()
         self._listener.start()
         self._maintenance = asyncio.create_task(self._maintain(), name="postgres-maintenance")
         self._toucher = asyncio.create_task(self._touch_loop(), name="postgres-toucher")
@@ -131,6 +134,7 @@ class PostgresStore(StreamStore):
         if self._pool is None:
             return
         await self._flusher.stop()
+        await self._compactor.stop()
         for task in (self._maintenance, self._toucher):
             if task is not None:
                 task.cancel()
@@ -207,6 +211,7 @@ class PostgresStore(StreamStore):
         if stream_id is not None:
             self._paths.pop(stream_id, None)
             self._touches.pop(stream_id, None)
+            self._compactor.forget(stream_id)
 
     def _remember(self, path: str, stream_id: int) -> None:
         old = self._ids.get(path)
