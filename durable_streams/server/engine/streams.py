@@ -518,9 +518,13 @@ class StreamEngine:
         for _attempt in range(MAX_STALE_RETRIES):
             stream = await self.require(path, fresh=False)
             async with stream._lock:
-                decided = await self._decide_append(stream, request)
-            if decided is None:
-                continue  # re-created by another node: look the path up again
+                if self.store.shared:
+                    decided = await self._decide_shared(stream, request)
+                    if decided is None:
+                        continue  # re-created by another node: look the path up again
+                else:
+                    self._check_writable(stream)
+                    decided = self._queue_append(stream, request)
             result, published = decided
             if published is not None:
                 try:
@@ -531,32 +535,36 @@ class StreamEngine:
             return result
         raise StoreUnavailable(f"stream {path} kept changing under this node; retry")
 
-    async def _decide_append(self, stream: Stream,
+    @staticmethod
+    def _check_writable(stream: Stream) -> None:
+        if stream.removed:
+            raise StreamNotFound(f"stream {stream.path} not found")
+        if stream.state.soft_deleted:
+            raise StreamGone(f"stream {stream.path} has been deleted")
+
+    async def _decide_shared(self, stream: Stream,
                              request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None] | None:
-        """Check and queue, under the stream's lock. Over a shared store the cache may be
+        """Check and queue under the stream's lock, over a shared store whose cache may be
         stale: a stream marked stale is reloaded first (under the lock, so appends that
         failed together are re-decided in their queue order and a producer's next seq
         never overtakes its last), and an answer the store's guard will not check (a
         refusal, a duplicate) is only given on state loaded just now. None: the path now
         holds another incarnation."""
-        shared, loaded = self.store.shared, False
+        loaded = False
         while True:
-            if shared and stream._stale and not loaded and not stream.removed:
+            if stream._stale and not loaded and not stream.removed:
                 if await self._load(stream.path) is not stream:
                     return None
                 loaded = True
-            if stream.removed:
-                raise StreamNotFound(f"stream {stream.path} not found")
-            if stream.state.soft_deleted:
-                raise StreamGone(f"stream {stream.path} has been deleted")
+            self._check_writable(stream)
             try:
                 result, published = self._queue_append(stream, request)
             except StreamError:
-                if not shared or loaded:
+                if loaded:
                     raise
                 stream._stale = True
                 continue
-            if shared and not loaded and not result.wrote:
+            if not loaded and not result.wrote:
                 stream._stale = True
                 continue
             return result, published
