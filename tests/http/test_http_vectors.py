@@ -27,6 +27,11 @@ REFUSED = [
     ("chunk-ext-bare-cr", CHUNKED + b"5;a\rb\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 400),
     ("chunk-size-leading-space", CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 400),
     ("connect", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n" + SMUGGLED, 405),
+    # found by the framing fuzz: llhttp skips an upgrade request's body (it read as empty)
+    ("upgrade-with-body", b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nConnection: Upgrade\r\n"
+                          b"Upgrade: websocket\r\n\r\nhello" + SMUGGLED, 400),
+    ("upgrade-with-chunked-body", CHUNKED[:-2] + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                                  + SMUGGLED, 400),
     # the core defences
     ("cl-and-te", b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"0\r\n\r\n" + SMUGGLED, 400),

@@ -9,7 +9,8 @@ about a request (request smuggling), or where this server has limits:
 - HTTP/1.1 needs exactly one Host; an absolute-form target's authority replaces it
   (RFC 9112 §3.2.2);
 - CONNECT is refused (a 2xx would mean "tunnel established"); a request asking for an
-  upgrade is answered as plain HTTP, then the connection closes;
+  upgrade is answered as plain HTTP, then the connection closes, and refused if it has a
+  body (httptools has llhttp skip an upgrade request's body: it would read as empty);
 - at most `max_fields` header fields, a request line of at most `max_line`, a field of at
   most `max_field`, a head of at most `max_head` bytes.
 Heads are parsed incrementally as bytes arrive, so the cost is linear in their size.
@@ -194,7 +195,10 @@ class RequestFramer:
                 if not _TOKEN_LIST.fullmatch(value.encode("utf-8", "surrogateescape")):
                     raise ParseError(400, "malformed Connection header")
         body_length = _body_length(headers, version)
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        upgrade = parser.should_upgrade()
+        if upgrade and body_length != 0:
+            raise ParseError(400, "upgrade request with a body")
+        keep_alive = parser.should_keep_alive() and not upgrade
         expect = version == HTTP_11 and "Expect" in headers and headers["Expect"].lower() == "100-continue"
         return Head(method, target, version, CIMultiDictProxy(headers), body_length, keep_alive, expect)
 
