@@ -47,6 +47,10 @@ REFUSED = [
     ("space-before-colon", b"GET / HTTP/1.1\r\nHost : test\r\n\r\n" + SMUGGLED, 400),
     ("no-host", b"GET / HTTP/1.1\r\n\r\n" + SMUGGLED, 400),
     ("two-hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+    # found by the framing fuzz (RFC 9112 §3.2 applies to every form and version)
+    ("two-hosts-http-1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\nConnection: keep-alive\r\n\r\n" + SMUGGLED, 400),
+    ("two-hosts-absolute-form", b"GET http://c/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+    ("no-host-absolute-form", b"GET http://c/ HTTP/1.1\r\n\r\n" + SMUGGLED, 400),
     ("connection-not-ascii", b"GET / HTTP/1.1\r\nHost: test\r\nConnection: clos\xc3\xa9\r\n\r\n" + SMUGGLED, 400),
     ("http-2.0", b"GET / HTTP/2.0\r\nHost: test\r\n\r\n" + SMUGGLED, 505),
     ("request-line-too-long", get("/" + "a" * (70 << 10)) + SMUGGLED, 414),
