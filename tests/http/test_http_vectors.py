@@ -27,6 +27,11 @@ REFUSED = [
     ("chunk-ext-bare-cr", CHUNKED + b"5;a\rb\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 400),
     ("chunk-size-leading-space", CHUNKED + b" 5\r\nhello\r\n0\r\n\r\n" + SMUGGLED, 400),
     ("connect", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n" + SMUGGLED, 405),
+    # found by the framing fuzz: llhttp skips an upgrade request's body (it read as empty)
+    ("upgrade-with-body", b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nConnection: Upgrade\r\n"
+                          b"Upgrade: websocket\r\n\r\nhello" + SMUGGLED, 400),
+    ("upgrade-with-chunked-body", CHUNKED[:-2] + b"Connection: Upgrade\r\nUpgrade: h2c\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                                  + SMUGGLED, 400),
     # the core defences
     ("cl-and-te", b"POST / HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"0\r\n\r\n" + SMUGGLED, 400),
@@ -42,6 +47,10 @@ REFUSED = [
     ("space-before-colon", b"GET / HTTP/1.1\r\nHost : test\r\n\r\n" + SMUGGLED, 400),
     ("no-host", b"GET / HTTP/1.1\r\n\r\n" + SMUGGLED, 400),
     ("two-hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+    # found by the framing fuzz (RFC 9112 §3.2 applies to every form and version)
+    ("two-hosts-http-1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\nConnection: keep-alive\r\n\r\n" + SMUGGLED, 400),
+    ("two-hosts-absolute-form", b"GET http://c/ HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + SMUGGLED, 400),
+    ("no-host-absolute-form", b"GET http://c/ HTTP/1.1\r\n\r\n" + SMUGGLED, 400),
     ("connection-not-ascii", b"GET / HTTP/1.1\r\nHost: test\r\nConnection: clos\xc3\xa9\r\n\r\n" + SMUGGLED, 400),
     ("http-2.0", b"GET / HTTP/2.0\r\nHost: test\r\n\r\n" + SMUGGLED, 505),
     ("request-line-too-long", get("/" + "a" * (70 << 10)) + SMUGGLED, 414),

@@ -6,10 +6,11 @@ grammar, Content-Length. On top of it, the rules where leniency lets two parties
 about a request (request smuggling), or where this server has limits:
 - Transfer-Encoding must be exactly `chunked` (ASCII), and never in HTTP/1.0;
   Connection values must be ASCII tokens;
-- HTTP/1.1 needs exactly one Host; an absolute-form target's authority replaces it
-  (RFC 9112 §3.2.2);
+- HTTP/1.1 needs a Host and no request may have two, whatever its form (RFC 9112 §3.2);
+  an absolute-form target's authority then replaces it (§3.2.2);
 - CONNECT is refused (a 2xx would mean "tunnel established"); a request asking for an
-  upgrade is answered as plain HTTP, then the connection closes;
+  upgrade is answered as plain HTTP, then the connection closes, and refused if it has a
+  body (httptools has llhttp skip an upgrade request's body: it would read as empty);
 - at most `max_fields` header fields, a request line of at most `max_line`, a field of at
   most `max_field`, a head of at most `max_head` bytes.
 Heads are parsed incrementally as bytes arrive, so the cost is linear in their size.
@@ -183,18 +184,22 @@ class RequestFramer:
         url = self._url
         target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
         headers = CIMultiDict([(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._fields])
+        hosts = len(headers.getall("Host", ()))
+        if hosts > 1 or (hosts == 0 and version == HTTP_11):
+            raise ParseError(400, "missing Host header" if hosts == 0 else "more than one Host header")
         absolute = _ABSOLUTE.match(target) if target[:1] != "/" else None
-        if absolute is not None:  # the authority is the host; a Host field is ignored
+        if absolute is not None:  # the authority is the host; the Host field is ignored
             headers.popall("Host", None)
             headers["Host"] = absolute.group(1)
-        elif version == HTTP_11 and len(headers.getall("Host", ())) != 1:
-            raise ParseError(400, "missing Host header" if "Host" not in headers else "more than one Host header")
         if "Connection" in headers:
             for value in headers.getall("Connection"):
                 if not _TOKEN_LIST.fullmatch(value.encode("utf-8", "surrogateescape")):
                     raise ParseError(400, "malformed Connection header")
         body_length = _body_length(headers, version)
-        keep_alive = parser.should_keep_alive() and not parser.should_upgrade()
+        upgrade = parser.should_upgrade()
+        if upgrade and body_length != 0:
+            raise ParseError(400, "upgrade request with a body")
+        keep_alive = parser.should_keep_alive() and not upgrade
         expect = version == HTTP_11 and "Expect" in headers and headers["Expect"].lower() == "100-continue"
         return Head(method, target, version, CIMultiDictProxy(headers), body_length, keep_alive, expect)
 
