@@ -47,7 +47,7 @@ def test_adapt_prints_the_store() -> None:
     ("data_dir /var/lib/ds\n\t\t\tpostgres postgres://db/x", "data_dir and postgres cannot be used together"),
     ("postgres mysql://db/x", "unsupported scheme 'mysql'"),
     ("postgres", "wrong argument count"),
-    ("postgres postgres://db/x {\n\t\t\t\tpool_size 0\n\t\t\t}", "invalid pool_size"),
+    ("postgres postgres://db/x {\n\t\t\t\tpool_size 1\n\t\t\t}", "invalid pool_size"),
     ("postgres postgres://db/x {\n\t\t\t\tpool_size many\n\t\t\t}", "invalid pool_size"),
     ("postgres postgres://db/x {\n\t\t\t\tmax_conns 5\n\t\t\t}", "unknown subdirective: max_conns"),
     ('postgres "host=db port"', "malformed key=value"),

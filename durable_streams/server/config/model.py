@@ -196,6 +196,23 @@ DEFAULT_POSTGRES_POOL_SIZE = 10
 
 
 @dataclass(frozen=True, slots=True)
+class Retention:
+    """Extension: one `retention [<pattern>] { max_age, max_size }` block; the first block
+    whose pattern matches a stream's path applies to it."""
+
+    pattern: str | None = None  # None: every stream
+    max_age: float | None = None  # seconds
+    max_size: int | None = None  # bytes
+
+    def config(self) -> dict[str, Any]:
+        return _compact({
+            "match": self.pattern,
+            "max_age": format_duration(self.max_age) if self.max_age is not None else None,
+            "max_size": self.max_size,
+        })
+
+
+@dataclass(frozen=True, slots=True)
 class Postgres:
     """Extension: the `postgres` subdirective of `durable_streams` (a shared store)."""
 
@@ -221,6 +238,8 @@ class DurableStreams(Handler):
     catch_up_page_size: int | None = None
     # Extension: the PostgreSQL store (a shared store for many nodes) instead of data_dir.
     postgres: Postgres | None = None
+    # Extension: retention rules, in file order (none: nothing is ever dropped).
+    retention: tuple[Retention, ...] = ()
     # Tunables without a Caddyfile option (tests and embedders set them); not adapted.
     max_read_bytes: int = 1 << 20  # page of a live read; piece of a streamed catch-up read
     max_body_size: int = 64 << 20  # request body limit unless `request_body` sets one
@@ -234,6 +253,7 @@ class DurableStreams(Handler):
                 "handler": self.name,
                 "data_dir": self.data_dir,
                 "postgres": self.postgres.config() if self.postgres else None,
+                "retention": [rule.config() for rule in self.retention],
                 "max_file_handles": self.max_file_handles,
                 "long_poll_timeout": format_duration(self.long_poll_timeout),
                 "sse_reconnect_interval": format_duration(self.sse_reconnect_interval),

@@ -24,6 +24,14 @@ class StreamGone(StreamError):
     """The stream was deleted but is kept for its forks."""
 
 
+class BelowFloor(StreamGone):
+    """A read from an offset that retention has dropped; carries the earliest retained."""
+
+    def __init__(self, floor: int) -> None:
+        super().__init__("offset is before the earliest retained offset of the stream")
+        self.floor = floor
+
+
 class Conflict(StreamError):
     """The request contradicts the stream's configuration or writer state."""
 

@@ -18,6 +18,10 @@ class EngineEvents(Protocol):
     def producer_duplicate(self) -> None:
         """An idempotent producer's retry was recognised and not written again."""
 
+    def retention_applied(self, dropped: int, reclaimed: int) -> None:
+        """Retention moved a stream's floor by `dropped` bytes; the store released the
+        storage of `reclaimed` bytes (now or of earlier passes)."""
+
 
 class _NoEvents:
     """The engine's default when nobody listens (an engine used on its own, in tests)."""
@@ -29,6 +33,9 @@ class _NoEvents:
         pass
 
     def producer_duplicate(self) -> None:
+        pass
+
+    def retention_applied(self, dropped: int, reclaimed: int) -> None:
         pass
 
 

@@ -11,7 +11,7 @@ floor (never dropping the newest append, however large), `max_age` drops appends
 than that. Ages come from marks: (tail, time) pairs the engine records as the stream
 grows, at most MARKS per stream, kept with the floor. Everything below a mark older
 than `max_age` is older than `max_age`, so the floor moves to it; data is dropped at
-most one mark interval late, never early.
+most one mark interval (max_age / 12) late, never early.
 
 Patterns: `*` matches one path segment, `**` any number (zero included); a rule
 without a pattern matches every stream."""
@@ -22,7 +22,11 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-MARKS = 16  # age marks kept per stream: the age bound is kept to within max_age / MARKS
+MARKS = 16  # age marks kept per stream
+# One mark per max_age / MARK_SPACING: the oldest kept mark is ~1.25 max_age old, so
+# every mark comes of age before it would be pushed out, and data is dropped at most
+# max_age / 12 late.
+MARK_SPACING = MARKS - 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +40,7 @@ class RetentionRule:
 
     @property
     def mark_interval(self) -> float | None:
-        return None if self.max_age is None else self.max_age / MARKS
+        return None if self.max_age is None else self.max_age / MARK_SPACING
 
 
 @lru_cache(maxsize=256)

@@ -44,7 +44,8 @@ class StreamView(Protocol):
 class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
                  "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
-                 "_in_flight", "_generation", "_signal", "_stale")
+                 "_in_flight", "_generation", "_signal", "_stale",
+                 "_retention", "_reads", "_last_append")
 
     def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
         # Read by the protocol layer (StreamView); plain attributes: the read path is hot.
@@ -69,6 +70,10 @@ class Stream:
         # Shared stores: another node may have changed the stream since it was loaded;
         # the next append reloads it before checking (its readers may already see more).
         self._stale = False
+        self._retention = None  # its RetentionRule, if one applies (set by the engine)
+        # Starts of the reads in progress: the floor never passes one (their bytes stay).
+        self._reads: list[int] = []
+        self._last_append = -1  # where the newest append began, once one landed here
 
     @property
     def path(self) -> str:

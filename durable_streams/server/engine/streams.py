@@ -15,6 +15,7 @@ Other nodes' appends arrive as changes (`_remote_change`) that wake local reader
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import secrets
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ..store.base import (
 )
 from .events import NO_EVENTS, EngineEvents
 from .errors import (
-    Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamError, StreamGone, StreamNotFound,
+    BelowFloor, Conflict, InvalidRequest, ShuttingDown, StreamClosed, StreamError, StreamGone, StreamNotFound,
 )
 from .expiry import Lifetime, fork_lifetime
 from .forks import ForkRequest, fork_anchor, read_range, sub_offset_prefix
@@ -34,6 +35,7 @@ from .framing import MAX_UTF8_BYTES, Framing, first_unit_end, framing_of, json_r
 from .locks import PathLocks
 from .offsets import parse_position
 from .producers import ProducerClaim, ProducerVerdict, check_stream_seq, judge
+from .retention import RetentionRule, add_mark, age_floor, rule_for
 from .stream import Stream
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
@@ -42,6 +44,8 @@ PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
 # the race for its stream before it is answered 503 (only under extreme contention).
 MAX_STALE_RETRIES = 16
 SWEEP_PAGE = 500
+RETENTION_PAUSE = 0.01  # seconds between two streams' retention passes: appends come first
+RETENTION_TICK = 1.0  # seconds between looks at streams whose age marks fall due
 T = TypeVar("T")
 
 
@@ -102,8 +106,11 @@ class Chunk:
 
 class StreamEngine:
     def __init__(self, store: StreamStore, clock: Callable[[], float] | None = None,
-                 events: EngineEvents = NO_EVENTS) -> None:
+                 events: EngineEvents = NO_EVENTS, retention: tuple[RetentionRule, ...] = ()) -> None:
         self.store = store
+        self.retention = retention
+        self._retention_due: set[Stream] = set()
+        self._retention_wake = asyncio.Event()
         self.clock = clock or store.now  # a shared store's clock is its database's
         self.events = events
         self._streams: dict[str, Stream] = {}
@@ -117,7 +124,7 @@ class StreamEngine:
             self.store.watch(self._remote_change, self._resync)
         stored = await self.store.open()
         for item in stored:
-            self._streams[item.config.path] = Stream(item.config, item.state, None)
+            self._streams[item.config.path] = self._new_stream(item.config, item.state, None)
         for stream in self._streams.values():  # refcounts are derived from the forks
             source_path = stream.config.settings.get("forked_from")
             source = self._streams.get(source_path) if source_path else None
@@ -127,6 +134,14 @@ class StreamEngine:
         # A crash may have left a deleted source whose last fork is gone: finish the job.
         for stream in list(self._streams.values()):
             await self._collect(self._unreferenced(stream))
+
+    def _new_stream(self, config: StreamConfig, state: StreamState, source: Stream | None) -> Stream:
+        stream = Stream(config, state, source)
+        if self.retention:
+            stream._retention = rule_for(self.retention, config.path)
+            if stream._retention is not None:
+                self._retention_due.add(stream)  # its first age mark, or a size already over
+        return stream
 
     @property
     def stream_count(self) -> int:
@@ -234,6 +249,82 @@ class StreamEngine:
             return  # only a sliding TTL reads access times: spare the database the write
         self.store.touch(stream.path, now)
 
+    # ---------------------------------------------------------------- retention
+
+    @property
+    def retained_bytes(self) -> int:
+        """Bytes the streams hold above their floors (their own bytes only)."""
+        return sum(s.state.tail - max(s.state.floor, s.config.base_offset) for s in self._streams.values())
+
+    async def run_retention(self) -> None:
+        """Move floors as the rules allow, one stream at a time: streams that grew, and
+        every second the streams whose age marks may have fallen due."""
+        while not self.stopping:
+            try:
+                await asyncio.wait_for(self._retention_wake.wait(), RETENTION_TICK)
+            except asyncio.TimeoutError:
+                pass
+            self._retention_wake.clear()
+            due, self._retention_due = self._retention_due, set()
+            now = self.clock()
+            due.update(s for s in self._streams.values() if self._age_due(s, now))
+            for stream in due:
+                if self.stopping:
+                    return
+                try:
+                    await self.retain(stream)
+                except (StoreError, StreamError):
+                    pass  # tried again when the stream next grows or its marks fall due
+                await asyncio.sleep(0)  # appends and reads go first
+
+    @staticmethod
+    def _age_due(stream: Stream, now: float) -> bool:
+        rule = stream._retention
+        if rule is None or rule.max_age is None:
+            return False
+        marks = stream.state.marks
+        return bool(marks) and (now - marks[0][1] >= rule.max_age or now - marks[-1][1] >= rule.mark_interval)
+
+    async def retain(self, stream: Stream) -> int:
+        """One retention pass over a stream: add an age mark if one is due, move the floor
+        as far as its rule allows and nothing pins, and have the store keep both (and
+        reclaim the space). Returns the bytes the floor moved."""
+        rule = stream._retention
+        if rule is None or stream.removed or stream.state.soft_deleted:
+            return 0
+        state = stream.state
+        now = self.clock()
+        floor, marks = state.floor, state.marks
+        if rule.max_age is not None:
+            marks = add_mark(marks, state.tail, now, rule.mark_interval) or marks
+            aged = age_floor(marks, now, rule.max_age)
+            if aged is not None:
+                floor = max(floor, aged)
+        if rule.max_size is not None and state.tail - floor > rule.max_size:
+            own_start = stream.config.base_offset
+            wanted = max(own_start, state.tail - rule.max_size)
+            boundary = wanted if wanted == own_start else await self.store.next_boundary(stream.path, wanted - 1)
+            if boundary >= state.tail:  # the newest append alone is over: it is kept whole
+                boundary = stream._last_append
+            floor = max(floor, boundary)
+        # Pins: a fork reads its source below its base; a read in progress reads from its
+        # start; a fork being created has not registered yet. A pin below the new floor
+        # keeps the old one (a pin need not be an append boundary; floors must).
+        pins = [f.config.base_offset for f in stream._forks] + stream._reads
+        if stream._pins or (pins and min(pins) < floor):
+            floor = state.floor
+        marks = tuple(m for m in marks if m[0] > floor)
+        if floor <= state.floor and marks == state.marks:
+            return 0
+        dropped = max(0, floor - max(state.floor, stream.config.base_offset))
+        reclaimed = await self.store.retain(stream.path, floor, marks)
+        if stream.removed:
+            return 0
+        state.floor = max(state.floor, floor)
+        state.marks = marks
+        self.events.retention_applied(dropped, reclaimed)
+        return dropped
+
     # ---------------------------------------------------------------- shared stores
 
     async def _load(self, path: str) -> Stream | None:
@@ -256,7 +347,7 @@ class StreamEngine:
             cached = self._streams.get(path)
             if cached is not None:  # loaded meanwhile by another request
                 return cached
-        stream = Stream(stored.config, stored.state, source)
+        stream = self._new_stream(stored.config, stored.state, source)
         if source is not None:
             source._forks.add(stream)
         self._streams[path] = stream
@@ -275,6 +366,8 @@ class StreamEngine:
         state.stream_seq, state.producers = fresh.stream_seq, fresh.producers
         state.soft_deleted = fresh.soft_deleted
         state.last_access = max(state.last_access, fresh.last_access)
+        if fresh.floor >= state.floor:  # another node's retention pass
+            state.floor, state.marks = fresh.floor, fresh.marks
         stream._stale = False
         if moved:
             stream._signal.fire()
@@ -477,7 +570,7 @@ class StreamEngine:
             if source is not None:
                 source._pins -= 1  # if that freed a deleted source, its next lookup collects it
             raise
-        stream = Stream(config, state, source)
+        stream = self._new_stream(config, state, source)
         self._streams[path] = stream
         if data:
             self.events.appended(len(data))
@@ -651,6 +744,11 @@ class StreamEngine:
         stream.state.apply(commit)  # visible to readers only now that the store holds it
         stream._signal.fire()
         self.events.appended(nbytes)
+        if stream._retention is not None:
+            if nbytes:
+                stream._last_append = commit.tail - nbytes
+            self._retention_due.add(stream)
+            self._retention_wake.set()
 
     def _producer_state(self, state: StreamState, producer_id: str) -> ProducerState | None:
         """Producer state is kept for the stream's life by durable stores; a memory store
@@ -671,14 +769,15 @@ class StreamEngine:
         if start > tail:
             raise InvalidRequest("offset is beyond the tail of the stream")
         end = min(tail, start + max(1, max_bytes))
-        data = await read_range(self.store, stream, start, end)
-        if end < tail:
-            cut = unit_end(stream.framing, data)
-            if cut == 0 and stream.framing is not Framing.BYTES:  # one unit larger than the page
-                longest = tail if stream.framing is Framing.JSON else min(tail, start + MAX_UTF8_BYTES)
-                data = await read_range(self.store, stream, start, longest)
-                cut = first_unit_end(stream.framing, data)
-            data = data[: cut or len(data)]
+        with self._reading(stream, start):
+            data = await read_range(self.store, stream, start, end)
+            if end < tail:
+                cut = unit_end(stream.framing, data)
+                if cut == 0 and stream.framing is not Framing.BYTES:  # one unit larger than the page
+                    longest = tail if stream.framing is Framing.JSON else min(tail, start + MAX_UTF8_BYTES)
+                    data = await read_range(self.store, stream, start, longest)
+                    cut = first_unit_end(stream.framing, data)
+                data = data[: cut or len(data)]
         next_offset = start + len(data)
         return Chunk(data, start, next_offset, next_offset == tail, closed and next_offset == tail)
 
@@ -687,10 +786,32 @@ class StreamEngine:
         took (end, closed) from one snapshot and renders one response from them). Only
         one piece is held at a time, so a reader of any range costs bounded memory."""
         position = start
-        while position < end:
-            stop = min(end, position + page_bytes)
-            yield await read_range(self.store, stream, position, stop)
-            position = stop
+        with self._reading(stream, start):
+            while position < end:
+                stop = min(end, position + page_bytes)
+                yield await read_range(self.store, stream, position, stop)
+                position = stop
+
+    @contextlib.contextmanager
+    def _reading(self, stream: Stream, start: int):
+        """A read from `start` is in progress: retention keeps its bytes until it ends."""
+        if start < stream.state.floor:
+            raise BelowFloor(stream.state.floor)
+        stream._reads.append(start)
+        try:
+            yield
+        finally:
+            stream._reads.remove(start)
+
+    def read_start(self, stream: Stream, start: int | None) -> int:
+        """Where a read asked to start at `start` begins: None (the beginning, offset=-1)
+        is the floor; an explicit offset below it is gone."""
+        floor = stream.state.floor
+        if start is None:
+            return floor
+        if start < floor:
+            raise BelowFloor(floor)
+        return start
 
     async def wait(self, stream: Stream, position: int, deadline: float) -> None:
         """Wait until the stream grows past `position`, closes, disappears, the server

@@ -187,6 +187,13 @@ class NullMetrics:
     def producer_duplicate(self) -> None:
         """An idempotent producer's retry was recognised and not appended again."""
 
+    def retention_applied(self, dropped: int, reclaimed: int) -> None:
+        """Retention moved a stream's floor by `dropped` bytes; `reclaimed` bytes of storage were released."""
+
+    def track_retained(self, retained: Callable[[], int]) -> Callable[[], None]:
+        """Add `retained()` to the bytes streams hold above their floors, read at each scrape."""
+        return _nothing
+
     def live_reader_refused(self) -> None:
         """A long-poll or SSE request was refused (503) because max_live_readers was reached."""
 
@@ -377,6 +384,22 @@ class Metrics(NullMetrics):
             "producer_duplicates", "Appends recognised as idempotent-producer retries and not appended again.",
             namespace=NAMESPACE, registry=r,
         )
+        self._compacted = Counter(
+            "retention_streams_compacted", "Retention passes that moved a stream's floor.",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._dropped = Counter(
+            "retention_dropped_bytes", "Bytes below stream floors: dropped by retention.",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._reclaimed = Counter(
+            "retention_reclaimed_bytes", "Storage released by retention (memory, disk blocks, database rows).",
+            namespace=NAMESPACE, registry=r,
+        )
+        self._retained = _Tracked()
+        Gauge(
+            "retained_bytes", "Bytes streams hold above their floors.", namespace=NAMESPACE, registry=r,
+        ).set_function(lambda: sum(count() for count in list(self._retained)))
 
         self._refused = Counter(
             "live_readers_refused", "Long-poll and SSE requests refused because max_live_readers was reached.",
@@ -423,6 +446,16 @@ class Metrics(NullMetrics):
 
     def producer_duplicate(self) -> None:
         self._duplicates.inc()
+
+    def retention_applied(self, dropped: int, reclaimed: int) -> None:
+        if dropped:
+            self._compacted.inc()
+            self._dropped.inc(dropped)
+        if reclaimed:
+            self._reclaimed.inc(reclaimed)
+
+    def track_retained(self, retained: Callable[[], int]) -> Callable[[], None]:
+        return self._retained.add(retained)
 
     def live_reader_refused(self) -> None:
         self._refused.inc()

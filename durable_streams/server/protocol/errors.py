@@ -9,6 +9,10 @@ from ..http import Response
 from ..store import base as store
 from .responses import plain
 
+# Extension: the earliest retained offset of a stream whose retention dropped data, on
+# HEAD and on the 410 of a read below it (clients may resume there, or from offset=-1).
+EARLIEST_OFFSET = "Stream-Earliest-Offset"
+
 
 class HttpError(Exception):
     def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None,
@@ -40,6 +44,8 @@ def from_engine(error: engine.StreamError) -> HttpError:
             "Producer-Expected-Seq": str(error.expected),
             "Producer-Received-Seq": str(error.received),
         })
+    if isinstance(error, engine.BelowFloor):
+        return HttpError(410, error.reason, {EARLIEST_OFFSET: format_offset(error.floor)})
     if isinstance(error, engine.StaleProducerEpoch):
         return HttpError(403, error.reason, {"Producer-Epoch": str(error.current_epoch)})
     for kind, status in _ENGINE_STATUSES:

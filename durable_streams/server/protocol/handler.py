@@ -44,7 +44,8 @@ from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
 from ..engine.framing import Framing, json_array, json_array_length, json_array_piece
-from ..engine.offsets import format_offset, parse_position, parse_read_offset
+from ..engine.offsets import START, format_offset, parse_position, parse_read_offset
+from ..engine.retention import RetentionRule
 from ..engine.stream import StreamView
 from ..engine.streams import AppendRequest, Chunk, CreateRequest, StreamEngine
 from ..ops.metrics import NULL_METRICS, NullMetrics
@@ -52,7 +53,7 @@ from ..store import open_store
 from ..store.base import StoreError
 from . import headers as parse
 from .cursor import next_cursor
-from .errors import HttpError, from_engine, from_store
+from .errors import EARLIEST_OFFSET, HttpError, from_engine, from_store
 from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
 from .sse import control_event, data_event, needs_base64
 
@@ -85,11 +86,12 @@ class DurableStreamsHandler:
         store = open_store(settings.data_dir, settings.max_file_handles,
                            postgres_dsn=postgres.dsn if postgres else None,
                            postgres_pool_size=postgres.pool_size if postgres else 10)
-        self.engine = StreamEngine(store, events=self.metrics)
+        rules = tuple(RetentionRule(r.pattern, r.max_age, r.max_size) for r in settings.retention)
+        self.engine = StreamEngine(store, events=self.metrics, retention=rules)
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
         self._live: dict[asyncio.Task, Request] = {}
-        self._sweeper: asyncio.Task | None = None
+        self._background: list[asyncio.Task] = []  # expiry sweeper, retention
         self._methods = {
             "GET": self._get, "HEAD": self._head, "PUT": self._put,
             "POST": self._post, "DELETE": self._delete,
@@ -104,15 +106,18 @@ class DurableStreamsHandler:
             self._untrack.append(self.metrics.track_store(self.engine.store))
         if hasattr(self.engine.store, "conflicts"):
             self._untrack.append(self.metrics.track_shared_store(self.engine.store))
-        self._sweeper = asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL))
+        self._untrack.append(self.metrics.track_retained(lambda: self.engine.retained_bytes))
+        self._background.append(asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL)))
+        if self.engine.retention:
+            self._background.append(asyncio.create_task(self.engine.run_retention()))
 
     async def stop(self) -> None:
         """Wake live readers and give them STOP_DRAIN_TIMEOUT to send their last event,
         cut the connections still stuck in a write, then close the store. If the caller's
         deadline cancels the wait, the cut and the close still happen (in `finally`)."""
         self.engine.release_readers()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in self._background:
+            task.cancel()
         try:
             if self._live:
                 await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
@@ -121,9 +126,9 @@ class DurableStreamsHandler:
                 request.abort()
             if self._live:  # an abort wakes a blocked write at once: this is short
                 await asyncio.wait(list(self._live), timeout=STOP_CUT_TIMEOUT)
-            if self._sweeper is not None:
-                await asyncio.gather(self._sweeper, return_exceptions=True)
-                self._sweeper = None
+            if self._background:
+                await asyncio.gather(*self._background, return_exceptions=True)
+                self._background.clear()
             await self.engine.close()
             for untrack in self._untrack:
                 untrack()
@@ -234,6 +239,8 @@ class DurableStreamsHandler:
             headers["Stream-Expires-At"] = lifetime.expires_at_text
         if state.closed:
             headers["Stream-Closed"] = "true"
+        if state.floor > 0:
+            headers[EARLIEST_OFFSET] = format_offset(state.floor)
         return plain(200, headers)
 
     async def _get(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
@@ -247,7 +254,12 @@ class DurableStreamsHandler:
             raise InvalidRequest(f"unknown live mode {live!r}")
         if live is not None and not offsets:
             raise InvalidRequest(f"live={live} requires an offset")
-        start = parse_read_offset(offsets[0]) if offsets else 0
+        if not offsets or offsets[0] == START:
+            start = self.engine.read_start(stream, None)  # the earliest retained byte
+        else:
+            start = parse_read_offset(offsets[0])
+            if start is not None:
+                start = self.engine.read_start(stream, start)  # 410 below the floor, before any body
         if start is not None and start > stream.state.tail:
             raise InvalidRequest("offset is beyond the tail of the stream")
         self.engine.touch(stream)

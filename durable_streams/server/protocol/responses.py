@@ -17,7 +17,7 @@ _CORS_EXPOSE_HEADERS = ", ".join([
     "Stream-Next-Offset", "Stream-Cursor", "Stream-Up-To-Date", "Stream-Closed",
     "Stream-TTL", "Stream-Expires-At", "Stream-SSE-Data-Encoding", "ETag", "Location",
     "Content-Type", "Producer-Epoch", "Producer-Seq", "Producer-Expected-Seq",
-    "Producer-Received-Seq",
+    "Producer-Received-Seq", "Stream-Earliest-Offset",
 ])
 
 # Browser defence in depth (PROTOCOL "Browser Security Headers") plus permissive CORS:

@@ -71,13 +71,17 @@ class StreamState:
     producers: dict[str, ProducerState] = field(default_factory=dict)
     soft_deleted: bool = False
     last_access: float = 0.0  # TTL clock (unix seconds); persisted lazily via touch()
+    # Retention (engine/retention.py): the earliest retained offset, and the age marks
+    # ((tail, unix time) pairs) it is computed from; both change only through `retain`.
+    floor: int = 0
+    marks: tuple[tuple[int, float], ...] = ()
 
     def copy(self) -> "StreamState":
         """An independent copy (ProducerState and tuples are immutable; only the dict is not)."""
         # by hand: dataclasses.replace costs several times more, and this runs per append
         return StreamState(tail=self.tail, closed=self.closed, closed_by=self.closed_by, stream_seq=self.stream_seq,
                            producers=dict(self.producers), soft_deleted=self.soft_deleted,
-                           last_access=self.last_access)
+                           last_access=self.last_access, floor=self.floor, marks=self.marks)
 
     def apply(self, commit: "Commit") -> None:
         """The one definition of what a commit changes (engine, stores and replay use it)."""
@@ -221,6 +225,15 @@ class StreamStore(ABC):
         """The end of the append that starts at or contains `position` (for
         `base_offset <= position < tail`): the smallest known append end greater than
         `position`, or the tail when none is known."""
+
+    @abstractmethod
+    async def retain(self, path: str, floor: int, marks: tuple[tuple[int, float], ...]) -> int:
+        """Record the stream's floor (never lower than before) and its age marks, durably,
+        then reclaim the storage of its own bytes below the floor: at once or later, in
+        whole units of the store's choosing, but never before the floor is durable (a
+        crash leaves a floor at or before the bytes present). The engine asks only for
+        floors at append boundaries, below every live fork's base and every read in
+        progress. Returns the bytes whose storage was released by this call."""
 
     @abstractmethod
     def touch(self, path: str, when: float) -> None:

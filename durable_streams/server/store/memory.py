@@ -10,11 +10,12 @@ from .base import Commit, StoredStream, StreamConfig, StreamState, StreamStore
 
 
 class _Entry:
-    __slots__ = ("config", "state", "data", "boundaries")
+    __slots__ = ("config", "state", "data", "boundaries", "start")
 
     def __init__(self, config: StreamConfig, state: StreamState, data: bytes) -> None:
         self.config = config
         self.state = state
+        self.start = config.base_offset  # offset of data[0]: moves up as retention drops a prefix
         self.data = bytearray(data)
         self.boundaries = array("q")  # end offset of each append (and of the initial data)
         if data:
@@ -54,7 +55,7 @@ class MemoryStore(StreamStore):
 
     async def read(self, path: str, start: int, end: int) -> bytes:
         entry = self._streams[path]
-        base = entry.config.base_offset
+        base = entry.start
         # One copy (a bytearray slice, then bytes(), would be two); the view is released
         # before returning, so appends can still grow the bytearray.
         with memoryview(entry.data) as view:
@@ -65,6 +66,17 @@ class MemoryStore(StreamStore):
         entry = self._streams[path]
         i = bisect_right(entry.boundaries, position)
         return entry.boundaries[i] if i < len(entry.boundaries) else entry.state.tail
+
+    async def retain(self, path: str, floor: int, marks: tuple[tuple[int, float], ...]) -> int:
+        entry = self._streams[path]
+        entry.state.floor = max(entry.state.floor, floor)
+        entry.state.marks = marks
+        drop = entry.state.floor - entry.start
+        if drop <= 0:
+            return 0
+        del entry.data[:drop]  # the prefix is released (bytearray shrinks in place)
+        entry.start += drop
+        return drop
 
     def touch(self, path: str, when: float) -> None:
         entry = self._streams.get(path)

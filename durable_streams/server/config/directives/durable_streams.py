@@ -8,6 +8,9 @@ Extensions (the official plugin would reject them as unknown subdirectives):
 - `catch_up_page_size <size>`: page catch-up reads (`1MiB`, Caddy's size syntax). Off by
   default: a catch-up read answers everything up to the tail in one streamed response,
   which the official clients rely on (they make one GET when not live).
+- `retention [<pattern>] { max_age <duration>; max_size <size> }`: drop a stream's
+  oldest appends past an age or a size (reads below get 410); repeatable, the first
+  block whose pattern (`*` one path segment, `**` any) matches a stream applies.
 - `postgres <dsn> [{ pool_size <n> }]`: the PostgreSQL store, shared by any number of
   server nodes. Not with `data_dir`. The DSN's syntax is checked here; the connection
   and the schema version when the server starts.
@@ -20,7 +23,7 @@ import re
 from ...caddyfile.tree import Directive, Token
 from ..durations import DurationError, parse_duration
 from ..errors import arg_error, errf
-from ..model import DEFAULT_POSTGRES_POOL_SIZE as DEFAULT_POOL_SIZE, DurableStreams, Handler, Postgres
+from ..model import DEFAULT_POSTGRES_POOL_SIZE as DEFAULT_POOL_SIZE, DurableStreams, Handler, Postgres, Retention
 from ..sizes import parse_size
 from . import policy
 from .base import Scope, handler_directive
@@ -68,6 +71,7 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     max_live_readers = 0
     catch_up_page_size = 0
     postgres: Postgres | None = None
+    retention: list[Retention] = []
     data_dir_line: Directive | None = None
     for line in d.block or ():
         name = line.name.text
@@ -77,6 +81,9 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         elif name == "postgres":
             postgres = _postgres(line)
             continue  # its block holds its own options
+        elif name == "retention":
+            retention.append(_retention(line))
+            continue
         elif name == "max_file_handles":
             token = _one_value(line)
             value = _scanf_int(token.text)
@@ -128,6 +135,7 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         max_live_readers=max_live_readers,
         catch_up_page_size=catch_up_page_size,
         postgres=postgres,
+        retention=tuple(retention),
     )
     return DurableStreams(**{name: value for name, value in given.items() if value})
 
@@ -145,7 +153,38 @@ def _postgres(line: Directive) -> Postgres:
             raise errf(option.name, f"unknown subdirective: {option.name.text}")
         value_token = _one_value(option)
         value = _strict_int(value_token.text)
-        if value is None or value < 1:
-            raise errf(value_token, "invalid pool_size: expected an integer of at least 1")
+        if value is None or value < 2:
+            raise errf(value_token, "invalid pool_size: expected an integer of at least 2 (the flusher keeps one)")
         pool_size = value
     return Postgres(token.text, pool_size)
+
+
+def _retention(line: Directive) -> Retention:
+    if len(line.args) > 1:
+        raise errf(line.args[1], f"unknown subdirective: {line.args[1].text}")
+    pattern = line.args[0].text if line.args else None
+    if pattern is not None and not pattern.startswith(("/", "*")):
+        raise errf(line.args[0], "invalid retention pattern: must start with / or * (it matches stream paths)")
+    if not line.block:
+        raise errf(line.name, "retention needs a block with max_age and/or max_size")
+    max_age: float | None = None
+    max_size: int | None = None
+    for option in line.block:
+        name = option.name.text
+        value = _one_value(option)
+        if name == "max_age":
+            max_age = _duration(value)
+            if max_age <= 0:
+                raise errf(value, "invalid max_age: must be positive")
+        elif name == "max_size":
+            try:
+                max_size = parse_size(value.text)
+            except ValueError as exc:
+                raise errf(value, f"invalid max_size: {exc}") from None
+            if max_size < 1:
+                raise errf(value, "invalid max_size: must be at least 1 byte")
+        else:
+            raise errf(option.name, f"unknown subdirective: {name}")
+    if max_age is None and max_size is None:
+        raise errf(line.name, "retention needs max_age and/or max_size")
+    return Retention(pattern, max_age, max_size)

@@ -27,6 +27,9 @@ class Entry:
     # moves them to the file: a reader holding the old array still sees all of it.
     boundaries: array = field(default_factory=lambda: array("q"))
     indexed: int = 0
+    # Data-file bytes below this were handed back to the file system (retention); not
+    # persisted: after a restart the next retention pass punches from 0 again, harmlessly.
+    punched: int = 0
 
     def snapshot(self) -> StoredStream:
         # Callers get copies: the engine mutates its own StreamState objects.
@@ -72,6 +75,10 @@ class Catalog:
             entry.encoded = None
             if record.data:  # a close without data ends no append
                 entry.boundaries.append(entry.state.tail)
+        elif record.kind is Kind.RETAIN:
+            entry.state.floor = max(entry.state.floor, record.meta["f"])
+            entry.state.marks = tuple(tuple(m) for m in record.meta["m"])
+            entry.encoded = None
         elif record.kind is Kind.SOFT_DELETE:
             entry.state.soft_deleted = True
             entry.encoded = None

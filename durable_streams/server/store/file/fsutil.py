@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 
@@ -60,3 +62,20 @@ def store_error(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, OSError) and exc.errno in _SPACE_ERRNOS:
         return StoreFull(f"{what}: no space left on device")
     return StoreError(f"{what}: {exc}")
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE): free the blocks of a range, which then reads as
+    zeros; the file keeps its size, so every offset after it stays put. (Python's os
+    module has posix_fallocate, which allocates, but no way to punch.)"""
+    if length <= 0:
+        return
+    if _libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))

@@ -31,6 +31,7 @@ class Kind(IntEnum):
     SOFT_DELETE = 3  # meta: i
     DELETE = 4  # meta: i
     TOUCH = 5  # meta: t = [[i, when], ...]
+    RETAIN = 6  # meta: i, f (floor), m (age marks [[tail, when], ...])
 
 
 @dataclass(slots=True)
@@ -103,6 +104,8 @@ def state_to_json(state: StreamState) -> dict[str, Any]:
         },
         "soft_deleted": state.soft_deleted,
         "last_access": state.last_access,
+        # only when retention is in use: checkpoints without it stay as they were
+        **({"floor": state.floor, "marks": [list(m) for m in state.marks]} if state.floor or state.marks else {}),
     }
 
 
@@ -115,6 +118,8 @@ def state_from_json(obj: dict[str, Any]) -> StreamState:
         producers={pid: ProducerState(*p) for pid, p in obj["producers"].items()},
         soft_deleted=obj["soft_deleted"],
         last_access=obj["last_access"],
+        floor=obj.get("floor", 0),
+        marks=tuple(tuple(m) for m in obj.get("marks", ())),
     )
 
 

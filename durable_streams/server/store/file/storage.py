@@ -25,7 +25,7 @@ import structlog
 from . import boundaries, checkpoint
 from .catalog import Catalog
 from .filepool import INDEX_SUFFIX, DataFilePool, index_key
-from .fsutil import fsync_dir, pwrite_all
+from .fsutil import fsync_dir, punch_hole, pwrite_all
 from .records import Kind, Record
 from .staging import StagedTails
 from .syncfs import SYNCFS_THRESHOLD, syncfs, syncfs_available
@@ -33,6 +33,7 @@ from .wal import WalFile
 
 SHARDS = [f"{i:02x}" for i in range(256)]
 log = structlog.get_logger("durable_streams.store.file")
+HOLE_BLOCK = 4096  # retention frees data-file blocks of this size (the file system's block)
 
 
 @dataclass(slots=True)
@@ -149,6 +150,26 @@ class Storage:
         entry = self.catalog.apply(record)
         if record.kind is Kind.DELETE and entry is not None:
             self.discard_file(entry.incarnation)
+
+    def reclaim_below_floor(self, incarnation: str) -> int:
+        """Punch holes in the data file below the stream's (durable) floor: the blocks go
+        back to the file system and every offset stays where it was. Whole blocks only;
+        returns the bytes punched now."""
+        entry = self.catalog.by_incarnation.get(incarnation)
+        if entry is None:
+            return 0
+        end = (entry.state.floor - entry.config.base_offset) // HOLE_BLOCK * HOLE_BLOCK
+        if end <= entry.punched:
+            return 0
+        self.write_staged()  # bytes below the floor may still wait in memory
+        try:
+            with self.pool.handle(incarnation) as fd:
+                punch_hole(fd, entry.punched, end - entry.punched)
+        except OSError as exc:  # the floor holds; only the space is not reclaimed
+            log.warning("store_punch_hole_failed", incarnation=incarnation, error=str(exc))
+            return 0
+        reclaimed, entry.punched = end - entry.punched, end
+        return reclaimed
 
     def discard_file(self, incarnation: str) -> None:
         """Remove an incarnation's data file and its index file."""

@@ -164,6 +164,13 @@ class FileStore(StreamStore):
         self._touched.pop(path, None)
         await self._submit(Job("delete", path))
 
+    async def retain(self, path: str, floor: int, marks: tuple[tuple[int, float], ...]) -> int:
+        """The floor goes through the log like an append (one record, group-committed);
+        once it is durable the writer punches the data file's blocks below it."""
+        job = Job("retain", path, retain=(floor, tuple(marks)))
+        await self._queue(job)
+        return job.reclaimed
+
     def touch(self, path: str, when: float) -> None:
         if when > self._touched.get(path, 0.0):
             self._touched[path] = when

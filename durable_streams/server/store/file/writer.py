@@ -39,7 +39,7 @@ STAGE_SECONDS = 0.05
 
 @dataclass(slots=True)
 class Job:
-    op: str  # create | append | soft_delete | delete | touch | checkpoint | sweep | stop | halt
+    op: str  # create | append | retain | soft_delete | delete | touch | checkpoint | sweep | stop | halt
     path: str = ""
     future: asyncio.Future | None = None
     config: StreamConfig | None = None
@@ -47,6 +47,8 @@ class Job:
     data: bytes = b""
     commit: Commit | None = None
     touches: dict[str, float] = field(default_factory=dict)
+    retain: tuple[int, tuple] = (0, ())  # (floor, marks) of a retain job
+    reclaimed: int = 0  # set by the writer: bytes a retain job handed back to the file system
 
 
 @dataclass(slots=True)
@@ -166,6 +168,8 @@ class GroupCommitWriter:
             if target is not None and record.data:
                 storage.stage_data(target[0], target[1], record.data)
             storage.apply_durable(record)
+            if record.kind is Kind.RETAIN:  # the floor is durable: now its space may go
+                job.reclaimed = storage.reclaim_below_floor(record.incarnation)
             results.append((job.future, None))
         self._deliver(results)
         if storage.wal.size >= self._next_checkpoint_at:
@@ -236,6 +240,10 @@ class GroupCommitWriter:
             meta: dict[str, Any] = {"i": incarnation, "p": position, "c": commit_to_json(job.commit)}
             record = Record(Kind.APPEND, meta, job.data)
             return record, encode(record), (incarnation, position - base)
+        if job.op == "retain":
+            floor, marks = job.retain
+            record = Record(Kind.RETAIN, {"i": incarnation, "f": floor, "m": [list(m) for m in marks]})
+            return record, encode(record), None
         if job.op == "soft_delete":
             record = Record(Kind.SOFT_DELETE, {"i": incarnation})
             return record, encode(record), None
@@ -347,7 +355,7 @@ class GroupCommitWriter:
             pass
 
 
-_RECORD_OPS = {"create", "append", "soft_delete", "delete", "touch"}
+_RECORD_OPS = {"create", "append", "retain", "soft_delete", "delete", "touch"}
 
 
 def _resolve_futures(results: list[tuple[asyncio.Future, BaseException | None]]) -> None:

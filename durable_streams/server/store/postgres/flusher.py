@@ -113,6 +113,7 @@ class Flusher:
         self._task: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
+        self._conn = None  # the flusher's own pool connection: flushes never queue behind reads
         self.stats = FlushStats()
         # (stream id, tail) -> when its flush started, until the notification comes back
         self._unheard: dict[tuple[int, int], float] = {}
@@ -129,6 +130,15 @@ class Flusher:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        await self._release()
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await self._pool_of().release(conn)
+            except Exception:
+                conn.terminate()
 
     def append(self, stream_id: int, data: bytes, commit: Commit) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -188,22 +198,26 @@ class Flusher:
             for producer_id, (epoch, seq, updated_at) in p.producers.items():
                 for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
                     column.append(value)
-        started = time.monotonic()
         try:
-            async with self._pool_of().acquire() as conn:
-                row = await conn.fetchrow(
-                    FLUSH_SQL,
-                    [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
-                    [p.close for p in items],
-                    [p.closed_by[0] if p.closed_by else None for p in items],
-                    [p.closed_by[1] if p.closed_by else None for p in items],
-                    [p.closed_by[2] if p.closed_by else None for p in items],
-                    [p.stream_seq for p in items],
-                    [b"".join(p.pieces) for p in items],
-                    [p.ends.tobytes() for p in items],
-                    *producer_rows,
-                )
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await self._pool_of().acquire()
+            conn = self._conn
+            started = time.monotonic()
+            row = await conn.fetchrow(
+                FLUSH_SQL,
+                [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
+                [p.close for p in items],
+                [p.closed_by[0] if p.closed_by else None for p in items],
+                [p.closed_by[1] if p.closed_by else None for p in items],
+                [p.closed_by[2] if p.closed_by else None for p in items],
+                [p.stream_seq for p in items],
+                [b"".join(p.pieces) for p in items],
+                [p.ends.tobytes() for p in items],
+                *producer_rows,
+            )
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                await self._release()  # a broken connection goes back to the pool to be replaced
             error = self._on_error(exc) if isinstance(exc, Exception) else StoreError("flush cancelled")
             self.stats.failures += 1
             for p in items:

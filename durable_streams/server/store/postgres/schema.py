@@ -18,7 +18,7 @@ append, and the only writer that removes a stream deletes them in the same trans
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATION_LOCK = 0x6473_7374  # pg_advisory_xact_lock key ("dsst")
 
 _VERSION_1 = """
@@ -62,8 +62,14 @@ CREATE TABLE chunks (
 ALTER TABLE chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 """
 
+# Version 2: retention (engine/retention.py): the floor, and the age marks it comes from.
+_VERSION_2 = """
+ALTER TABLE streams ADD COLUMN floor bigint NOT NULL DEFAULT 0;
+ALTER TABLE streams ADD COLUMN marks jsonb NOT NULL DEFAULT '[]';
+"""
+
 # MIGRATIONS[n] takes a database at version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _VERSION_1}
+MIGRATIONS: dict[int, str] = {0: _VERSION_1, 1: _VERSION_2}
 
 
 class SchemaError(Exception):

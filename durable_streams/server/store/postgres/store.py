@@ -46,6 +46,7 @@ CONNECT_TIMEOUT = 5.0
 _LOOKUP_SQL = """
 SELECT id, content_type, created_at, base_offset, settings::text AS settings, tail, closed,
        closed_by_producer, closed_by_epoch, closed_by_seq, stream_seq, soft_deleted, last_access,
+       floor, marks::text AS marks,
        (SELECT coalesce(json_agg(json_build_array(producer_id, epoch, seq, updated_at)), '[]')::text
         FROM producers p WHERE p.stream_id = s.id) AS producers
 FROM streams s WHERE path = $1
@@ -77,6 +78,13 @@ def _is_connection_error(exc: BaseException) -> bool:
                             asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
                             asyncpg.exceptions.CannotConnectNowError,
                             asyncpg.exceptions.TooManyConnectionsError))
+
+
+async def _keep_session(conn) -> None:
+    """asyncpg resets a connection on every return to the pool (RESET ALL, UNLISTEN *,
+    CLOSE ALL, pg_advisory_unlock_all: one more statement per flush and per read). Pool
+    connections here never change session state: LISTEN has its own connection, advisory
+    locks are transaction-scoped, transactions always end. So there is nothing to reset."""
 
 
 class PostgresStore(StreamStore):
@@ -111,7 +119,7 @@ class PostgresStore(StreamStore):
     async def open(self) -> list[StoredStream]:
         try:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_limit,
-                                                   timeout=CONNECT_TIMEOUT)
+                                                   timeout=CONNECT_TIMEOUT, reset=_keep_session)
             async with self._pool.acquire() as conn:
                 await migrate(conn, log)
                 await self._calibrate(conn)
@@ -250,7 +258,8 @@ class PostgresStore(StreamStore):
         last_access = max(row["last_access"], self._touches.get(stream_id, 0.0))
         state = StreamState(tail=row["tail"], closed=row["closed"], closed_by=closed_by,
                             stream_seq=row["stream_seq"], producers=producers,
-                            soft_deleted=row["soft_deleted"], last_access=last_access)
+                            soft_deleted=row["soft_deleted"], last_access=last_access, floor=row["floor"],
+                            marks=tuple(tuple(m) for m in json.loads(row["marks"])))
         return StoredStream(config, state)
 
     async def paths(self, after: str, limit: int) -> list[str]:
@@ -361,6 +370,30 @@ class PostgresStore(StreamStore):
         path = self._paths.get(stream_id)
         if path is not None:
             self.forget(path)
+
+    async def retain(self, path: str, floor: int, marks: tuple[tuple[int, float], ...]) -> int:
+        """The floor never passes a fork's base (forks of any node: the database knows
+        them); whole chunk rows below it are deleted in the same transaction."""
+        stream_id = self._require_id(path)
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction():
+                    kept = await conn.fetchval(
+                        "UPDATE streams s SET floor = greatest(s.floor, least($2, coalesce("
+                        "(SELECT min(f.base_offset) FROM streams f WHERE f.fork_source = s.id), $2))), "
+                        "marks = $3::jsonb WHERE s.id = $1 RETURNING s.floor",
+                        stream_id, floor, json.dumps([list(m) for m in marks]))
+                    if kept is None:
+                        raise StaleStream("the stream was deleted")
+                    freed = await conn.fetchval(
+                        "WITH gone AS (DELETE FROM chunks WHERE stream_id = $1 AND end_offset <= $2 "
+                        "RETURNING end_offset - start_offset AS size) SELECT coalesce(sum(size), 0) FROM gone",
+                        stream_id, kept)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from exc
+        return int(freed)
 
     def touch(self, path: str, when: float) -> None:
         stream_id = self._ids.get(path)
