@@ -326,7 +326,7 @@ async def measure_live(writer: BenchServer, reader: BenchServer, cpu_servers: li
     grace = settings.long_poll_ms / 1000 + 5
     write_urls = [f"{writer.base_url}{STREAM_ROOT}/{prefix}/l{j}" for j in range(n)]
     read_urls = [f"{reader.base_url}{STREAM_ROOT}/{prefix}/l{j}" for j in range(n)]
-    ack_latencies: list[float] = []
+    acks: list[dict[int, float]] = [{} for _ in range(n)]  # stream -> seq -> POST latency
     write_errors: list[str] = []
     readers_total = n * settings.live_readers
     async with hb.new_session(8) as session, \
@@ -353,14 +353,16 @@ async def measure_live(writer: BenchServer, reader: BenchServer, cpu_servers: li
                 await asyncio.wait_for(asyncio.gather(*(r.armed.wait() for _, r in readers)), 5)
             await asyncio.sleep(0.3)  # let the last requests reach the server and park
 
-            async def post(client: hb.LeanClient, seq: int | None) -> None:
+            async def post(j: int, seq: int | None) -> None:
+                client = clients[j]
+                message = hb.live_message(seq)  # stamped with the send time
                 t0 = time.perf_counter()
                 try:
-                    resp = await client.send(client.post_request(hb.TEXT, hb.live_message(seq)))
+                    resp = await client.send(client.post_request(hb.TEXT, message))
                     if resp.status not in (200, 204):
                         write_errors.append(f"POST -> {resp.status}")
                     elif seq is not None:
-                        ack_latencies.append(time.perf_counter() - t0)
+                        acks[j][seq] = time.perf_counter() - t0
                 except (hb.HttpProtocolError, OSError, asyncio.TimeoutError) as exc:
                     write_errors.append(str(exc) or type(exc).__name__)
 
@@ -370,14 +372,16 @@ async def measure_live(writer: BenchServer, reader: BenchServer, cpu_servers: li
                 for k in range(per_stream):
                     due = start + (k * n + j) / settings.live_rate
                     await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    await post(clients[j], k)
-                await post(clients[j], None)
+                    await post(j, k)
+                await post(j, None)
 
+            before = await scrape_all([writer])
             with CpuMeter(cpu_servers, pg) as cpu:
                 start = time.perf_counter()
                 await asyncio.gather(*(stream_writer(j, start) for j in range(n)))
                 written = time.perf_counter() - start
                 await asyncio.wait(tasks, timeout=grace)
+            after = await scrape_all([writer])
         finally:
             for task in tasks:
                 task.cancel()
@@ -386,6 +390,11 @@ async def measure_live(writer: BenchServer, reader: BenchServer, cpu_servers: li
                 client.close()
         await hb.delete_streams(session, write_urls)
     latencies = [lat for _, r in readers for seq, lat in r.received.items() if seq < per_stream]
+    # Delivery minus the append's own latency: what the live path adds once the append is
+    # durable (negative when the event overtakes the POST's answer), apart from the disk.
+    after_ack = [lat - acks[j][seq] for j, r in readers for seq, lat in r.received.items()
+                 if seq in acks[j]]
+    ack_latencies = [lat for stream in acks for lat in stream.values()]
     appends = n * per_stream
     return {
         "mode": mode, "writer": writer.spec.name, "reader": reader.spec.name, "streams": n,
@@ -398,7 +407,10 @@ async def measure_live(writer: BenchServer, reader: BenchServer, cpu_servers: li
         "max_ms": hb._ms(max(latencies) if latencies else None),
         "ack_p50_ms": hb._ms(hb.percentile(ack_latencies, 50)),
         "ack_p99_ms": hb._ms(hb.percentile(ack_latencies, 99)),
+        "after_ack_p50_ms": hb._ms(hb.percentile(after_ack, 50)),
+        "after_ack_p99_ms": hb._ms(hb.percentile(after_ack, 99)),
         **cpu.figures(appends, "append"),
+        **metric_figures(before, after),
     }
 
 
@@ -462,7 +474,12 @@ WRK_METRICS = (("appends_per_s", "appends/s", "higher"), ("p50_ms", "p50 ms", "l
                ("wrk_cpu_util", "wrk CPU (cores)", ""))
 LIVE_METRICS = (("p50_ms", "p50 ms", "lower"), ("p99_ms", "p99 ms", "lower"),
                 ("max_ms", "max ms", "lower"), ("appends_per_s", "appends/s", ""),
+                ("ack_p50_ms", "append ack p50 ms", "lower"),
                 ("ack_p99_ms", "append ack p99 ms", "lower"),
+                ("after_ack_p50_ms", "deliv-ack p50 ms", "lower"),
+                ("after_ack_p99_ms", "deliv-ack p99 ms", "lower"),
+                ("flush_ms", "flush ms (mean)", "lower"),
+                ("notify_lag_ms", "notify lag ms", "lower"),
                 ("node_cpu_us_per_append", "node CPU us/append", "lower"),
                 ("pg_cpu_us_per_append", "pg CPU us/append", "lower"),
                 ("missing", "missing", "lower"), ("client_cpu_util", "client CPU (cores)", ""))
@@ -684,6 +701,12 @@ def findings(rows: list[dict]) -> list[dict]:
             "< 10 ms", lambda x: x < 10, "ms")
         add(f"cross-node live p50 ({mode}, A->B)", v(f"live-{mode}", "p50_ms", "pg A->B"),
             unit="ms")
+        add(f"cross-node live p99 minus the append's own latency ({mode}, A->B)",
+            v(f"live-{mode}", "after_ack_p99_ms", "pg A->B"), unit="ms")
+        add(f"cross-node live p99 ({mode}), PostgreSQL A->B / our file store",
+            ratio(v(f"live-{mode}", "p99_ms", "pg A->B"), v(f"live-{mode}", "p99_ms", "file")))
+        add(f"live appends/s reached ({mode}, A->B; asked {LIVE_RATE[0]:g})",
+            v(f"live-{mode}", "appends_per_s", "pg A->B"), unit="")
     for kind in ("big", "small"):
         add(f"catch-up MiB/s ({kind} appends), PostgreSQL / our file store",
             ratio(v(f"catchup-{kind}", "mib_per_s", "pg B<-A"), v(f"catchup-{kind}", "mib_per_s", "file")))
@@ -691,6 +714,7 @@ def findings(rows: list[dict]) -> list[dict]:
 
 
 CASES_BY_KEY: dict[str, Case] = {}
+LIVE_RATE = [0.0]  # the asked rate, for the findings
 
 
 def _conflicts_total(rows: list[dict]) -> int | None:
@@ -741,7 +765,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
                    help="wrk connections per node, and as many streams per node")
     p.add_argument("--live-seconds", type=float, help="writing window of a live figure (full: 4)")
     p.add_argument("--live-rate", type=float, default=1000.0, help="appends/s on node A")
-    p.add_argument("--live-streams", type=int, default=20, help="streams the appends spread over")
+    p.add_argument("--live-streams", type=int, default=50, help="streams the appends spread over")
     p.add_argument("--live-readers", type=int, default=1, help="live readers per stream")
     p.add_argument("--catchup-mib", type=int, help="size of the big catch-up stream (full: 64)")
     p.add_argument("--catchup-chunk-kib", type=int, default=64, help="its append size")
@@ -828,6 +852,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
     CASES_BY_KEY.update({c.key: c for c in cases})
+    LIVE_RATE[0] = settings.live_rate
     rows = summarize(cases)
     found = findings(rows)
     text = table(rows, found)
