@@ -7,7 +7,7 @@ between rounds (A B C, C B A, ...); the figures are medians over rounds, and the
 comparisons are ratios, because the 2 cores of these machines are shared.
 
     .venv/bin/python bench/postgres_bench.py            # full run, about 2.5 minutes
-    .venv/bin/python bench/postgres_bench.py --quick    # smoke run, under 2 minutes
+    .venv/bin/python bench/postgres_bench.py --quick    # smoke run, under a minute
 
 Scenarios (see bench/README.md, "PostgreSQL benchmark"):
     wrk      appends/s and CPU per append under wrk: pg1 (1 node on PostgreSQL), pg2 (2
@@ -756,7 +756,7 @@ def table(rows: list[dict], found: list[dict]) -> str:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run (under 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="smoke run (under a minute)")
     p.add_argument("--tests", default=",".join(ALL_TESTS),
                    help=f"comma-separated subset of {','.join(ALL_TESTS)}")
     p.add_argument("--rounds", type=int, help="rounds of the wrk and live figures (full: 2)")
