@@ -109,7 +109,8 @@ class BenchServer(hb.ServerProcess):
     def __init__(self, name: str, kind: str, work_dir: Path, settings: Settings,
                  dsn: str | None = None):
         super().__init__(hb.TargetSpec(name, kind), work_dir, durable=(dsn is None),
-                         settings=settings, tag="pg" if dsn else "")
+                         settings=settings)
+        self.log_path = work_dir / f"{name}.log"  # not "-memory": PostgreSQL is durable
         self.dsn = dsn
         self.admin_port: int | None = None
 
