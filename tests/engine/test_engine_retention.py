@@ -35,8 +35,8 @@ async def test_max_size_keeps_whole_appends_and_the_newest(make_store, clock):
         stream = await engine.require("/s")
         await engine.retain(stream)
         floor = stream.state.floor
-        assert 2000 <= floor <= 2000 and floor % 100 == 0  # exactly max_size kept, whole appends
-        assert stream.state.tail - floor <= 1000
+        # whole appends, at most max_size kept, down to 7/8 of it (not compacted per append)
+        assert floor % 100 == 0 and 875 <= stream.state.tail - floor <= 1000
         chunk = await engine.read(stream, engine.read_start(stream, None), 10_000)
         assert chunk.start == floor and chunk.data == data[floor:]
         with pytest.raises(BelowFloor) as gone:
@@ -95,7 +95,7 @@ async def test_forks_and_reads_in_progress_pin_the_floor(make_store, clock):
         assert src.state.floor <= 600
         await reading.aclose()
         await engine.retain(src)
-        assert src.state.floor == 1500
+        assert src.state.floor == 1600
     finally:
         await engine.close()
 
@@ -110,8 +110,8 @@ async def test_floor_survives_reopen(make_store, clock):
     engine = await _engine(make_store, clock)  # no rule now: the floor stays, nothing more goes
     try:
         stream = await engine.require("/s")
-        assert stream.state.floor == 700
-        assert (await engine.read(stream, engine.read_start(stream, None), 10_000)).data == data[700:]
+        assert stream.state.floor == 800
+        assert (await engine.read(stream, engine.read_start(stream, None), 10_000)).data == data[800:]
         with pytest.raises(BelowFloor):
             engine.read_start(stream, 0)
     finally:

@@ -302,7 +302,9 @@ class StreamEngine:
                 floor = max(floor, aged)
         if rule.max_size is not None and state.tail - floor > rule.max_size:
             own_start = stream.config.base_offset
-            wanted = max(own_start, state.tail - rule.max_size)
+            # Down to 7/8 of the bound, so a stream at its bound is not compacted on every
+            # append (one log record per append), but once per max_size / 8 of growth.
+            wanted = max(own_start, state.tail - rule.max_size + rule.max_size // 8)
             boundary = wanted if wanted == own_start else await self.store.next_boundary(stream.path, wanted - 1)
             if boundary >= state.tail:  # the newest append alone is over: it is kept whole
                 boundary = stream._last_append
