@@ -322,8 +322,11 @@ class StreamEngine:
         reclaimed = await self.store.retain(stream.path, floor, marks)
         if stream.removed:
             return 0
-        state.floor = max(state.floor, floor)
-        state.marks = marks
+        if self.store.shared:
+            await self._load(stream.path)  # the database may have kept a lower floor (forks elsewhere)
+        else:
+            state.floor = max(state.floor, floor)
+            state.marks = marks
         self.events.retention_applied(dropped, reclaimed)
         return dropped
 
@@ -359,6 +362,8 @@ class StreamEngine:
     def _adopt(stream: Stream, fresh: StreamState) -> None:
         """Bring a cached stream to the state the store returned, never backwards."""
         state = stream.state
+        if fresh.floor >= state.floor:  # a retention pass (of any node) moved it
+            state.floor, state.marks = fresh.floor, fresh.marks
         if fresh.tail < state.tail:
             return  # read before one of this node's own appends landed
         if stream._in_flight and fresh.tail <= stream._pending.tail:
@@ -368,8 +373,6 @@ class StreamEngine:
         state.stream_seq, state.producers = fresh.stream_seq, fresh.producers
         state.soft_deleted = fresh.soft_deleted
         state.last_access = max(state.last_access, fresh.last_access)
-        if fresh.floor >= state.floor:  # another node's retention pass
-            state.floor, state.marks = fresh.floor, fresh.marks
         stream._stale = False
         if moved:
             stream._signal.fire()
