@@ -132,3 +132,24 @@ async def test_json_streams_stay_whole_messages_from_the_floor(make_store, clock
         assert lines and lines[-1] == b'{"n":19}' and all(line.startswith(b'{"n":') for line in lines)
     finally:
         await engine.close()
+
+
+async def test_a_fork_below_the_source_floor_is_gone_and_a_fork_above_inherits_it(make_store, clock):
+    engine = await _engine(make_store, clock, RetentionRule(pattern="/src", max_size=500))
+    try:
+        await engine.create("/src", put())
+        data = await _fill(engine, "/src", 20)
+        src = await engine.require("/src")
+        await engine.retain(src)
+        floor = src.state.floor
+        assert floor > 0
+        with pytest.raises(BelowFloor):
+            await engine.create("/early", fork("/src", offset=floor - 100))
+        await engine.create("/late", fork("/src", offset=floor + 100))
+        late = await engine.require("/late")
+        assert late.state.floor == floor
+        assert (await engine.read(late, engine.read_start(late, None), 10_000)).data == data[floor:floor + 100]
+        with pytest.raises(BelowFloor):
+            engine.read_start(late, 0)
+    finally:
+        await engine.close()

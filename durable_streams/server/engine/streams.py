@@ -547,6 +547,8 @@ class StreamEngine:
         if request.fork is not None:
             source = await self._resolve(request.fork.source_path)
             base_offset = fork_anchor(source, request.fork, content_type)
+            if base_offset < source.state.floor:  # the fork would share bytes retention dropped
+                raise BelowFloor(source.state.floor)
             # Pin the source before awaiting anything: a concurrent DELETE of it must
             # soft-delete it rather than reclaim bytes this fork is about to share.
             source._pins += 1
@@ -569,7 +571,9 @@ class StreamEngine:
             data = prefix + body
             now = self.clock()
             config = StreamConfig(path, content_type, now, base_offset, settings)
-            state = StreamState(tail=base_offset + len(data), closed=request.closed, last_access=now)
+            # A fork starts at its source's floor: what lies below it is gone for the fork too.
+            floor = min(source.state.floor, base_offset) if source is not None else 0
+            state = StreamState(tail=base_offset + len(data), closed=request.closed, last_access=now, floor=floor)
             await self.store.create(config, state, data)
         except BaseException:
             if source is not None:

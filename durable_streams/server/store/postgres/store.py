@@ -54,8 +54,8 @@ FROM streams s WHERE path = $1
 
 _CREATE_SQL = """
 INSERT INTO streams (path, content_type, created_at, base_offset, settings, fork_source, tail, closed,
-                     soft_deleted, last_access)
-VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, false, $9)
+                     soft_deleted, last_access, floor)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, false, $9, $10)
 RETURNING id
 """
 
@@ -292,7 +292,8 @@ class PostgresStore(StreamStore):
                             raise StaleStream("the fork source was deleted")
                     stream_id = await conn.fetchval(
                         _CREATE_SQL, config.path, config.content_type, config.created_at, config.base_offset,
-                        json.dumps(config.settings), source_id, state.tail, state.closed, state.last_access)
+                        json.dumps(config.settings), source_id, state.tail, state.closed, state.last_access,
+                        state.floor)
                     if data:
                         await conn.execute(
                             "INSERT INTO chunks (stream_id, start_offset, end_offset, data, ends) "
