@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import functools
 import secrets
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from .offsets import parse_position
 from .producers import ProducerClaim, ProducerVerdict, check_stream_seq, judge
 from .retention import RetentionRule, add_mark, age_floor, rule_for
 from .stream import Stream
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
@@ -275,7 +278,12 @@ class StreamEngine:
                     await self.retain(stream)
                 except (StoreError, StreamError):
                     pass  # tried again when the stream next grows or its marks fall due
+                except Exception:  # never let one stream stop retention for all
+                    log.exception("retention pass of %s failed", stream.path)
                 await asyncio.sleep(0)  # appends and reads go first
+
+    def _current(self, stream: Stream) -> bool:
+        return not stream.removed and self._streams.get(stream.path) is stream
 
     @staticmethod
     def _age_due(stream: Stream, now: float) -> bool:
@@ -306,6 +314,8 @@ class StreamEngine:
             # append (one log record per append), but once per max_size / 8 of growth.
             wanted = max(own_start, state.tail - rule.max_size + rule.max_size // 8)
             boundary = wanted if wanted == own_start else await self.store.next_boundary(stream.path, wanted - 1)
+            if not self._current(stream):
+                return 0  # deleted (and maybe re-created) meanwhile: its path is not its own
             if boundary >= state.tail:  # the newest append alone is over: it is kept whole
                 boundary = stream._last_append
             floor = max(floor, boundary)

@@ -76,6 +76,7 @@ class MemoryStore(StreamStore):
             return 0
         del entry.data[:drop]  # the prefix is released (bytearray shrinks in place)
         entry.start += drop
+        del entry.boundaries[:bisect_right(entry.boundaries, entry.start)]
         return drop
 
     def touch(self, path: str, when: float) -> None:

@@ -18,6 +18,7 @@ import time
 from array import array
 from dataclasses import dataclass, field
 
+import asyncpg
 import structlog
 
 from ..base import Commit, StaleStream, StoreError
@@ -26,8 +27,7 @@ log = structlog.get_logger("durable_streams.store.postgres")
 
 CHANNEL = "durable_streams"
 NOTIFY_ENTRIES = 150  # "id:tail:c," entries of at most ~45 bytes: under 8000 per notify
-MAX_BATCH_APPENDS = 8192
-MAX_BATCH_BYTES = 32 << 20
+FLUSH_TIMEOUT = 30.0  # seconds: a hung database fails the batch (503) instead of every append waiting
 
 FLUSH_SQL = f"""
 WITH batch AS (
@@ -132,13 +132,18 @@ class Flusher:
             await asyncio.gather(self._task, return_exceptions=True)
         await self._release()
 
-    async def _release(self) -> None:
+    async def _release(self, *, broken: bool = False) -> None:
+        """Give the flusher's connection back; a broken (or timed-out) one is closed first,
+        and the pool opens a new one when it is next needed."""
         conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                await self._pool_of().release(conn)
-            except Exception:
-                conn.terminate()
+        if conn is None:
+            return
+        if broken:
+            conn.terminate()
+        try:
+            await self._pool_of().release(conn)
+        except Exception:
+            conn.terminate()
 
     def append(self, stream_id: int, data: bytes, commit: Commit) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -203,7 +208,7 @@ class Flusher:
                 self._conn = await self._pool_of().acquire()
             conn = self._conn
             started = time.monotonic()
-            row = await conn.fetchrow(
+            row = await asyncio.wait_for(conn.fetchrow(
                 FLUSH_SQL,
                 [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
                 [p.close for p in items],
@@ -214,11 +219,16 @@ class Flusher:
                 [b"".join(p.pieces) for p in items],
                 [p.ends.tobytes() for p in items],
                 *producer_rows,
-            )
+            ), FLUSH_TIMEOUT)
         except BaseException as exc:
             if isinstance(exc, Exception):
-                await self._release()  # a broken connection goes back to the pool to be replaced
-            error = self._on_error(exc) if isinstance(exc, Exception) else StoreError("flush cancelled")
+                await self._release(broken=True)
+            if isinstance(exc, (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)):
+                error = StaleStream("the flush lost a lock race; nothing of it landed")  # decided again
+            elif isinstance(exc, Exception):
+                error = self._on_error(exc)
+            else:
+                error = StoreError("flush cancelled")
             self.stats.failures += 1
             for p in items:
                 for future in p.futures:

@@ -349,6 +349,10 @@ class PostgresStore(StreamStore):
         await self._drop(conn, stream_id)
         source = row["fork_source"]
         while source is not None:  # a deleted source whose last fork this was goes too
+            # Only a soft-deleted source is locked: flushes never lock those (their guard
+            # skips them), so this lock taken after the fork's (higher id) cannot deadlock.
+            if not await conn.fetchval("SELECT soft_deleted FROM streams WHERE id = $1", source):
+                break
             up = await conn.fetchrow("SELECT soft_deleted, fork_source FROM streams WHERE id = $1 FOR UPDATE", source)
             if up is None or not up["soft_deleted"] or await self._has_forks(conn, source):
                 break
@@ -379,6 +383,8 @@ class PostgresStore(StreamStore):
         try:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
+                    # the compactor's lock: a merge never re-inserts rows this deletes
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", stream_id)
                     kept = await conn.fetchval(
                         "UPDATE streams s SET floor = greatest(s.floor, least($2, coalesce("
                         "(SELECT min(f.base_offset) FROM streams f WHERE f.fork_source = s.id), $2))), "
@@ -416,10 +422,13 @@ class PostgresStore(StreamStore):
             return
         touches, self._touches = self._touches, {}
         try:
-            await self._query(
+            await self._query(  # rows locked in id order, as the flusher does: no deadlock
                 "execute",
+                "WITH locked AS (SELECT id FROM streams WHERE id = ANY($1::bigint[]) ORDER BY id "
+                "FOR NO KEY UPDATE) "
                 "UPDATE streams s SET last_access = greatest(s.last_access, t.at) "
-                "FROM unnest($1::bigint[], $2::float8[]) AS t (id, at) WHERE s.id = t.id",
+                "FROM unnest($1::bigint[], $2::float8[]) AS t (id, at) "
+                "WHERE s.id = t.id AND s.id IN (SELECT id FROM locked)",
                 list(touches), list(touches.values()))
         except BaseException:  # failed or cancelled (close): keep them for the next try
             for stream_id, at in touches.items():
