@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..store.base import StaleStream, StreamStore
-from .errors import Conflict, InvalidRequest, StreamGone, StreamNotFound
+from ..store.base import FloorMoved, StaleStream, StreamStore
+from .errors import BelowFloor, Conflict, InvalidRequest, StreamGone, StreamNotFound
 from .framing import Framing, count_units_prefix, media_type
 from .offsets import parse_position
 from .stream import Stream
@@ -54,6 +54,8 @@ async def _unless_removed(stream: Stream, lookup: Callable[[], Awaitable[T]]) ->
         raise StreamNotFound(f"stream {stream.path} was deleted")
     try:
         found = await lookup()
+    except FloorMoved as moved:  # a shared store: another node's retention got there first
+        raise BelowFloor(moved.floor) from None
     except StaleStream:  # a shared store: another node deleted it meanwhile
         raise StreamNotFound(f"stream {stream.path} was deleted") from None
     except Exception:

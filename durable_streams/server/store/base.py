@@ -132,6 +132,14 @@ class StaleStream(StoreError):
     node loaded it. Nothing was written; reload the stream and decide again."""
 
 
+class FloorMoved(StaleStream):
+    """Shared stores: another node's retention dropped the bytes asked for."""
+
+    def __init__(self, floor: int) -> None:
+        super().__init__("the bytes are below the stream's floor")
+        self.floor = floor
+
+
 class Retired(enum.Enum):
     """What `retire` did."""
 

@@ -29,7 +29,7 @@ except ImportError:  # an optional extra: only servers configured with `postgres
     asyncpg = None
 
 from ..base import (
-    ChangeListener, Commit, ProducerState, ResyncListener, Retired, StaleStream, StoredStream,
+    ChangeListener, Commit, FloorMoved, ProducerState, ResyncListener, Retired, StaleStream, StoredStream,
     StoreError, StoreUnavailable, StreamConfig, StreamState, StreamStore,
 )
 from .compactor import Compactor
@@ -285,11 +285,14 @@ class PostgresStore(StreamStore):
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
                     if source_id is not None:
-                        # FOR SHARE: a concurrent delete of the source waits, then sees this fork
-                        live = await conn.fetchval(
-                            "SELECT id FROM streams WHERE id = $1 AND NOT soft_deleted FOR SHARE", source_id)
-                        if live is None:
+                        # FOR SHARE: a concurrent delete or retention pass of the source
+                        # waits, then sees this fork (and keeps its bytes)
+                        floor = await conn.fetchval(
+                            "SELECT floor FROM streams WHERE id = $1 AND NOT soft_deleted FOR SHARE", source_id)
+                        if floor is None:
                             raise StaleStream("the fork source was deleted")
+                        if floor > config.base_offset:
+                            raise StaleStream("the fork source's retention dropped the fork point")
                     stream_id = await conn.fetchval(
                         _CREATE_SQL, config.path, config.content_type, config.created_at, config.base_offset,
                         json.dumps(config.settings), source_id, state.tail, state.closed, state.last_access,
@@ -383,15 +386,20 @@ class PostgresStore(StreamStore):
         try:
             async with self._pool.acquire() as conn:
                 async with conn.transaction():
-                    # the compactor's lock: a merge never re-inserts rows this deletes
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", stream_id)
+                    # Locked first: a fork created meanwhile (FOR SHARE) either committed
+                    # before, and the next statement's snapshot sees its base, or waits.
+                    if await conn.fetchval("SELECT id FROM streams WHERE id = $1 FOR NO KEY UPDATE",
+                                           stream_id) is None:
+                        raise StaleStream("the stream was deleted")
                     kept = await conn.fetchval(
                         "UPDATE streams s SET floor = greatest(s.floor, least($2, coalesce("
                         "(SELECT min(f.base_offset) FROM streams f WHERE f.fork_source = s.id), $2))), "
                         "marks = $3::jsonb WHERE s.id = $1 RETURNING s.floor",
                         stream_id, floor, json.dumps([list(m) for m in marks]))
-                    if kept is None:
-                        raise StaleStream("the stream was deleted")
+                # The floor is durable; its rows go in a second transaction, so the stream's
+                # row is not locked (against every node's flushes) while they are deleted.
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", stream_id)  # the compactor's
                     freed = await conn.fetchval(
                         "WITH gone AS (DELETE FROM chunks WHERE stream_id = $1 AND end_offset <= $2 "
                         "RETURNING end_offset - start_offset AS size) SELECT coalesce(sum(size), 0) FROM gone",
@@ -461,6 +469,9 @@ class PostgresStore(StreamStore):
                 pieces.append(data[skip:take] if (skip or take < len(data)) else data)
                 position = chunk_start + take
         if position < end:
+            floor = await self._query("fetchval", "SELECT floor FROM streams WHERE id = $1", stream_id)
+            if floor is not None and floor > position:
+                raise FloorMoved(floor)
             raise StaleStream("the stream's bytes are gone (deleted by another node)")
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
