@@ -12,7 +12,7 @@ from durable_streams.server.engine.errors import (
     Conflict, InvalidRequest, ProducerSeqGap, StaleProducerEpoch, StreamError,
 )
 from durable_streams.server.engine.producers import ProducerVerdict
-from durable_streams.server.engine.streams import PRODUCER_IDLE_TTL, AppendResult
+from durable_streams.server.engine.streams import PRODUCER_IDLE_TTL, AppendResult, StreamEngine
 
 
 async def test_new_producer_starts_at_seq_zero(engine):
@@ -140,3 +140,52 @@ async def test_idle_producer_state(engine, clock):
         assert retry == AppendResult(1, False, ProducerVerdict(True, 0, 0), wrote=False)
     else:
         assert retry == AppendResult(2, False, ProducerVerdict(False, 0, 0), wrote=True)
+
+
+async def test_a_duplicate_of_an_append_in_flight_waits_for_it_and_is_written_if_it_failed(clock):
+    """A producer's retry of a request still in flight (its client gave up) is a duplicate
+    only once the original is durable: if the original then fails, the retry writes it."""
+    import asyncio
+
+    from durable_streams.server.store.base import StoreError
+    from durable_streams.server.store.memory import MemoryStore
+
+    class HeldStore(MemoryStore):
+        """Appends land when the test says (the first fails), like a store mid-flush."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.held: list[tuple[asyncio.Future, str, bytes, object]] = []
+
+        def append(self, path, data, commit):
+            future = asyncio.get_running_loop().create_future()
+            self.held.append((future, path, data, commit))
+            return future
+
+        def release(self, fail: bool) -> None:
+            future, path, data, commit = self.held.pop(0)
+            if fail:
+                future.set_exception(StoreError("disk gone"))
+            else:
+                super().append(path, data, commit)
+                future.set_result(None)
+
+    store = HeldStore()
+    engine = StreamEngine(store, clock=clock)
+    await engine.open()
+    await engine.create("/s", put())
+    first = asyncio.create_task(engine.append("/s", post(b"a", producer=claim("p", 0, 0))))
+    await asyncio.sleep(0)
+    assert len(store.held) == 1
+    first.cancel()  # the client gave up; the append stays queued in the store
+    retry = asyncio.create_task(engine.append("/s", post(b"a", producer=claim("p", 0, 0))))
+    await asyncio.sleep(0.01)
+    assert not retry.done()  # not answered "duplicate" while the original may still fail
+    store.release(fail=True)
+    await asyncio.sleep(0.01)
+    assert len(store.held) == 1  # decided again: written this time
+    store.release(fail=False)
+    result = await retry
+    assert result.wrote and result.tail == 1
+    assert (await engine.read(await engine.require("/s"), 0, 10)).data == b"a"
+    await engine.close()

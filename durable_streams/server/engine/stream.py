@@ -45,7 +45,7 @@ class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
                  "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
                  "_in_flight", "_generation", "_signal", "_stale",
-                 "_retention", "_reads", "_last_append")
+                 "_retention", "_reads", "_last_append", "_last_queued")
 
     def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
         # Read by the protocol layer (StreamView); plain attributes: the read path is hot.
@@ -74,6 +74,7 @@ class Stream:
         # Starts of the reads in progress: the floor never passes one (their bytes stay).
         self._reads: list[int] = []
         self._last_append = -1  # where the newest append began, once one landed here
+        self._last_queued: asyncio.Future | None = None  # lands with the newest queued append
 
     @property
     def path(self) -> str:

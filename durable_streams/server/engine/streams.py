@@ -630,6 +630,7 @@ class StreamEngine:
         for _attempt in range(MAX_STALE_RETRIES):
             stream = await self.require(path, fresh=False)
             async with stream._lock:
+                queued_before = stream._last_queued if stream._pending is not None else None
                 if self.store.shared:
                     decided = await self._decide_shared(stream, request)
                     if decided is None:
@@ -638,6 +639,11 @@ class StreamEngine:
                     self._check_writable(stream)
                     decided = self._queue_append(stream, request)
             result, published = decided
+            if published is None and not result.wrote and queued_before is not None:
+                # A duplicate (or an idempotent close) recognised on appends not durable yet:
+                # answered only once they are. If they fail, it is decided again, and written.
+                await asyncio.wait([queued_before])  # landed or failed: decided again either way
+                continue
             if published is not None:
                 try:
                     await published  # raises the store's error; cancelling it leaves the append be
@@ -729,6 +735,7 @@ class StreamEngine:
         stream._pending.apply(commit)
         stream._in_flight += 1
         published = asyncio.get_running_loop().create_future()
+        stream._last_queued = landed  # the store's own future: no request can cancel it
         landed.add_done_callback(
             functools.partial(self._landed, stream, commit, len(data), stream._generation, published))
         return result, published
@@ -747,8 +754,11 @@ class StreamEngine:
                 stream._in_flight = 0
                 if failed:
                     stream._generation += 1
-                    # shared: another node wrote first, or the outcome is unknown
+                    # shared: another node wrote first, or the outcome is unknown; a change
+                    # notified meanwhile was not shown to readers: reload for them
                     stream._stale = self.store.shared
+                    if self.store.shared:
+                        asyncio.ensure_future(self._reload_quietly([stream.path]))
                 elif stream._stale:  # another node's append was notified meanwhile
                     asyncio.ensure_future(self._reload_quietly([stream.path]))
         if not failed:
