@@ -226,16 +226,32 @@ class StreamEngine:
                 return swept  # the database is down: the next sweep tries again
             for path in paths:
                 try:
-                    stream = await self._load(path)
-                    if stream is not None and self._expired(stream):
-                        await self._discard(stream)
-                        swept += stream.removed
+                    swept += await self._sweep_one(path)
                 except StoreError:
                     return swept
             if len(paths) < SWEEP_PAGE:
                 return swept
             after = paths[-1]
         return swept
+
+    async def _sweep_one(self, path: str) -> int:
+        """Judge one stream of the walk; it joins this node's cache only if it expires
+        here (each node would otherwise end up caching every stream of the database)."""
+        if path in self._streams:
+            stream = await self._load(path)
+        else:
+            stored = await self.store.lookup(path)
+            if stored is None or path in self._streams:
+                return 0
+            lifetime = Lifetime.from_settings(stored.config.settings)
+            if stored.state.soft_deleted or not lifetime.is_expired(stored.state.last_access, self.clock()):
+                self.store.forget(path)
+                return 0
+            stream = await self._load(path)
+        if stream is None or not self._expired(stream):
+            return 0
+        await self._discard(stream)
+        return int(stream.removed)
 
     async def run_sweeper(self, interval: float) -> None:
         while not self.stopping:
@@ -381,7 +397,7 @@ class StreamEngine:
         moved = (fresh.tail, fresh.closed, fresh.soft_deleted) != (state.tail, state.closed, state.soft_deleted)
         state.tail, state.closed, state.closed_by = fresh.tail, fresh.closed, fresh.closed_by
         state.stream_seq, state.producers = fresh.stream_seq, fresh.producers
-        state.soft_deleted = fresh.soft_deleted
+        state.soft_deleted = state.soft_deleted or fresh.soft_deleted  # never undone
         state.last_access = max(state.last_access, fresh.last_access)
         stream._stale = False
         if moved:
@@ -409,6 +425,9 @@ class StreamEngine:
         """Another node's flush moved a loaded stream (or this node's own, echoed back)."""
         stream = self._streams.get(path)
         if stream is None:
+            return
+        if tail < 0:  # deleted (or soft-deleted) by another node: let the database say which
+            asyncio.ensure_future(self._reload_quietly([path]))
             return
         known = stream._pending if stream._pending is not None else stream.state
         if tail < known.tail or (tail == known.tail and (known.closed or not closed)):
@@ -860,7 +879,14 @@ class StreamEngine:
                     if self.store.shared:
                         await self._recheck(stream)
                     return
-                await stream._signal.wait(remaining)
+                ttl = stream.lifetime.ttl
+                if self.store.shared and ttl is not None:
+                    # Other nodes do not see this reader: touch every half TTL, or one of
+                    # them would expire the stream under it.
+                    await stream._signal.wait(min(remaining, ttl / 2))
+                    self.touch(stream)
+                else:
+                    await stream._signal.wait(remaining)
         finally:
             stream._live_readers -= 1
             self.touch(stream)  # its idle time starts when the last reader stops waiting

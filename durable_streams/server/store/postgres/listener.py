@@ -26,10 +26,14 @@ KEEPALIVE = 5.0  # seconds between probes of an idle LISTEN connection
 
 
 def parse_payload(payload: str) -> list[tuple[int, int, bool]]:
+    """`id:tail` (an append), `id:tail:c` (and closed), `id:d` (deleted or soft-deleted:
+    reported with tail -1)."""
     entries = []
     for entry in payload.split(","):
         parts = entry.split(":")
-        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+        if len(parts) == 2 and parts[0].isdigit() and parts[1] == "d":
+            entries.append((int(parts[0]), -1, False))
+        elif len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
             entries.append((int(parts[0]), int(parts[1]), len(parts) > 2 and parts[2] == "c"))
     return entries
 

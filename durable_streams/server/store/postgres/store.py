@@ -33,7 +33,7 @@ from ..base import (
     StoreError, StoreUnavailable, StreamConfig, StreamState, StreamStore,
 )
 from .compactor import Compactor
-from .flusher import Flusher
+from .flusher import CHANNEL, Flusher
 from .listener import Listener
 from .schema import migrate
 
@@ -248,6 +248,8 @@ class PostgresStore(StreamStore):
             self.forget(path)
             return None
         stream_id = row["id"]
+        if stream_id < self._ids.get(path, 0):
+            return await self.lookup(path)  # overtaken by a lookup that saw a newer incarnation
         self._remember(path, stream_id)
         config = StreamConfig(path, row["content_type"], row["created_at"], row["base_offset"],
                               json.loads(row["settings"]))
@@ -339,6 +341,12 @@ class PostgresStore(StreamStore):
             self.forget(path)
         return outcome
 
+    async def _notify_deleted(self, conn, stream_ids: list[int]) -> None:
+        """Readers on other nodes learn at once (inside the deleting transaction: sent on COMMIT)."""
+        for start in range(0, len(stream_ids), 400):
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL,
+                               ",".join(f"{i}:d" for i in stream_ids[start:start + 400]))
+
     async def _retire(self, conn, stream_id: int, idle_since: float | None) -> Retired:
         row = await conn.fetchrow(
             "SELECT soft_deleted, fork_source, last_access FROM streams WHERE id = $1 FOR UPDATE", stream_id)
@@ -348,8 +356,10 @@ class PostgresStore(StreamStore):
             return Retired.IN_USE
         if await self._has_forks(conn, stream_id):
             await conn.execute("UPDATE streams SET soft_deleted = true WHERE id = $1", stream_id)
+            await self._notify_deleted(conn, [stream_id])
             return Retired.KEPT_FOR_FORKS
         await self._drop(conn, stream_id)
+        await self._notify_deleted(conn, [stream_id])
         source = row["fork_source"]
         while source is not None:  # a deleted source whose last fork this was goes too
             # Only a soft-deleted source is locked: flushes never lock those (their guard
