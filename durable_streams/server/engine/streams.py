@@ -518,7 +518,11 @@ class StreamEngine:
         for _attempt in range(MAX_STALE_RETRIES):
             stream = await self.require(path, fresh=False)
             async with stream._lock:
-                decided = await self._decide_append(stream, request)
+                try:
+                    decided = await self._decide_append(stream, request)
+                except StaleStream:  # refused at once (queued on an append that failed): nothing landed
+                    stream._stale = True
+                    continue
             if decided is None:
                 continue  # re-created by another node: look the path up again
             result, published = decided
