@@ -48,11 +48,15 @@ def from_engine(error: engine.StreamError) -> HttpError:
     return HttpError(500, error.reason)
 
 
+STORE_RETRY_AFTER = 1  # seconds: a lost database is probed every second
+
+
 def from_store(error: store.StoreError) -> HttpError:
-    """A store that could not keep a write: 507 when the disk is full, else 503. Both
-    say the stream is unchanged, so a retry is safe."""
-    status = 507 if isinstance(error, store.StoreFull) else 503
-    return HttpError(status, "storage unavailable, retry later")
+    """A store that could not keep a write: 507 when the disk is full, else 503 with
+    Retry-After. Both say the stream is unchanged, so a retry is safe."""
+    if isinstance(error, store.StoreFull):
+        return HttpError(507, "storage unavailable, retry later")
+    return HttpError(503, "storage unavailable, retry later", {"Retry-After": str(STORE_RETRY_AFTER)})
 
 
 # Matched by isinstance, in order, so a new subclass gets its parent's status, never a 500.
