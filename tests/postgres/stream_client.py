@@ -59,6 +59,7 @@ class Reader:
         self.messages: list = []
         self.arrived: list[float] = []
         self.requests = 0
+        self.broken = 0  # responses cut (node killed), retried
         self.offset = "-1"
         self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -98,10 +99,14 @@ class Reader:
     async def _run(self) -> None:
         while True:
             self.requests += 1
-            if self.mode == "long-poll":
-                await self._long_poll()
-            else:
-                await self._sse()
+            try:
+                if self.mode == "long-poll":
+                    await self._long_poll()
+                else:
+                    await self._sse()
+            except (aiohttp.ClientError, ConnectionError, asyncio.TimeoutError):
+                self.broken += 1  # the node went away: again from the last offset, as clients do
+                await asyncio.sleep(0.1)
 
     async def _long_poll(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
@@ -118,7 +123,7 @@ class Reader:
         async with self.http.get(self.base + self.path, params={"offset": self.offset, "live": "sse"},
                                  timeout=timeout) as r:
             assert r.status == 200, (r.status, await r.text())
-            event, data = None, []
+            event, data, batch = None, [], []
             async for raw in r.content:
                 line = raw.decode().rstrip("\r\n")
                 if line.startswith("event:"):
@@ -127,8 +132,11 @@ class Reader:
                     data.append(line[5:])
                 elif line == "":
                     if event == "data":
-                        self._got(json.loads("\n".join(data)))
+                        batch.extend(json.loads("\n".join(data)))
                     elif event == "control":
+                        # the offset after the data: only now is the data the reader's
                         control = json.loads("\n".join(data))
                         self.offset = control.get("streamNextOffset", self.offset)
+                        self._got(batch)
+                        batch = []
                     event, data = None, []
