@@ -41,6 +41,10 @@ PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
 # Shared stores: how often one request is re-decided after other nodes' writes won
 # the race for its stream before it is answered 503 (only under extreme contention).
 MAX_STALE_RETRIES = 16
+# How often a stale stream is reloaded before an append is decided on it, and how long
+# each time this node's own in-flight appends to it may take to land first.
+FRESH_LOAD_TRIES = 3
+FRESH_LOAD_WAIT = 1.0
 SWEEP_PAGE = 500
 T = TypeVar("T")
 
@@ -546,7 +550,7 @@ class StreamEngine:
         shared, loaded = self.store.shared, False
         while True:
             if shared and stream._stale and not loaded and not stream.removed:
-                if await self._load(stream.path) is not stream:
+                if not await self._load_fresh(stream):
                     return None
                 loaded = True
             if stream.removed:
@@ -564,6 +568,22 @@ class StreamEngine:
                 stream._stale = True
                 continue
             return result, published
+
+    async def _load_fresh(self, stream: Stream) -> bool:
+        """Reload a stale stream (under its lock) until the cache holds what the store
+        returned: `_adopt` keeps the cache while this node's own appends are in flight,
+        and a refusal decided on that cache (a producer's seq another node accepted) would
+        be false, so wait for them to land first. False: the path holds another incarnation."""
+        loop = asyncio.get_running_loop()
+        for _attempt in range(FRESH_LOAD_TRIES):
+            if await self._load(stream.path) is not stream:
+                return False
+            if not stream._stale or stream.removed:
+                return True
+            deadline = loop.time() + FRESH_LOAD_WAIT
+            while stream._in_flight and loop.time() < deadline:
+                await stream._signal.wait(0.01)  # fired when one lands; a failure resets the count
+        return True
 
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
         state = stream._pending if stream._pending is not None else stream.state
