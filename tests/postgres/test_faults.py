@@ -7,6 +7,7 @@ node's LISTEN connection dropped while its live readers wait."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -45,8 +46,11 @@ class Writer:
         while not self.stop.is_set():
             node = self.nodes[turn % len(self.nodes)]
             try:
-                status = await append(self.http, node.url, PATH, self.message(seq),
-                                      producer_headers(self.name, seq))
+                async with self.http.post(node.url + PATH, data=json.dumps(self.message(seq)).encode(),
+                                          headers={"Content-Type": "application/json",
+                                                   **producer_headers(self.name, seq)}) as r:
+                    body = await r.read()
+                    status = r.status
             except RETRYABLE:
                 self.retries += 1
                 turn += 1  # that node is gone: the same request on the other one
@@ -59,7 +63,8 @@ class Writer:
                 await asyncio.sleep(0.05)
                 continue
             if status not in (200, 204):
-                self.failures.append(f"{self.name} seq {seq} on {node.name}: {status}")
+                self.failures.append(f"{self.name} seq {seq} on {node.name}: {status} {body[:200]!r} "
+                                     f"(after {self.retries} retries)")
                 return
             self.acked.append(seq)
             self.acked_at.append(time.monotonic())
