@@ -524,7 +524,7 @@ class StreamEngine:
             async with stream._lock:
                 try:
                     decided = await self._decide_append(stream, request)
-                except StaleStream:  # refused at once (queued on an append that failed): nothing landed
+                except StaleStream:  # refused at once, or never fresh: nothing landed
                     stream._stale = True
                     continue
             if decided is None:
@@ -571,19 +571,22 @@ class StreamEngine:
 
     async def _load_fresh(self, stream: Stream) -> bool:
         """Reload a stale stream (under its lock) until the cache holds what the store
-        returned: `_adopt` keeps the cache while this node's own appends are in flight,
-        and a refusal decided on that cache (a producer's seq another node accepted) would
-        be false, so wait for them to land first. False: the path holds another incarnation."""
+        returned, with none of this node's appends in flight: `_adopt` keeps the cache while
+        they are, and appends are decided on `_pending` then, so a refusal (a producer's seq
+        another node accepted) would be false: wait for them to land first. `_adopt` also keeps it when a notification moved
+        the cached tail past the snapshot (the tail is new, the producers are not), and an
+        acceptance decided on that would pass the guard: a retried seq written twice.
+        False: the path holds another incarnation. StaleStream: still not fresh."""
         loop = asyncio.get_running_loop()
         for _attempt in range(FRESH_LOAD_TRIES):
             if await self._load(stream.path) is not stream:
                 return False
-            if not stream._stale or stream.removed:
-                return True
+            if stream.removed or not (stream._stale or stream._in_flight):
+                return True  # (with appends in flight, the decision would be taken on `_pending`)
             deadline = loop.time() + FRESH_LOAD_WAIT
             while stream._in_flight and loop.time() < deadline:
                 await stream._signal.wait(0.01)  # fired when one lands; a failure resets the count
-        return True
+        raise StaleStream("the stream kept changing while it was reloaded")
 
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
         state = stream._pending if stream._pending is not None else stream.state
