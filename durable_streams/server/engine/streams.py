@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import random
 import secrets
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
@@ -45,6 +46,7 @@ MAX_STALE_RETRIES = 16
 # each time this node's own in-flight appends to it may take to land first.
 FRESH_LOAD_TRIES = 3
 FRESH_LOAD_WAIT = 1.0
+STALE_BACKOFF = 0.002  # seconds, times the attempt: the most a lost race pauses an append
 SWEEP_PAGE = 500
 T = TypeVar("T")
 
@@ -534,7 +536,11 @@ class StreamEngine:
                 try:
                     await published  # raises the store's error; cancelling it leaves the append be
                 except StaleStream:
-                    continue  # another node wrote first: nothing of this one landed
+                    # another node wrote first: nothing of this one landed. A random pause
+                    # breaks the lockstep with a node that appends back to back (it would win
+                    # every race: its cache is never stale, this one reloads each time).
+                    await asyncio.sleep(random.random() * STALE_BACKOFF * (_attempt + 1))
+                    continue
             self.touch(stream)
             return result
         raise StoreUnavailable(f"stream {path} kept changing under this node; retry")
