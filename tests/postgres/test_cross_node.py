@@ -68,34 +68,55 @@ async def test_written_on_one_node_read_live_on_the_other(nodes, mode):
             await reader.stop()
 
 
-async def test_producer_alternating_nodes_with_retries_on_the_other(nodes):
+@pytest.mark.parametrize("background", [False, True], ids=["alone", "under-load"])
+async def test_producer_alternating_nodes_with_retries_on_the_other(nodes, background):
+    """Under load, each node also has its own appends in flight when the producer's
+    request comes: its cache lags the other node's producer state the most."""
     a, b = nodes
     path = new_path("producer")
     count, retried = 30, {4, 5, 11, 17, 18, 29}
     other_seq = itertools.count()
+    done = asyncio.Event()
     async with session() as http:
         assert await create(http, a.url, path) == 201
-        for seq in range(count):
-            here, other = (a, b) if seq % 2 == 0 else (b, a)
-            status = await append(http, here.url, path, {"seq": seq}, producer_headers("p1", seq))
-            assert status == 200, f"seq {seq} on {here.name}: {status}"
-            if seq in retried:  # the response was "lost": the client retries on the other node
-                for _ in range(2):
-                    status = await append(http, other.url, path, {"seq": seq}, producer_headers("p1", seq))
-                    assert status == 204, f"retry of seq {seq} on {other.name}: {status}"
-            if seq % 7 == 3:  # another producer moves the stream under both caches
-                assert await append(http, other.url, path, {"other": seq}, producer_headers("p2", next(other_seq))) == 200
-        # an old seq is a duplicate on both nodes; a gap is refused on both
-        for node in (a, b):
-            assert await append(http, node.url, path, {"seq": 3}, producer_headers("p1", 3)) == 204
-            assert await append(http, node.url, path, {"seq": 99}, producer_headers("p1", count + 1)) == 409
+
+        async def load(node: Node) -> int:
+            sent = 0
+            while not done.is_set():
+                assert await append(http, node.url, path, {"load": node.name}) == 204
+                sent += 1
+            return sent
+
+        loaders = [asyncio.create_task(load(node)) for node in (a, b)] if background else []
+        try:
+            for seq in range(count):
+                here, other = (a, b) if seq % 2 == 0 else (b, a)
+                status = await append(http, here.url, path, {"seq": seq}, producer_headers("p1", seq))
+                assert status == 200, f"seq {seq} on {here.name}: {status}"
+                if seq in retried:  # the response was "lost": the client retries on the other node
+                    for _ in range(2):
+                        status = await append(http, other.url, path, {"seq": seq}, producer_headers("p1", seq))
+                        assert status == 204, f"retry of seq {seq} on {other.name}: {status}"
+                if seq % 7 == 3:  # another producer moves the stream under both caches
+                    assert await append(http, other.url, path, {"other": seq},
+                                        producer_headers("p2", next(other_seq))) == 200
+            # an old seq is a duplicate on both nodes; a gap is refused on both
+            for node in (a, b):
+                assert await append(http, node.url, path, {"seq": 3}, producer_headers("p1", 3)) == 204
+                assert await append(http, node.url, path, {"seq": 99}, producer_headers("p1", count + 1)) == 409
+        finally:
+            done.set()
+            loaded = await asyncio.gather(*loaders)
+        assert all(n > 5 for n in loaded), loaded
         expected = []
         for seq in range(count):
             expected.append({"seq": seq})
             if seq % 7 == 3:
                 expected.append({"other": seq})
-        assert await read_all(http, a.url, path) == expected
-        assert await read_all(http, b.url, path) == expected
+        for node in (a, b):
+            messages = await read_all(http, node.url, path)
+            assert [m for m in messages if "load" not in m] == expected
+            assert len(messages) == len(expected) + sum(loaded)
 
 
 async def test_concurrent_writers_through_both_nodes(nodes):
