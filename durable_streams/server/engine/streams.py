@@ -165,9 +165,13 @@ class StreamEngine:
             stream = await self._load(path)
         else:
             stream = self._streams.get(path)
-        if stream is not None and self._expired(stream):
+        for _attempt in range(MAX_STALE_RETRIES):
+            if stream is None or not self._expired(stream):
+                break
             await self._discard(stream)
-            stream = self._streams.get(path)
+            # Over a shared store, a lookup that read the row before the expiry's delete
+            # committed may have cached the expired stream again meanwhile: look again.
+            stream = await self._load(path) if self.store.shared else self._streams.get(path)
         if stream is not None and stream.state.soft_deleted:
             if self.store.shared:  # only the database knows every fork
                 for fork_path in await self.store.forks_of(path):
