@@ -7,10 +7,11 @@ node's LISTEN connection dropped while its live readers wait."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -72,6 +73,20 @@ class Writer:
             turn = self.prefer
 
 
+@contextlib.asynccontextmanager
+async def running(writers: list[Writer]) -> AsyncIterator[list[asyncio.Task]]:
+    """The writers' tasks; on the way out (a failed assertion too) none is left running."""
+    tasks = [asyncio.create_task(w.run()) for w in writers]
+    try:
+        yield tasks
+    finally:
+        for w in writers:
+            w.stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def check_content(messages: list, writers: list[Writer]) -> None:
     """Every acknowledged append exactly once, each producer's in its order; nothing
     that no writer sent."""
@@ -90,37 +105,39 @@ async def test_sigkill_one_of_two_nodes_under_load(pg_dsn, tmp_path):
         async with session(timeout=10) as http:
             assert await create(http, nodes[0].url, PATH) == 201
             writers = [Writer(http, nodes, f"w{i}", prefer=i % 2) for i in range(4)]
-            tasks = [asyncio.create_task(w.run()) for w in writers]
-            readers = [Reader(http, nodes[0].url, PATH, "long-poll").start()]
-            for rnd in range(3):
-                victim, survivor = nodes[rnd % 2], nodes[(rnd + 1) % 2]
+            async with running(writers) as tasks:
+                readers = [Reader(http, nodes[0].url, PATH, "long-poll").start()]
+                for rnd in range(3):
+                    victim, survivor = nodes[rnd % 2], nodes[(rnd + 1) % 2]
+                    await asyncio.sleep(0.5)
+                    victim.kill()
+                    killed_at = time.monotonic()
+                    await asyncio.sleep(0.7)
+                    served = sum(1 for w in writers for t in w.acked_at if t > killed_at)
+                    assert served > 10, f"round {rnd}: {survivor.name} served {served} appends alone"
+                    assert all(not t.done() for t in tasks), [w.failures for w in writers]
+                    await asyncio.to_thread(victim.start)
+                    if rnd == 0:  # a live reader on the restarted node too
+                        readers.append(Reader(http, victim.url, PATH, "sse").start())
                 await asyncio.sleep(0.5)
-                victim.kill()
-                killed_at = time.monotonic()
-                await asyncio.sleep(0.7)
-                served = sum(1 for w in writers for t in w.acked_at if t > killed_at)
-                assert served > 10, f"round {rnd}: {survivor.name} served {served} appends alone"
-                assert all(not t.done() for t in tasks), [w.failures for w in writers]
-                await asyncio.to_thread(victim.start)
-                if rnd == 0:  # a live reader on the restarted node too
-                    readers.append(Reader(http, victim.url, PATH, "sse").start())
-            await asyncio.sleep(0.5)
-            for w in writers:
-                w.stop.set()
-            await asyncio.gather(*tasks)
-            assert sum(w.retries for w in writers) > 0  # the kills did hit requests
-            final = await read_all(http, nodes[1].url, PATH)
-            check_content(final, writers)
-            assert await read_all(http, nodes[0].url, PATH) == final
-            assert readers[0].broken > 0  # the long-poll reader's node was killed under it
-            for reader in readers:
-                await reader.until(len(final), timeout=10)
-                await reader.stop()
-                # a reader cut by a kill goes on from its last offset: nothing twice, nothing lost
-                assert reader.messages == final, reader.base
-        # SIGKILL leaves no trace in the logs; the nodes never logged an error
+                for w in writers:
+                    w.stop.set()
+                await asyncio.gather(*tasks)
+                assert sum(w.retries for w in writers) > 0  # the kills did hit requests
+                final = await read_all(http, nodes[1].url, PATH)
+                check_content(final, writers)
+                assert await read_all(http, nodes[0].url, PATH) == final
+                assert readers[0].broken > 0  # the long-poll reader's node was killed under it
+                for reader in readers:
+                    await reader.until(len(final), timeout=10)
+                    await reader.stop()
+                    # a reader cut by a kill goes on from its last offset: nothing twice, nothing lost
+                    assert reader.messages == final, reader.base
+        # the nodes never logged an error (a 503 "kept changing" under contention is a
+        # retry-later answer the writers handle, not a fault)
         for node in nodes:
-            assert not node.errors(), node.errors()
+            errors = [line for line in node.errors().splitlines() if "kept changing" not in line]
+            assert not errors, errors
     finally:
         for node in nodes:
             node.stop()
@@ -157,47 +174,47 @@ async def test_postgres_stopped_and_started_under_load(durable_cluster, tmp_path
                 await wait_ready(node.admin_url)
             assert await create(http, nodes[0].url, PATH) == 201
             writers = [Writer(http, nodes, f"w{i}", prefer=i % 2) for i in range(4)]
-            tasks = [asyncio.create_task(w.run()) for w in writers]
-            await asyncio.sleep(0.5)
-            before = sum(len(w.acked) for w in writers)
-            assert before > 10
+            async with running(writers) as tasks:
+                await asyncio.sleep(0.5)
+                before = sum(len(w.acked) for w in writers)
+                assert before > 10
 
-            await asyncio.to_thread(durable_cluster.stop, "immediate")
-            # during the outage: appends are 503 with Retry-After, readiness is 503
-            for node in nodes:
-                async with http.post(node.url + PATH, data=b'{"p": "probe", "seq": 0}', headers={
-                        "Content-Type": "application/json", **producer_headers(f"probe-{node.name}", 0)}) as r:
-                    await r.read()
-                    assert r.status == 503, (node.name, r.status)
-                    assert r.headers.get("Retry-After", "").isdigit(), dict(r.headers)
-                deadline = time.monotonic() + 5
-                while await readiness(http, node) != 503:
-                    assert time.monotonic() < deadline, f"{node.name} still ready without its database"
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
-            assert all(not t.done() for t in tasks), [w.failures for w in writers]
-            stalled = sum(len(w.acked) for w in writers)
-            assert all(w.unavailable for w in writers)
+                await asyncio.to_thread(durable_cluster.stop, "immediate")
+                # during the outage: appends are 503 with Retry-After, readiness is 503
+                for node in nodes:
+                    async with http.post(node.url + PATH, data=b'{"p": "probe", "seq": 0}', headers={
+                            "Content-Type": "application/json", **producer_headers(f"probe-{node.name}", 0)}) as r:
+                        await r.read()
+                        assert r.status == 503, (node.name, r.status)
+                        assert r.headers.get("Retry-After", "").isdigit(), dict(r.headers)
+                    deadline = time.monotonic() + 5
+                    while await readiness(http, node) != 503:
+                        assert time.monotonic() < deadline, f"{node.name} still ready without its database"
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(0.5)
+                assert all(not t.done() for t in tasks), [w.failures for w in writers]
+                stalled = sum(len(w.acked) for w in writers)
+                assert all(w.unavailable for w in writers)
 
-            await asyncio.to_thread(durable_cluster.start)
-            restarted = time.monotonic()
-            # the nodes serve again by themselves
-            for node in nodes:
-                while await readiness(http, node) != 200:
-                    assert time.monotonic() - restarted < 10, f"{node.name} not ready again"
+                await asyncio.to_thread(durable_cluster.start)
+                restarted = time.monotonic()
+                # the nodes serve again by themselves
+                for node in nodes:
+                    while await readiness(http, node) != 200:
+                        assert time.monotonic() - restarted < 10, f"{node.name} not ready again"
+                        await asyncio.sleep(0.05)
+                while sum(len(w.acked) for w in writers) < stalled + 40:
+                    assert time.monotonic() - restarted < 10, [len(w.acked) for w in writers]
                     await asyncio.sleep(0.05)
-            while sum(len(w.acked) for w in writers) < stalled + 40:
-                assert time.monotonic() - restarted < 10, [len(w.acked) for w in writers]
-                await asyncio.sleep(0.05)
-            for node in nodes:  # and each node writes itself, not only through the other
-                assert await append(http, node.url, PATH, {"p": "probe", "seq": 0},
-                                    producer_headers(f"probe-{node.name}", 0)) in (200, 204)
-            for w in writers:
-                w.stop.set()
-            await asyncio.gather(*tasks)
-            final = await read_all(http, nodes[0].url, PATH)
-            check_content(final, writers)
-            assert await read_all(http, nodes[1].url, PATH) == final
+                for node in nodes:  # and each node writes itself, not only through the other
+                    assert await append(http, node.url, PATH, {"p": "probe", "seq": 0},
+                                        producer_headers(f"probe-{node.name}", 0)) in (200, 204)
+                for w in writers:
+                    w.stop.set()
+                await asyncio.gather(*tasks)
+                final = await read_all(http, nodes[0].url, PATH)
+                check_content(final, writers)
+                assert await read_all(http, nodes[1].url, PATH) == final
     finally:
         for node in nodes:
             node.stop()
