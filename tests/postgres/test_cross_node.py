@@ -142,9 +142,13 @@ async def test_concurrent_writers_through_both_nodes(nodes):
                 assert [m["i"] for m in messages if m["w"] == w] == list(range(per_writer)), w
 
 
-async def test_delete_on_one_node_recreate_on_the_other_never_resurrects(nodes):
+@pytest.mark.parametrize("deleter", ["a", "b"])
+async def test_delete_and_recreate_across_nodes_never_resurrects(nodes, deleter):
+    """Re-created on B after a delete on A (A dropped its cache) or on B (A's cache still
+    holds the old incarnation and never heard of the delete): A serves the new one only."""
     a, b = nodes
-    path = new_path("recreate")
+    d = a if deleter == "a" else b
+    path = new_path(f"recreate-{deleter}")
     async with session() as http:
         assert await create(http, a.url, path) == 201
         for i in range(3):
@@ -152,10 +156,11 @@ async def test_delete_on_one_node_recreate_on_the_other_never_resurrects(nodes):
         assert await read_all(http, a.url, path) == [{"old": i} for i in range(3)]  # A has it cached
         assert len(await read_all(http, b.url, path)) == 3
 
-        async with http.delete(b.url + path) as r:
+        async with http.delete(d.url + path) as r:
             assert r.status == 204
-        # A's cache still holds the old incarnation: its answers must not
+        # whatever A's cache holds, its answers are the database's
         assert await append(http, a.url, path, {"old": 3}) == 404
+        assert await append(http, b.url, path, {"old": 3}) == 404
         async with http.get(a.url + path, params={"offset": "-1"}) as r:
             assert r.status == 404
         async with http.head(a.url + path) as r:
@@ -174,7 +179,7 @@ async def test_delete_on_one_node_recreate_on_the_other_never_resurrects(nodes):
         # deleted and re-created again, now with a different content type, while A reads
         reader = Reader(http, a.url, path, "long-poll").start()
         await reader.until(3)
-        async with http.delete(b.url + path) as r:
+        async with http.delete(d.url + path) as r:
             assert r.status == 204
         async with http.put(b.url + path, headers={"Content-Type": "text/plain"}) as r:
             assert r.status == 201
