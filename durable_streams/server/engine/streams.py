@@ -581,12 +581,13 @@ class StreamEngine:
 
     async def _load_fresh(self, stream: Stream) -> bool:
         """Reload a stale stream (under its lock) until the cache holds what the store
-        returned, with none of this node's appends in flight: `_adopt` keeps the cache while
-        they are, and appends are decided on `_pending` then, so a refusal (a producer's seq
-        another node accepted) would be false: wait for them to land first. `_adopt` also keeps it when a notification moved
-        the cached tail past the snapshot (the tail is new, the producers are not), and an
-        acceptance decided on that would pass the guard: a retried seq written twice.
-        False: the path holds another incarnation. StaleStream: still not fresh."""
+        returned, with none of this node's appends in flight. While they are, `_adopt`
+        keeps the cache or appends are decided on `_pending`: a refusal (a producer's seq
+        another node accepted) would be false, so wait for them to land first. `_adopt`
+        also keeps the cache when a notification moved its tail past the snapshot (new
+        tail, old producers): an acceptance decided on that passes the guard (a retried
+        seq written twice). False: the path holds another incarnation. StaleStream: the
+        stream never held still (the caller re-decides, at worst answers 503)."""
         loop = asyncio.get_running_loop()
         for _attempt in range(FRESH_LOAD_TRIES):
             if await self._load(stream.path) is not stream:
