@@ -23,7 +23,7 @@ START_GUARD = 30.0
 
 CADDYFILE = """\
 {{
-	admin off
+	{admin}
 	auto_https off
 	grace_period 2s
 	log {{
@@ -58,18 +58,27 @@ def free_port() -> int:
 class Node:
     """One server process; restartable on the same port."""
 
-    def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s") -> None:
+    def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s", admin: bool = False) -> None:
         self.dsn = dsn
         self.name = name
         self.port = free_port()
+        # the admin address serves the real /readyz (and /metrics); the site's is static
+        self.admin_port = free_port() if admin else None
         self.config = workdir / f"{name}.Caddyfile"
-        self.config.write_text(CADDYFILE.format(port=self.port, dsn=dsn, long_poll=long_poll))
+        self.config.write_text(CADDYFILE.format(
+            port=self.port, dsn=dsn, long_poll=long_poll,
+            admin=f"admin 127.0.0.1:{self.admin_port}" if admin else "admin off"))
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        assert self.admin_port is not None, "Node(admin=True) serves the admin endpoints"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self) -> "Node":
         log = open(self.log_path, "ab")

@@ -40,5 +40,6 @@ def test_store_errors_by_class():
 
     assert from_store(StoreFull("full")).status == 507
     assert from_store(StoreError("io")).status == 503
+    assert from_store(StoreError("io")).headers["Retry-After"] == "1"
     assert from_store(DiskGone("io")).status == 503
     assert "retry" in from_store(StoreError("io")).reason

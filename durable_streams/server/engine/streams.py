@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import functools
+import random
 import secrets
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
@@ -46,6 +47,11 @@ PRODUCER_IDLE_TTL = 7 * 24 * 3600.0  # seconds; memory stores only
 # Shared stores: how often one request is re-decided after other nodes' writes won
 # the race for its stream before it is answered 503 (only under extreme contention).
 MAX_STALE_RETRIES = 16
+# How often a stale stream is reloaded before an append is decided on it, and how long
+# each time this node's own in-flight appends to it may take to land first.
+FRESH_LOAD_TRIES = 3
+FRESH_LOAD_WAIT = 1.0
+STALE_BACKOFF = 0.002  # seconds, times the attempt: the most a lost race pauses an append
 SWEEP_PAGE = 500
 RETENTION_PAUSE = 0.01  # seconds between two streams' retention passes: appends come first
 RETENTION_TICK = 1.0  # seconds between looks at streams whose age marks fall due
@@ -177,9 +183,13 @@ class StreamEngine:
             stream = await self._load(path)
         else:
             stream = self._streams.get(path)
-        if stream is not None and self._expired(stream):
+        for _attempt in range(MAX_STALE_RETRIES):
+            if stream is None or not self._expired(stream):
+                break
             await self._discard(stream)
-            stream = self._streams.get(path)
+            # Over a shared store, a lookup that read the row before the expiry's delete
+            # committed may have cached the expired stream again meanwhile: look again.
+            stream = await self._load(path) if self.store.shared else self._streams.get(path)
         if stream is not None and stream.state.soft_deleted:
             if self.store.shared:  # only the database knows every fork
                 for fork_path in await self.store.forks_of(path):
@@ -651,7 +661,11 @@ class StreamEngine:
             async with stream._lock:
                 queued_before = stream._last_queued if stream._pending is not None else None
                 if self.store.shared:
-                    decided = await self._decide_shared(stream, request)
+                    try:
+                        decided = await self._decide_shared(stream, request)
+                    except StaleStream:  # refused at once, or never fresh: nothing landed
+                        stream._stale = True
+                        continue
                     if decided is None:
                         continue  # re-created by another node: look the path up again
                 else:
@@ -667,7 +681,11 @@ class StreamEngine:
                 try:
                     await published  # raises the store's error; cancelling it leaves the append be
                 except StaleStream:
-                    continue  # another node wrote first: nothing of this one landed
+                    # another node wrote first: nothing of this one landed. A random pause
+                    # breaks the lockstep with a node that appends back to back (it would win
+                    # every race: its cache is never stale, this one reloads each time).
+                    await asyncio.sleep(random.random() * STALE_BACKOFF * (_attempt + 1))
+                    continue
             self.touch(stream)
             return result
         raise StoreUnavailable(f"stream {path} kept changing under this node; retry")
@@ -690,7 +708,7 @@ class StreamEngine:
         loaded = False
         while True:
             if stream._stale and not loaded and not stream.removed:
-                if await self._load(stream.path) is not stream:
+                if not await self._load_fresh(stream):
                     return None
                 loaded = True
             self._check_writable(stream)
@@ -705,6 +723,26 @@ class StreamEngine:
                 stream._stale = True
                 continue
             return result, published
+
+    async def _load_fresh(self, stream: Stream) -> bool:
+        """Reload a stale stream (under its lock) until the cache holds what the store
+        returned, with none of this node's appends in flight. While they are, `_adopt`
+        keeps the cache or appends are decided on `_pending`: a refusal (a producer's seq
+        another node accepted) would be false, so wait for them to land first. `_adopt`
+        also keeps the cache when a notification moved its tail past the snapshot (new
+        tail, old producers): an acceptance decided on that passes the guard (a retried
+        seq written twice). False: the path holds another incarnation. StaleStream: the
+        stream never held still (the caller re-decides, at worst answers 503)."""
+        loop = asyncio.get_running_loop()
+        for _attempt in range(FRESH_LOAD_TRIES):
+            if await self._load(stream.path) is not stream:
+                return False
+            if stream.removed or not (stream._stale or stream._in_flight):
+                return True  # (with appends in flight, the decision would be taken on `_pending`)
+            deadline = loop.time() + FRESH_LOAD_WAIT
+            while stream._in_flight and loop.time() < deadline:
+                await stream._signal.wait(0.01)  # fired when one lands; a failure resets the count
+        raise StaleStream("the stream kept changing while it was reloaded")
 
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
         state = stream._pending if stream._pending is not None else stream.state

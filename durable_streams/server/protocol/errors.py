@@ -54,7 +54,7 @@ def from_engine(error: engine.StreamError) -> HttpError:
     return HttpError(500, error.reason)
 
 
-STORE_RETRY_AFTER = "1"  # seconds: a database that restarts is back within a few
+STORE_RETRY_AFTER = "1"  # seconds: a lost database is probed every second
 
 
 def from_store(error: store.StoreError) -> HttpError:

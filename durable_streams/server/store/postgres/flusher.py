@@ -117,6 +117,8 @@ class Flusher:
         self.stats = FlushStats()
         # (stream id, tail) -> when its flush started, until the notification comes back
         self._unheard: dict[tuple[int, int], float] = {}
+        # stream id -> tail of its append that just failed, until the engine has heard
+        self._void: dict[int, int] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="postgres-flusher")
@@ -149,6 +151,10 @@ class Flusher:
         future = asyncio.get_running_loop().create_future()
         expected = commit.tail - len(data)
         pending = self._queue.get(stream_id)
+        if pending is None and self._void.get(stream_id) == expected:
+            # queued on an append that just failed, before its caller heard of the failure
+            future.set_exception(StaleStream("an earlier append to this stream failed"))
+            return future
         if pending is None:
             pending = self._queue[stream_id] = Pending(stream_id, expected, expected)
         elif pending.tail != expected:
@@ -234,6 +240,7 @@ class Flusher:
                 for future in p.futures:
                     if not future.done():
                         future.set_exception(error)
+            self._void_behind(items)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -261,3 +268,29 @@ class Flusher:
                     future.set_result(None)
                 else:
                     future.set_exception(StaleStream("another node changed the stream"))
+        self._void_behind([p for p in items if p.stream_id not in landed])
+
+    def _void_behind(self, failed: list[Pending]) -> None:
+        """Fail the appends computed on `failed` ones: those queued for the next flush, and
+        those queued until the engine has heard of the failure (its future callbacks run
+        first, then `_void` is cleared). Their guard alone is not enough: another node's
+        append of the same length gives the stream the tail they expect (ABA), and they
+        would land on state they were not checked against (a producer seq after a gap)."""
+        if not failed:
+            return
+        for p in failed:
+            queued = self._queue.get(p.stream_id)
+            if queued is not None and queued.expected == p.tail:
+                del self._queue[p.stream_id]
+                self._queued_bytes -= sum(len(piece) for piece in queued.pieces)
+                self._queued_appends -= len(queued.futures)
+                for future in queued.futures:
+                    if not future.done():
+                        future.set_exception(StaleStream("an earlier append to this stream failed"))
+            self._void[p.stream_id] = p.tail
+        ids = [p.stream_id for p in failed]
+        asyncio.get_running_loop().call_soon(self._hear_void, ids)
+
+    def _hear_void(self, ids: list[int]) -> None:
+        for stream_id in ids:
+            self._void.pop(stream_id, None)
