@@ -14,6 +14,7 @@ do the appends queued behind it. Futures resolve only after COMMIT returned."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -71,6 +72,15 @@ WITH batch AS (
 )
 SELECT array(SELECT id FROM moved) AS landed, (SELECT count(*) FROM notified) AS notifies
 """
+
+
+def _usable(conn) -> bool:
+    """An acquired pool connection that is still open (asyncpg takes a lost one back
+    into the pool itself, after which the proxy refuses every call)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 @dataclass(slots=True)
@@ -138,14 +148,15 @@ class Flusher:
         """Give the flusher's connection back; a broken (or timed-out) one is closed first,
         and the pool opens a new one when it is next needed."""
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if broken:
-            conn.terminate()
+        if conn is None or not _usable(conn):
+            return  # the pool took a lost connection back by itself
         try:
+            if broken:
+                conn.terminate()
             await self._pool_of().release(conn)
         except Exception:
-            conn.terminate()
+            with contextlib.suppress(Exception):
+                conn.terminate()
 
     def append(self, stream_id: int, data: bytes, commit: Commit) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -199,6 +210,12 @@ class Flusher:
             self._idle.clear()
             try:
                 await self._flush(batch)
+            except Exception:  # never let the flusher die: every later append would hang
+                log.exception("postgres flush failed unexpectedly")
+                for p in batch.values():
+                    for future in p.futures:
+                        if not future.done():
+                            future.set_exception(StoreError("flush failed"))
             finally:
                 self._idle.set()
 
@@ -210,7 +227,7 @@ class Flusher:
                 for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
                     column.append(value)
         try:
-            if self._conn is None or self._conn.is_closed():
+            if self._conn is None or not _usable(self._conn):
                 self._conn = await self._pool_of().acquire()
             conn = self._conn
             started = time.monotonic()
