@@ -344,16 +344,24 @@ class StreamEngine:
         (pipelining). A commit is applied by a callback of the store's future, in queue
         order, whether or not its caller is still waiting (no task needed)."""
         stream = await self.require(path)
-        async with stream._lock:
-            if stream.removed:
-                raise StreamNotFound(f"stream {path} not found")
-            if stream.state.soft_deleted:
-                raise StreamGone(f"stream {path} has been deleted")
-            result, published = self._queue_append(stream, request)
+        if stream._lock.locked():
+            async with stream._lock:
+                result, published = self._checked_append(stream, request)
+        else:
+            # Nothing below awaits, so nothing can interleave: taking a free lock here
+            # would only cost its acquire and release.
+            result, published = self._checked_append(stream, request)
         if published is not None:
             await published  # raises the store's error; cancelling it leaves the append be
         self.touch(stream)
         return result
+
+    def _checked_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
+        if stream.removed:
+            raise StreamNotFound(f"stream {stream.path} not found")
+        if stream.state.soft_deleted:
+            raise StreamGone(f"stream {stream.path} has been deleted")
+        return self._queue_append(stream, request)
 
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
         state = stream._pending if stream._pending is not None else stream.state

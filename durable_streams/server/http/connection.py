@@ -56,14 +56,17 @@ JOIN_LIMIT = 16 << 10  # pieces of a response up to this size are joined into on
 BODY_RATE_CHECK = 5.0  # seconds between checks of a body's average rate, after the grace
 _NO_BODY_STATUSES = frozenset([204, 304])
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
-_date_cache: list[Any] = [0, ""]
+_date_cache: list[Any] = [0, ""]  # (second, its Date field line)
 
 
-def _http_date() -> str:
+def _date_line() -> str:
     now = int(time.time())
     if _date_cache[0] != now:
-        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+        _date_cache[0], _date_cache[1] = now, f"Date: {formatdate(now, usegmt=True)}\r\n"
     return _date_cache[1]
+
+
+_FIELD_LINE = "%s: %s\r\n"
 
 
 _STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
@@ -134,7 +137,8 @@ class Connection(asyncio.Protocol):
         was_in_head = framer.in_head
         try:
             framer.feed(data)
-            self._account_head()
+            if framer.in_head or self._head_bytes:
+                self._account_head()
         except ParseError as error:
             self._refuse(error)
             return
@@ -283,8 +287,11 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self, reason: object) -> None:
-        self._pause_reasons.discard(reason)
-        if self._reading_paused and not self._pause_reasons and not self.closed and self.transport is not None:
+        reasons = self._pause_reasons
+        if reason not in reasons:
+            return  # the usual case: reading was never paused for it
+        reasons.discard(reason)
+        if self._reading_paused and not reasons and not self.closed and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -406,7 +413,7 @@ class Connection(asyncio.Protocol):
 
     async def _answer(self, request: Request) -> bool:
         server = self.server
-        started = time.perf_counter()
+        started = time.perf_counter() if server.access_log is not None else 0.0
         self._streaming = None
         try:
             response = await server.handler(request)
@@ -454,7 +461,7 @@ class Connection(asyncio.Protocol):
         if hook is not None:
             hook(request, response)
         headers = response.headers
-        fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        fields = "".join(map(_FIELD_LINE.__mod__, headers.items()))
         # One line per field and nothing else: a CR or LF inside a name or value would
         # start a header (or a body) of the client's choosing.
         if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
@@ -462,10 +469,10 @@ class Connection(asyncio.Protocol):
         lines = [_status_line(response.status), fields]
         if framing is not None:
             lines.append(framing)
-        if "Date" not in response.headers:
-            lines.append(f"Date: {_http_date()}\r\n")
+        if "Date" not in headers:
+            lines.append(_date_line())
         if not keep_alive:
-            if response.headers.get("Connection", "").lower() != "close":
+            if headers.get("Connection", "").lower() != "close":
                 lines.append("Connection: close\r\n")
         elif request.version == HTTP_10:
             lines.append("Connection: keep-alive\r\n")
@@ -499,7 +506,10 @@ class Connection(asyncio.Protocol):
             head = self._head(request, response, "Content-Length: 0\r\n", False)
             body = b""
         response.body_length = len(body)
-        self.write_parts(head, body)
+        if body:
+            self.write_parts(head, body)
+        else:
+            self.write(head)
 
     def start_stream(self, request: Request, response: StreamResponse) -> tuple[bool, bool]:
         """Send a StreamResponse's head; returns (chunked, head only). A HEAD request, 1xx,

@@ -66,6 +66,8 @@ def content_type(value: str | None) -> str | None:
 
 
 def producer_claim(producer_id: str | None, epoch: str | None, seq: str | None) -> ProducerClaim | None:
+    if producer_id is None and epoch is None and seq is None:
+        return None  # the usual append: no producer
     present = [h is not None for h in (producer_id, epoch, seq)]
     if not any(present):
         return None

@@ -3,8 +3,6 @@ Header values are set raw: clients compare Content-Type byte for byte."""
 
 from __future__ import annotations
 
-from multidict import CIMultiDict
-
 from ..http import Response
 
 ALLOWED_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
@@ -38,11 +36,9 @@ PREFLIGHT_HEADERS = {
 
 def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
     # Merged case-insensitively, so any spelling of a name replaces the default.
-    merged = CIMultiDict(COMMON_HEADERS)
+    response = Response(status=status, body=body, headers=COMMON_HEADERS)
     if headers:
-        merged.update(headers)
+        response.headers.update(headers)
     if not body and status in (204, 304):
-        merged.pop("Content-Type", None)
-    response = Response(status=status, body=body)
-    response.headers = merged
+        response.headers.pop("Content-Type", None)
     return response
