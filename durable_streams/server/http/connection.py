@@ -66,8 +66,6 @@ def _date_line() -> str:
     return _date_cache[1]
 
 
-_FIELD_LINE = "%s: %s\r\n"
-
 
 _STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
 
@@ -188,8 +186,10 @@ class Connection(asyncio.Protocol):
             return
         body.feed_eof()
         self._body = None
-        self._stop_body_timer()
-        self.resume_reading(body)  # nothing more to receive for it: buffered or not
+        if self._body_timer is not None:
+            self._stop_body_timer()
+        if self._pause_reasons:
+            self.resume_reading(body)  # nothing more to receive for it: buffered or not
 
     # ------------------------------------------------------------ arrival deadlines
 
@@ -385,7 +385,7 @@ class Connection(asyncio.Protocol):
                     self._wakeup = None
                     continue
                 item = self._requests.popleft()
-                if len(self._requests) <= MAX_PIPELINED:
+                if self._pause_reasons and len(self._requests) <= MAX_PIPELINED:
                     self.resume_reading("pipeline")
                 if isinstance(item, ParseError):
                     self._write_error(item)
@@ -461,12 +461,18 @@ class Connection(asyncio.Protocol):
         if hook is not None:
             hook(request, response)
         headers = response.headers
-        fields = "".join(map(_FIELD_LINE.__mod__, headers.items()))
+        try:
+            fields = "\r\n".join(map(": ".join, headers.items()))  # no Python code per field
+        except TypeError:  # a value that is not a str
+            fields = "\r\n".join([f"{name}: {value}" for name, value in headers.items()])
         # One line per field and nothing else: a CR or LF inside a name or value would
         # start a header (or a body) of the client's choosing.
-        if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+        breaks = len(headers) - 1 if headers else 0
+        if fields.count("\n") != breaks or fields.count("\r") != breaks:
             raise ValueError("line break in a response header")
-        lines = [_status_line(response.status), fields]
+        lines = [_status_line(response.status)]
+        if headers:
+            lines += (fields, "\r\n")
         if framing is not None:
             lines.append(framing)
         if "Date" not in headers:

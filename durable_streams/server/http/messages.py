@@ -208,11 +208,13 @@ class BodyReader:
             self._size += len(data)
             if self._size > self.HIGH_WATER and self._conn is not None and not self._eof:
                 self._conn.pause_reading(self)
-            self._wake()
+            if self._waiter is not None:
+                self._wake()
 
     def feed_eof(self) -> None:
         self._eof = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
         self._error = error
