@@ -437,12 +437,15 @@ class Connection(asyncio.Protocol):
             if not response.prepared:  # returned unprepared: send it empty
                 await response.prepare(request)
             await response.write_eof()
+            keep_alive = self._keep_alive(request, response)
         else:
-            self._write_response(request, response)
+            # Decided when its head was written; nothing has run since that could change
+            # it, but the connection may have gone, or the hook closed the response.
+            keep_alive = self._write_response(request, response) and response.keep_alive
         self._streaming = None
         if server.access_log is not None:
             server.access_log(request, response, time.perf_counter() - started)
-        return self._keep_alive(request, response)
+        return keep_alive and not self.closed
 
     def _keep_alive(self, request: Request, response: Response | StreamResponse) -> bool:
         """Whether the connection goes on after this response (said in its head)."""
@@ -485,7 +488,8 @@ class Connection(asyncio.Protocol):
         lines.append("\r\n")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
-    def _write_response(self, request: Request, response: Response) -> None:
+    def _write_response(self, request: Request, response: Response) -> bool:
+        """Write the whole response; returns whether its head kept the connection alive."""
         status = response.status
         headers = response.headers
         body = response.body
@@ -501,8 +505,9 @@ class Connection(asyncio.Protocol):
             body = b""
         if headers.get("Connection", "").lower() == "close":
             response.force_close()
+        keep_alive = self._keep_alive(request, response)
         try:
-            head = self._head(request, response, framing, self._keep_alive(request, response))
+            head = self._head(request, response, framing, keep_alive)
         except ValueError:
             log.error("response to %s %s has a line break in a header; answering 500",
                       request.method, request.raw_path)
@@ -511,11 +516,13 @@ class Connection(asyncio.Protocol):
             response.force_close()
             head = self._head(request, response, "Content-Length: 0\r\n", False)
             body = b""
+            keep_alive = False
         response.body_length = len(body)
         if body:
             self.write_parts(head, body)
         else:
             self.write(head)
+        return keep_alive
 
     def start_stream(self, request: Request, response: StreamResponse) -> tuple[bool, bool]:
         """Send a StreamResponse's head; returns (chunked, head only). A HEAD request, 1xx,

@@ -72,7 +72,7 @@ class Request:
         self._state = {} if state is None else state
         self._path: str | None = None
         self._query: MultiDictProxy[str] | None = None
-        raw, _, query = _origin_form(target).partition("?")
+        raw, _, query = (target if target[:1] == "/" else _origin_form(target)).partition("?")
         self.raw_path = raw
         self.query_string = query
 

@@ -3,6 +3,8 @@ Header values are set raw: clients compare Content-Type byte for byte."""
 
 from __future__ import annotations
 
+from multidict import CIMultiDict
+
 from ..http import Response
 
 ALLOWED_METHODS = "GET, POST, PUT, DELETE, HEAD, OPTIONS"
@@ -34,9 +36,13 @@ PREFLIGHT_HEADERS = {
 }
 
 
+# Copied into every response: copying a multidict skips folding the names' case again.
+_COMMON_FIELDS = CIMultiDict(COMMON_HEADERS)
+
+
 def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
     # Merged case-insensitively, so any spelling of a name replaces the default.
-    response = Response(status=status, body=body, headers=COMMON_HEADERS)
+    response = Response(status=status, body=body, headers=_COMMON_FIELDS)
     if headers:
         response.headers.update(headers)
     if not body and status in (204, 304):

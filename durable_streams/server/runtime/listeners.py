@@ -169,8 +169,9 @@ async def open_listener(
     # A plain def handing back the route tree's awaitable: one coroutine less per request.
     def run_routes(request: Request) -> Awaitable[Response | StreamResponse]:
         current = listener.server
+        trusted = current.trusted_proxies
         request[CONTEXT_KEY] = RequestContext(
-            client_ip=client_ip(request, current.trusted_proxies, current.client_ip_headers)
+            client_ip=client_ip(request, trusted, current.client_ip_headers) if trusted else request.remote or ""
         )
         read_body = current.timeouts.read_body
         if not read_body or not request.body_exists:
