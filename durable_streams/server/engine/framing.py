@@ -53,12 +53,17 @@ def json_records(body: bytes, *, allow_empty_array: bool) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+# Made once: json.dumps with non-default options builds an encoder per call.
+_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dump(item: object) -> bytes:
-    text = json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _COMPACT_UTF8.encode(item)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from \ud800 escapes: keep them escaped
-        return json.dumps(item, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return _COMPACT_ASCII.encode(item).encode("ascii")
 
 
 def json_array(records: bytes) -> bytes:

@@ -410,7 +410,7 @@ class StreamEngine:
             stream._pending = stream.state.copy()
         stream._pending.apply(commit)
         stream._in_flight += 1
-        published = asyncio.get_running_loop().create_future()
+        published = landed.get_loop().create_future()  # get_running_loop() makes a getpid syscall on 3.11
         landed.add_done_callback(
             functools.partial(self._landed, stream, commit, len(data), stream._generation, published))
         return result, published

@@ -89,7 +89,7 @@ class Request:
     @property
     def query(self) -> MultiDictProxy[str]:
         if self._query is None:
-            self._query = MultiDictProxy(MultiDict(parse_qsl(self.query_string, keep_blank_values=True)))
+            self._query = MultiDictProxy(MultiDict(_parse_query(self.query_string)))
         return self._query
 
     @property
@@ -166,6 +166,14 @@ class Request:
         target = raw_path + ("?" + self.query_string if self.query_string else "")
         return Request(self._conn, self.method, target, self.version, self.headers, self.content,
                        self.keep_alive, self._state)
+
+
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    """parse_qsl(query, keep_blank_values=True). Without escapes (`%`, `+`) decoding
+    changes nothing, so the usual query is only split."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (piece.partition("=") for piece in query.split("&") if piece)]
 
 
 def _origin_form(target: str) -> str:
