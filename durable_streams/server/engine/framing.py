@@ -8,6 +8,7 @@ plain bytes."""
 
 from __future__ import annotations
 
+import functools
 import json
 from enum import Enum
 
@@ -20,6 +21,7 @@ class Framing(Enum):
     JSON = "json"
 
 
+@functools.lru_cache(maxsize=256)  # few distinct types; an append compares two
 def media_type(content_type: str) -> str:
     """`Text/Plain; charset=utf-8` -> `text/plain` (what equality of stream types means)."""
     return content_type.split(";", 1)[0].strip().lower()
