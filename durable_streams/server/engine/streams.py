@@ -49,7 +49,10 @@ class CreateRequest:
     fork: ForkRequest | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# AppendRequest and AppendResult are not frozen: one of each is made per append, and a
+# frozen dataclass's __init__ costs an object.__setattr__ call per field. Treat them as
+# immutable all the same.
+@dataclass(slots=True)
 class AppendRequest:
     content_type: str | None
     body: bytes
@@ -68,7 +71,7 @@ class CreateResult:
     closed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendResult:
     tail: int
     closed: bool
