@@ -1,5 +1,5 @@
-"""Waking live readers. One `Signal` per stream: every waiter (long-poll or SSE) awaits
-the same future, which a commit, close or delete resolves and replaces. No polling.
+"""Waking live readers. One `Signal` per stream: a commit, close or delete wakes every
+waiter (long-poll or SSE) at once. No polling.
 SSE subscribers at the same position share one encoded event (`SharedEvents`)."""
 
 from __future__ import annotations
@@ -13,25 +13,38 @@ T = TypeVar("T")
 
 
 class Signal:
+    """Each waiter has a future of its own, resolved by `fire()` or by its own timer:
+    waking N readers costs N future results, with no shield or wait_for per reader."""
+
     def __init__(self) -> None:
-        self._future: asyncio.Future[None] | None = None
+        # A dict as an ordered set: waiters wake in the order they started waiting.
+        self._waiters: dict[asyncio.Future[None], None] = {}
 
     async def wait(self, timeout: float) -> None:
         """Return when `fire()` is called or `timeout` seconds pass. Callers check their
         condition first and call this without awaiting in between, so no wake-up is lost."""
         if timeout <= 0:
             return
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter)
+        self._waiters[waiter] = None
         try:
-            await asyncio.wait_for(asyncio.shield(self._future), timeout)
-        except asyncio.TimeoutError:
-            pass
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiters.pop(waiter, None)
 
     def fire(self) -> None:
-        future, self._future = self._future, None
-        if future is not None and not future.done():
-            future.set_result(None)
+        if self._waiters:
+            waiters, self._waiters = self._waiters, {}
+            for waiter in waiters:
+                _wake(waiter)
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a waiter cancelled with its task is done already
+        waiter.set_result(None)
 
 
 class SharedEvents:

@@ -8,6 +8,7 @@ plain bytes."""
 
 from __future__ import annotations
 
+import functools
 import json
 from enum import Enum
 
@@ -20,6 +21,7 @@ class Framing(Enum):
     JSON = "json"
 
 
+@functools.lru_cache(maxsize=256)  # few distinct types; an append compares two
 def media_type(content_type: str) -> str:
     """`Text/Plain; charset=utf-8` -> `text/plain` (what equality of stream types means)."""
     return content_type.split(";", 1)[0].strip().lower()
@@ -53,12 +55,17 @@ def json_records(body: bytes, *, allow_empty_array: bool) -> bytes:
     return b"".join(line + b"\n" for line in lines)
 
 
+# Made once: json.dumps with non-default options builds an encoder per call.
+_COMPACT_UTF8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_COMPACT_ASCII = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dump(item: object) -> bytes:
-    text = json.dumps(item, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = _COMPACT_UTF8.encode(item)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:  # lone surrogates from \ud800 escapes: keep them escaped
-        return json.dumps(item, separators=(",", ":"), allow_nan=False).encode("ascii")
+        return _COMPACT_ASCII.encode(item).encode("ascii")
 
 
 def json_array(records: bytes) -> bytes:

@@ -75,7 +75,10 @@ class CreateRequest:
     fork: ForkRequest | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# AppendRequest and AppendResult are not frozen: one of each is made per append, and a
+# frozen dataclass's __init__ costs an object.__setattr__ call per field. Treat them as
+# immutable all the same.
+@dataclass(slots=True)
 class AppendRequest:
     content_type: str | None
     body: bytes
@@ -94,7 +97,7 @@ class CreateResult:
     closed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendResult:
     tail: int
     closed: bool
@@ -658,19 +661,25 @@ class StreamEngine:
         order, whether or not its caller is still waiting (no task needed)."""
         for _attempt in range(MAX_STALE_RETRIES):
             stream = await self.require(path, fresh=False)
-            async with stream._lock:
-                queued_before = stream._last_queued if stream._pending is not None else None
-                if self.store.shared:
+            if self.store.shared:
+                async with stream._lock:
+                    queued_before = self._queued_before(stream)
                     try:
                         decided = await self._decide_shared(stream, request)
                     except StaleStream:  # refused at once, or never fresh: nothing landed
                         stream._stale = True
                         continue
-                    if decided is None:
-                        continue  # re-created by another node: look the path up again
-                else:
-                    self._check_writable(stream)
-                    decided = self._queue_append(stream, request)
+                if decided is None:
+                    continue  # re-created by another node: look the path up again
+            elif stream._lock.locked():
+                async with stream._lock:
+                    queued_before = self._queued_before(stream)
+                    decided = self._checked_append(stream, request)
+            else:
+                # A local store's check awaits nothing, so nothing can interleave: taking a
+                # free lock would only cost its acquire and release.
+                queued_before = self._queued_before(stream)
+                decided = self._checked_append(stream, request)
             result, published = decided
             if published is None and not result.wrote and queued_before is not None:
                 # A duplicate (or an idempotent close) recognised on appends not durable yet:
@@ -744,6 +753,15 @@ class StreamEngine:
                 await stream._signal.wait(0.01)  # fired when one lands; a failure resets the count
         raise StaleStream("the stream kept changing while it was reloaded")
 
+    def _checked_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
+        self._check_writable(stream)
+        return self._queue_append(stream, request)
+
+    @staticmethod
+    def _queued_before(stream: Stream) -> asyncio.Future | None:
+        """The newest append still in flight, which a decision now would build on."""
+        return stream._last_queued if stream._pending is not None else None
+
     def _queue_append(self, stream: Stream, request: AppendRequest) -> tuple[AppendResult, asyncio.Future | None]:
         state = stream._pending if stream._pending is not None else stream.state
         claim = request.producer
@@ -791,7 +809,7 @@ class StreamEngine:
             stream._pending = stream.state.copy()
         stream._pending.apply(commit)
         stream._in_flight += 1
-        published = asyncio.get_running_loop().create_future()
+        published = landed.get_loop().create_future()  # get_running_loop() makes a getpid syscall on 3.11
         stream._last_queued = landed  # the store's own future: no request can cancel it
         landed.add_done_callback(
             functools.partial(self._landed, stream, commit, len(data), stream._generation, published))

@@ -56,14 +56,15 @@ JOIN_LIMIT = 16 << 10  # pieces of a response up to this size are joined into on
 BODY_RATE_CHECK = 5.0  # seconds between checks of a body's average rate, after the grace
 _NO_BODY_STATUSES = frozenset([204, 304])
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
-_date_cache: list[Any] = [0, ""]
+_date_cache: list[Any] = [0, ""]  # (second, its Date field line)
 
 
-def _http_date() -> str:
+def _date_line() -> str:
     now = int(time.time())
     if _date_cache[0] != now:
-        _date_cache[0], _date_cache[1] = now, formatdate(now, usegmt=True)
+        _date_cache[0], _date_cache[1] = now, f"Date: {formatdate(now, usegmt=True)}\r\n"
     return _date_cache[1]
+
 
 
 _STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
@@ -134,7 +135,8 @@ class Connection(asyncio.Protocol):
         was_in_head = framer.in_head
         try:
             framer.feed(data)
-            self._account_head()
+            if framer.in_head or self._head_bytes:
+                self._account_head()
         except ParseError as error:
             self._refuse(error)
             return
@@ -184,8 +186,10 @@ class Connection(asyncio.Protocol):
             return
         body.feed_eof()
         self._body = None
-        self._stop_body_timer()
-        self.resume_reading(body)  # nothing more to receive for it: buffered or not
+        if self._body_timer is not None:
+            self._stop_body_timer()
+        if self._pause_reasons:
+            self.resume_reading(body)  # nothing more to receive for it: buffered or not
 
     # ------------------------------------------------------------ arrival deadlines
 
@@ -283,8 +287,11 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self, reason: object) -> None:
-        self._pause_reasons.discard(reason)
-        if self._reading_paused and not self._pause_reasons and not self.closed and self.transport is not None:
+        reasons = self._pause_reasons
+        if reason not in reasons:
+            return  # the usual case: reading was never paused for it
+        reasons.discard(reason)
+        if self._reading_paused and not reasons and not self.closed and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -378,7 +385,7 @@ class Connection(asyncio.Protocol):
                     self._wakeup = None
                     continue
                 item = self._requests.popleft()
-                if len(self._requests) <= MAX_PIPELINED:
+                if self._pause_reasons and len(self._requests) <= MAX_PIPELINED:
                     self.resume_reading("pipeline")
                 if isinstance(item, ParseError):
                     self._write_error(item)
@@ -406,7 +413,7 @@ class Connection(asyncio.Protocol):
 
     async def _answer(self, request: Request) -> bool:
         server = self.server
-        started = time.perf_counter()
+        started = time.perf_counter() if server.access_log is not None else 0.0
         self._streaming = None
         try:
             response = await server.handler(request)
@@ -430,12 +437,15 @@ class Connection(asyncio.Protocol):
             if not response.prepared:  # returned unprepared: send it empty
                 await response.prepare(request)
             await response.write_eof()
+            keep_alive = self._keep_alive(request, response)
         else:
-            self._write_response(request, response)
+            # Decided when its head was written; nothing has run since that could change
+            # it, but the connection may have gone, or the hook closed the response.
+            keep_alive = self._write_response(request, response) and response.keep_alive
         self._streaming = None
         if server.access_log is not None:
             server.access_log(request, response, time.perf_counter() - started)
-        return self._keep_alive(request, response)
+        return keep_alive and not self.closed
 
     def _keep_alive(self, request: Request, response: Response | StreamResponse) -> bool:
         """Whether the connection goes on after this response (said in its head)."""
@@ -454,25 +464,32 @@ class Connection(asyncio.Protocol):
         if hook is not None:
             hook(request, response)
         headers = response.headers
-        fields = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        try:
+            fields = "\r\n".join(map(": ".join, headers.items()))  # no Python code per field
+        except TypeError:  # a value that is not a str
+            fields = "\r\n".join([f"{name}: {value}" for name, value in headers.items()])
         # One line per field and nothing else: a CR or LF inside a name or value would
         # start a header (or a body) of the client's choosing.
-        if fields.count("\n") != len(headers) or fields.count("\r") != len(headers):
+        breaks = len(headers) - 1 if headers else 0
+        if fields.count("\n") != breaks or fields.count("\r") != breaks:
             raise ValueError("line break in a response header")
-        lines = [_status_line(response.status), fields]
+        lines = [_status_line(response.status)]
+        if headers:
+            lines += (fields, "\r\n")
         if framing is not None:
             lines.append(framing)
-        if "Date" not in response.headers:
-            lines.append(f"Date: {_http_date()}\r\n")
+        if "Date" not in headers:
+            lines.append(_date_line())
         if not keep_alive:
-            if response.headers.get("Connection", "").lower() != "close":
+            if headers.get("Connection", "").lower() != "close":
                 lines.append("Connection: close\r\n")
         elif request.version == HTTP_10:
             lines.append("Connection: keep-alive\r\n")
         lines.append("\r\n")
         return "".join(lines).encode("utf-8", "surrogateescape")
 
-    def _write_response(self, request: Request, response: Response) -> None:
+    def _write_response(self, request: Request, response: Response) -> bool:
+        """Write the whole response; returns whether its head kept the connection alive."""
         status = response.status
         headers = response.headers
         body = response.body
@@ -488,8 +505,9 @@ class Connection(asyncio.Protocol):
             body = b""
         if headers.get("Connection", "").lower() == "close":
             response.force_close()
+        keep_alive = self._keep_alive(request, response)
         try:
-            head = self._head(request, response, framing, self._keep_alive(request, response))
+            head = self._head(request, response, framing, keep_alive)
         except ValueError:
             log.error("response to %s %s has a line break in a header; answering 500",
                       request.method, request.raw_path)
@@ -498,8 +516,13 @@ class Connection(asyncio.Protocol):
             response.force_close()
             head = self._head(request, response, "Content-Length: 0\r\n", False)
             body = b""
+            keep_alive = False
         response.body_length = len(body)
-        self.write_parts(head, body)
+        if body:
+            self.write_parts(head, body)
+        else:
+            self.write(head)
+        return keep_alive
 
     def start_stream(self, request: Request, response: StreamResponse) -> tuple[bool, bool]:
         """Send a StreamResponse's head; returns (chunked, head only). A HEAD request, 1xx,

@@ -35,6 +35,8 @@ HTTP_11 = HttpVersion(1, 1)
 CHUNKED = -1  # Head.body_length of a chunked body
 
 _VERSIONS = {"1.1": HTTP_11, "1.0": HTTP_10}
+# The usual methods' names, decoded once.
+_METHODS = {name.encode(): name for name in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 # A comma-separated list of ASCII tokens with optional whitespace (Connection, codings).
 _TOKEN_LIST = re.compile(rb"[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:[ \t]*,[ \t]*[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*[ \t]*")
 _ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://(?:[^/?#@]*@)?([^/?#]*)")  # group 1: host[:port]
@@ -82,30 +84,26 @@ class RequestFramer:
     ParseError at the first request that cannot be framed (nothing after it is parsed).
     After an upgrade request, `stopped` is true and further bytes are ignored."""
 
-    __slots__ = ("sink", "limits", "stopped", "head_bytes", "_parser", "_url", "_fields",
-                 "_field_bytes", "_in_head", "_error")
+    __slots__ = ("sink", "limits", "stopped", "head_bytes", "in_head", "_parser", "_url", "_url_bytes",
+                 "_fields", "_field_bytes", "_error")
 
     def __init__(self, sink: RequestSink, limits: Limits = Limits()) -> None:
         self.sink = sink
         self.limits = limits
         self.stopped = False
         self.head_bytes = 0  # bytes of the head being received (0 between heads)
+        self.in_head = False  # a request head has begun and is not complete yet
         self._parser = httptools.HttpRequestParser(self)
         self._url: list[bytes] = []
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._url_bytes = 0
+        self._fields: list[tuple[str, str]] = []
         self._field_bytes = 0
-        self._in_head = False
         self._error: ParseError | None = None
-
-    @property
-    def in_head(self) -> bool:
-        """A request head has begun and is not complete yet."""
-        return self._in_head
 
     def feed(self, data: bytes) -> None:
         if self.stopped:
             return
-        was_in_head = self._in_head
+        was_in_head = self.in_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -114,7 +112,7 @@ class RequestFramer:
             raise (self._error or ParseError(400, "malformed request")) from None
         except httptools.HttpParserError as exc:
             raise ParseError(400, _reason(exc)) from None
-        if was_in_head and self._in_head:
+        if was_in_head and self.in_head:
             # The same head is still open: what it holds (here and inside the parser) is
             # bounded by max_head plus one read, however slowly or long it arrives.
             self.head_bytes += len(data)
@@ -128,26 +126,28 @@ class RequestFramer:
     # ------------------------------------------------------------ llhttp callbacks
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self.in_head = True
         self.head_bytes = 0
         self._url.clear()
+        self._url_bytes = 0
         self._fields = []
         self._field_bytes = 0
 
     def on_url(self, fragment: bytes) -> None:
         self._url.append(fragment)
-        if sum(map(len, self._url)) > self.limits.max_line:
+        self._url_bytes += len(fragment)
+        if self._url_bytes > self.limits.max_line:
             self._fail(ParseError(414, f"request line longer than {self.limits.max_line} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
+        if not self.in_head:
             return  # a trailer field: llhttp checked its syntax; its value is dropped
         limits = self.limits
         size = len(name) + len(value)
         self._field_bytes += size
         if size > limits.max_field or self._field_bytes > limits.max_head or len(self._fields) >= limits.max_fields:
             self._fail(self._field_error(size))
-        self._fields.append((name, value))  # decoded once, with the whole head
+        self._fields.append((name.decode("latin-1"), value.decode("utf-8", "surrogateescape")))
 
     def _field_error(self, size: int) -> ParseError:
         limits = self.limits
@@ -158,7 +158,7 @@ class RequestFramer:
         return ParseError(431, f"more than {limits.max_fields} header fields")
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
+        self.in_head = False
         try:
             head = self._head()
         except ParseError as error:
@@ -175,7 +175,8 @@ class RequestFramer:
 
     def _head(self) -> Head:
         parser = self._parser
-        method = parser.get_method().decode("ascii")
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         version = _VERSIONS.get(parser.get_http_version())
         if version is None:
             raise ParseError(505, "HTTP version not supported")
@@ -183,7 +184,7 @@ class RequestFramer:
             raise ParseError(405, "CONNECT is not supported")
         url = self._url
         target = (url[0] if len(url) == 1 else b"".join(url)).decode("utf-8", "surrogateescape")
-        headers = CIMultiDict([(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._fields])
+        headers = CIMultiDict(self._fields)
         hosts = len(headers.getall("Host", ()))
         if hosts > 1 or (hosts == 0 and version == HTTP_11):
             raise ParseError(400, "missing Host header" if hosts == 0 else "more than one Host header")

@@ -72,7 +72,7 @@ class Request:
         self._state = {} if state is None else state
         self._path: str | None = None
         self._query: MultiDictProxy[str] | None = None
-        raw, _, query = _origin_form(target).partition("?")
+        raw, _, query = (target if target[:1] == "/" else _origin_form(target)).partition("?")
         self.raw_path = raw
         self.query_string = query
 
@@ -89,7 +89,7 @@ class Request:
     @property
     def query(self) -> MultiDictProxy[str]:
         if self._query is None:
-            self._query = MultiDictProxy(MultiDict(parse_qsl(self.query_string, keep_blank_values=True)))
+            self._query = MultiDictProxy(MultiDict(_parse_query(self.query_string)))
         return self._query
 
     @property
@@ -168,6 +168,14 @@ class Request:
                        self.keep_alive, self._state)
 
 
+def _parse_query(query: str) -> list[tuple[str, str]]:
+    """parse_qsl(query, keep_blank_values=True). Without escapes (`%`, `+`) decoding
+    changes nothing, so the usual query is only split."""
+    if "%" in query or "+" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    return [(name, value) for name, _, value in (piece.partition("=") for piece in query.split("&") if piece)]
+
+
 def _origin_form(target: str) -> str:
     if target.startswith("/"):
         return target
@@ -208,11 +216,13 @@ class BodyReader:
             self._size += len(data)
             if self._size > self.HIGH_WATER and self._conn is not None and not self._eof:
                 self._conn.pause_reading(self)
-            self._wake()
+            if self._waiter is not None:
+                self._wake()
 
     def feed_eof(self) -> None:
         self._eof = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
         self._error = error

@@ -201,7 +201,9 @@ class DurableStreamsHandler:
     async def _post(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
         h = request.headers
         claim = parse.producer_claim(h.get("Producer-Id"), h.get("Producer-Epoch"), h.get("Producer-Seq"))
-        body = await _read_body(request, limit)
+        body = _arrived_body(request, limit)
+        if body is None:
+            body = await _read_body(request, limit)
         result = await self.engine.append(path, AppendRequest(
             content_type=parse.content_type(h.get("Content-Type")),
             body=body,
@@ -465,7 +467,8 @@ class DurableStreamsHandler:
 def _stream_path(request: Request) -> str:
     """The stream key (the full path), refusing traversal and oversized paths."""
     raw = request.raw_path
-    if len(raw.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+    size = len(raw) if raw.isascii() else len(raw.encode("utf-8", "surrogateescape"))
+    if size > MAX_PATH_BYTES:
         raise HttpError(400, f"path longer than {MAX_PATH_BYTES} bytes")
     path = request.path
     # unquote only touches escapes; the usual path has none and then equals the raw path,
@@ -474,7 +477,7 @@ def _stream_path(request: Request) -> str:
     for candidate in (path,) if unquoted == path else (path, unquoted):
         if "\x00" in candidate:
             raise HttpError(400, "path contains a NUL byte")
-        if any(segment in (".", "..") for segment in candidate.split("/")):
+        if "." in candidate and any(segment in (".", "..") for segment in candidate.split("/")):
             raise HttpError(400, "path contains a dot segment")
     return path
 
@@ -504,15 +507,22 @@ def _fork_request(h) -> ForkRequest | None:
     return ForkRequest(source, offset, sub_offset)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """Read the body incrementally, giving up as soon as it exceeds `limit`."""
+def _arrived_body(request: Request, limit: int) -> bytes | None:
+    """The whole body if it has arrived (the usual small body comes with its head), else
+    None; refuses one announced or found larger than `limit`."""
     length = request.content_length
     if length is not None and length > limit:
         raise HttpError(413, f"request body larger than {limit} bytes", close=True)
-    arrived = request.content.take_all()  # the usual small body came with its head
+    arrived = request.content.take_all()
+    if arrived is not None and len(arrived) > limit:
+        raise HttpError(413, f"request body larger than {limit} bytes", close=True)
+    return arrived
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the body incrementally, giving up as soon as it exceeds `limit`."""
+    arrived = _arrived_body(request, limit)
     if arrived is not None:
-        if len(arrived) > limit:
-            raise HttpError(413, f"request body larger than {limit} bytes", close=True)
         return arrived
     body = bytearray()
     async for piece in request.content.iter_any():

@@ -5,6 +5,7 @@ matches before a trailing newline: every value here is matched whole, ASCII only
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timedelta, timezone
 
@@ -57,6 +58,7 @@ def is_true(value: str | None) -> bool:
     return value is not None and value.lower() == "true"
 
 
+@functools.lru_cache(maxsize=256)  # clients send few distinct types; each append checks one
 def content_type(value: str | None) -> str | None:
     """The Content-Type as sent, or None when absent or not shaped like `type/subtype`."""
     if value is None:
@@ -66,6 +68,8 @@ def content_type(value: str | None) -> str | None:
 
 
 def producer_claim(producer_id: str | None, epoch: str | None, seq: str | None) -> ProducerClaim | None:
+    if producer_id is None and epoch is None and seq is None:
+        return None  # the usual append: no producer
     present = [h is not None for h in (producer_id, epoch, seq)]
     if not any(present):
         return None

@@ -36,13 +36,15 @@ PREFLIGHT_HEADERS = {
 }
 
 
+# Copied into every response: copying a multidict skips folding the names' case again.
+_COMMON_FIELDS = CIMultiDict(COMMON_HEADERS)
+
+
 def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
     # Merged case-insensitively, so any spelling of a name replaces the default.
-    merged = CIMultiDict(COMMON_HEADERS)
+    response = Response(status=status, body=body, headers=_COMMON_FIELDS)
     if headers:
-        merged.update(headers)
+        response.headers.update(headers)
     if not body and status in (204, 304):
-        merged.pop("Content-Type", None)
-    response = Response(status=status, body=body)
-    response.headers = merged
+        response.headers.pop("Content-Type", None)
     return response

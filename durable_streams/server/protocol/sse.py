@@ -30,6 +30,11 @@ def data_event(framing: Framing, data: bytes) -> bytes:
     return b"event: data\n" + b"".join(b"data:" + line + b"\n" for line in lines) + b"\n"
 
 
+# json.dumps with its own separators builds an encoder per call; one event goes to every
+# SSE reader per append, so the encoder is made once.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def control_event(fields: dict) -> bytes:
-    payload = json.dumps(fields, separators=(",", ":")).encode()
+    payload = _COMPACT_JSON.encode(fields).encode()
     return b"event: control\ndata:" + payload + b"\n\n"

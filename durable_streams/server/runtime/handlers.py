@@ -152,7 +152,7 @@ def _delete_header(headers: Any, pattern: str) -> None:
 def apply_response_headers(response: Response | StreamResponse, request: Request) -> None:
     """on_response_prepare: early headers the handler did not overwrite, then deferred ops."""
     ctx = request.get(CONTEXT_KEY)
-    if ctx is None:
+    if ctx is None or not ctx.changes_response_headers:
         return
     for name in dict.fromkeys(ctx.early_headers.keys()):
         if name not in response.headers:

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,14 +166,19 @@ async def open_listener(
 ) -> Listener:
     listener = Listener(server, None, routes, shutdown_timeout=shutdown_timeout)
 
-    async def run_routes(request: Request) -> Response | StreamResponse:
+    # A plain def handing back the route tree's awaitable: one coroutine less per request.
+    def run_routes(request: Request) -> Awaitable[Response | StreamResponse]:
         current = listener.server
+        trusted = current.trusted_proxies
         request[CONTEXT_KEY] = RequestContext(
-            client_ip=client_ip(request, current.trusted_proxies, current.client_ip_headers)
+            client_ip=client_ip(request, trusted, current.client_ip_headers) if trusted else request.remote or ""
         )
         read_body = current.timeouts.read_body
         if not read_body or not request.body_exists:
-            return await listener.routes(request, _empty_response)
+            return listener.routes(request, _empty_response)
+        return run_with_body_deadline(request, read_body)
+
+    async def run_with_body_deadline(request: Request, read_body: float) -> Response | StreamResponse:
         # servers { timeouts { read_body } }: a body still unread by then ends the connection
         timer = asyncio.get_running_loop().call_later(read_body, _abort_unfinished_body, request)
         try:

@@ -376,10 +376,26 @@ def host_test(hosts: Sequence[str]) -> Callable[[str], bool]:
     return matches_host
 
 
+HOST_ANSWERS_KEPT = 1024  # Host header values whose answer a host matcher remembers
+
+
 @_compiles(HostMatcher)
 def _host(m: HostMatcher) -> Predicate:
     test = host_test(m.hosts)
-    return lambda request: test(request.hostname)
+    # Clients send few distinct Host values, so the answer is remembered by the value as
+    # sent (`hostname` is a function of it), up to a bound a client cannot push past.
+    answers: dict[str, bool] = {}
+
+    def host(request: RequestView) -> bool:
+        sent = request.host
+        answer = answers.get(sent)
+        if answer is None:
+            answer = test(request.hostname)
+            if len(answers) < HOST_ANSWERS_KEPT:
+                answers[sent] = answer
+        return answer
+
+    return host
 
 
 # --------------------------------------------------------------------------- addresses, protocol

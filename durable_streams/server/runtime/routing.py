@@ -115,7 +115,7 @@ class RouteList:
                 continue
             if route.match is not None:
                 if view is None:
-                    view = request_view(request)
+                    view = _LazyRequestView(request)  # type: ignore[assignment]
                 if not route.match(view):
                     continue
             if route.group is not None:
@@ -128,7 +128,10 @@ class RouteList:
                 def rest(req: Request, _after: int = after) -> Awaitable[Response | StreamResponse]:
                     return self._from(_after, req, final, chosen)
 
-            return _chain(route.handlers, 0, request, rest)
+            handlers = route.handlers
+            if len(handlers) == 1:  # the usual route: its one handler continues with `rest`
+                return handlers[0](request, rest)
+            return _chain(handlers, 0, request, rest)
         return final(request)
 
 

@@ -45,9 +45,13 @@ class Record:
         return self.meta["i"]
 
 
+# Made once: json.dumps with its own separators builds an encoder per call (per append).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode(record: Record) -> list[bytes]:
     """The frame as buffers for os.writev (the data is not copied)."""
-    meta = json.dumps(record.meta, separators=(",", ":")).encode()
+    meta = _COMPACT_JSON.encode(record.meta).encode()
     head = BODY_HEADER.pack(record.kind, len(meta)) + meta
     crc = zlib.crc32(record.data, zlib.crc32(head))
     frame_head = FRAME_HEADER.pack(len(head) + len(record.data), crc) + head
