@@ -9,7 +9,12 @@ since this node loaded the stream), writes their chunks, tails and producers, an
 ONE notification per flush (split only when the payload would pass PostgreSQL's
 8000-byte limit): a notifying commit takes a cluster-wide lock, so one per append
 would serialise every node. A stream whose guard failed gets `StaleStream`, and so
-do the appends queued behind it. Futures resolve only after COMMIT returned."""
+do the appends queued behind it. Futures resolve only after COMMIT returned.
+
+The statement is one of two: APPEND_SQL when the batch holds plain appends only (the
+common case), FLUSH_SQL when it also closes a stream, sets a Stream-Seq or carries
+producer state. Both run on generic plans (the plan cache switches to one after five
+runs), so their cost is execution, commit and round trip, not planning."""
 
 from __future__ import annotations
 
@@ -29,39 +34,21 @@ NOTIFY_ENTRIES = 150  # "id:tail:c," entries of at most ~45 bytes: under 8000 pe
 MAX_BATCH_APPENDS = 8192
 MAX_BATCH_BYTES = 32 << 20
 
-FLUSH_SQL = f"""
-WITH batch AS (
-    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[],
-                         $6::bigint[], $7::bigint[], $8::text[], $9::bytea[], $10::bytea[])
-        AS b (id, expected, tail, close, cb_producer, cb_epoch, cb_seq, stream_seq, data, ends)
+# The lock takes the batch's live rows by primary key (`id = ANY`), in id order; the
+# guard is checked on the rows as locked (after a wait, READ COMMITTED hands back the
+# newest version), so the plan never joins the whole table: a generic plan (the
+# plan cache's choice after five runs) would hash-join a seq scan of `streams` when
+# the guard sat in the locking join.
+_LOCKED = """
 ), locked AS (
-    SELECT s.id FROM streams s JOIN batch b ON b.id = s.id
-    WHERE s.tail = b.expected AND NOT s.closed AND NOT s.soft_deleted
+    SELECT s.id, s.tail FROM streams s
+    WHERE s.id = ANY($1::bigint[]) AND NOT s.closed AND NOT s.soft_deleted
     ORDER BY s.id
     FOR NO KEY UPDATE OF s
-), moved AS (
-    UPDATE streams s SET
-        tail = b.tail,
-        closed = b.close,
-        closed_by_producer = coalesce(b.cb_producer, s.closed_by_producer),
-        closed_by_epoch = coalesce(b.cb_epoch, s.closed_by_epoch),
-        closed_by_seq = coalesce(b.cb_seq, s.closed_by_seq),
-        stream_seq = coalesce(b.stream_seq, s.stream_seq)
-    FROM batch b
-    WHERE s.id = b.id AND s.id IN (SELECT id FROM locked)
-    RETURNING s.id, s.tail, s.closed
-), written AS (
-    INSERT INTO chunks (stream_id, start_offset, end_offset, data, ends)
-    SELECT b.id, b.expected, b.tail, b.data, b.ends FROM batch b
-    WHERE b.tail > b.expected AND b.id IN (SELECT id FROM locked)
-), producers_set AS (
-    INSERT INTO producers (stream_id, producer_id, epoch, seq, updated_at)
-    SELECT p.stream_id, p.producer_id, p.epoch, p.seq, p.updated_at
-    FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::bigint[], $15::float8[])
-        AS p (stream_id, producer_id, epoch, seq, updated_at)
-    WHERE p.stream_id IN (SELECT id FROM locked)
-    ON CONFLICT (stream_id, producer_id) DO UPDATE
-        SET epoch = excluded.epoch, seq = excluded.seq, updated_at = excluded.updated_at
+), ok AS (
+    SELECT b.* FROM batch b JOIN locked l ON l.id = b.id AND l.tail = b.expected"""
+
+_NOTIFIED = f"""
 ), notified AS (
     SELECT pg_notify('{CHANNEL}', string_agg(entry, ',')) FROM (
         SELECT id || ':' || tail || CASE WHEN closed THEN ':c' ELSE '' END AS entry,
@@ -71,6 +58,48 @@ WITH batch AS (
 )
 SELECT array(SELECT id FROM moved) AS landed, (SELECT count(*) FROM notified) AS notifies
 """
+
+_WRITTEN = """
+), written AS (
+    INSERT INTO chunks (stream_id, start_offset, end_offset, data, ends)
+    SELECT b.id, b.expected, b.tail, b.data, b.ends FROM ok b
+    WHERE b.tail > b.expected"""
+
+# Any batch: closes, Stream-Seq, producer state.
+FLUSH_SQL = """
+WITH batch AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[], $5::text[],
+                         $6::bigint[], $7::bigint[], $8::text[], $9::bytea[], $10::bytea[])
+        AS b (id, expected, tail, close, cb_producer, cb_epoch, cb_seq, stream_seq, data, ends)""" + _LOCKED + """
+), moved AS (
+    UPDATE streams s SET
+        tail = b.tail,
+        closed = b.close,
+        closed_by_producer = coalesce(b.cb_producer, s.closed_by_producer),
+        closed_by_epoch = coalesce(b.cb_epoch, s.closed_by_epoch),
+        closed_by_seq = coalesce(b.cb_seq, s.closed_by_seq),
+        stream_seq = coalesce(b.stream_seq, s.stream_seq)
+    FROM ok b
+    WHERE s.id = b.id
+    RETURNING s.id, s.tail, s.closed""" + _WRITTEN + """
+), producers_set AS (
+    INSERT INTO producers (stream_id, producer_id, epoch, seq, updated_at)
+    SELECT p.stream_id, p.producer_id, p.epoch, p.seq, p.updated_at
+    FROM unnest($11::bigint[], $12::text[], $13::bigint[], $14::bigint[], $15::float8[])
+        AS p (stream_id, producer_id, epoch, seq, updated_at)
+    WHERE p.stream_id IN (SELECT id FROM ok)
+    ON CONFLICT (stream_id, producer_id) DO UPDATE
+        SET epoch = excluded.epoch, seq = excluded.seq, updated_at = excluded.updated_at""" + _NOTIFIED
+
+# The common batch: plain appends only (no close, no Stream-Seq, no producer state), so
+# half the arrays, no producers upsert, and an update of `tail` alone.
+APPEND_SQL = """
+WITH batch AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bytea[])
+        AS b (id, expected, tail, data, ends)""" + _LOCKED + """
+), moved AS (
+    UPDATE streams s SET tail = b.tail FROM ok b WHERE s.id = b.id
+    RETURNING s.id, s.tail, s.closed""" + _WRITTEN + _NOTIFIED
 
 
 @dataclass(slots=True)
@@ -194,7 +223,10 @@ class Flusher:
     async def _flush(self, batch: dict[int, Pending]) -> None:
         items = sorted(batch.values(), key=lambda p: p.stream_id)
         producer_rows: tuple[list, list, list, list, list] = ([], [], [], [], [])
+        plain = True
         for p in items:
+            if p.close or p.stream_seq is not None or p.producers:
+                plain = False
             for producer_id, (epoch, seq, updated_at) in p.producers.items():
                 for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
                     column.append(value)
@@ -203,18 +235,24 @@ class Flusher:
                 self._conn = await self._pool_of().acquire()
             conn = self._conn
             started = time.monotonic()
-            row = await conn.fetchrow(
-                FLUSH_SQL,
-                [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
-                [p.close for p in items],
-                [p.closed_by[0] if p.closed_by else None for p in items],
-                [p.closed_by[1] if p.closed_by else None for p in items],
-                [p.closed_by[2] if p.closed_by else None for p in items],
-                [p.stream_seq for p in items],
-                [b"".join(p.pieces) for p in items],
-                [p.ends.tobytes() for p in items],
-                *producer_rows,
-            )
+            if plain:
+                row = await conn.fetchrow(
+                    APPEND_SQL,
+                    [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
+                    [b"".join(p.pieces) for p in items], [p.ends.tobytes() for p in items])
+            else:
+                row = await conn.fetchrow(
+                    FLUSH_SQL,
+                    [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
+                    [p.close for p in items],
+                    [p.closed_by[0] if p.closed_by else None for p in items],
+                    [p.closed_by[1] if p.closed_by else None for p in items],
+                    [p.closed_by[2] if p.closed_by else None for p in items],
+                    [p.stream_seq for p in items],
+                    [b"".join(p.pieces) for p in items],
+                    [p.ends.tobytes() for p in items],
+                    *producer_rows,
+                )
         except BaseException as exc:
             if isinstance(exc, Exception):
                 await self._release()  # a broken connection goes back to the pool to be replaced
