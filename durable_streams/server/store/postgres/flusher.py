@@ -33,6 +33,12 @@ CHANNEL = "durable_streams"
 NOTIFY_ENTRIES = 150  # "id:tail:c," entries of at most ~45 bytes: under 8000 per notify
 MAX_BATCH_APPENDS = 8192
 MAX_BATCH_BYTES = 32 << 20
+# A flush costs PostgreSQL ~0.3 ms of CPU whatever its size (round trip, commit, notify),
+# ~12 us per stream in it. When the previous flush held GATHER_MIN appends or more (the
+# writers are busy), the next one waits up to GATHER_SECONDS for as many to queue:
+# bigger batches, fewer statements. An idle writer never waits.
+GATHER_MIN = 8
+GATHER_SECONDS = 0.001
 
 # The lock takes the batch's live rows by primary key (`id = ANY`), in id order; the
 # guard is checked on the rows as locked (after a wait, READ COMMITTED hands back the
@@ -139,6 +145,10 @@ class Flusher:
         self._queued_bytes = 0
         self._queued_appends = 0
         self._wake = asyncio.Event()
+        self._enough = asyncio.Event()  # set once _want appends are queued
+        self._want = 0
+        self._last_batch = 0
+        self.gather_seconds = GATHER_SECONDS
         self._task: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -195,6 +205,8 @@ class Flusher:
         self._queued_bytes += len(data)
         self._queued_appends += 1
         self._wake.set()
+        if self._want and self._queued_appends >= self._want:
+            self._enough.set()
         return future
 
     def heard(self, entries: list[tuple[int, int, bool]]) -> None:
@@ -212,6 +224,15 @@ class Flusher:
             self._wake.clear()
             if not self._queue:
                 continue
+            if self._last_batch >= GATHER_MIN and self._queued_appends < self._last_batch and self.gather_seconds:
+                self._want = self._last_batch
+                self._enough.clear()
+                try:
+                    await asyncio.wait_for(self._enough.wait(), self.gather_seconds)
+                except asyncio.TimeoutError:
+                    pass
+                self._want = 0
+            self._last_batch = self._queued_appends
             batch, self._queue = self._queue, {}
             self._queued_bytes = self._queued_appends = 0
             self._idle.clear()
