@@ -45,9 +45,8 @@ GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
 # The lock takes the batch's live rows by primary key (`id = ANY`), in id order; the
 # guard is checked on the rows as locked (after a wait, READ COMMITTED hands back the
-# newest version), so the plan never joins the whole table: a generic plan (the
-# plan cache's choice after five runs) would hash-join a seq scan of `streams` when
-# the guard sat in the locking join.
+# newest version), so the plan never joins the whole table: with the guard in the
+# locking join, the generic plan hash-joined a seq scan of `streams`.
 _LOCKED = """
 ), locked AS (
     SELECT s.id, s.tail FROM streams s
