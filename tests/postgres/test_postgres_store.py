@@ -58,6 +58,40 @@ async def test_stale_tail_is_refused_and_nothing_lands(pg_dsn):
         await b.close()
 
 
+@pytest.mark.parametrize("plain", [True, False], ids=["append-statement", "flush-statement"])
+async def test_a_batch_lands_what_holds_and_refuses_stale_and_closed_streams(pg_dsn, plain):
+    """One flush, both statements (plain appends; one carrying producer state): a fresh
+    stream lands, a stale one and a closed one are refused, nothing of theirs is written."""
+    from durable_streams.server.store.base import ProducerState
+
+    a, b = await _store(pg_dsn), await _store(pg_dsn)
+    tag = "p" if plain else "f"
+    try:
+        for name in ("ok", "stale", "closed"):
+            await _create(a, f"/{tag}-{name}")
+            assert await b.lookup(f"/{tag}-{name}") is not None
+        await a.append(f"/{tag}-stale", b"abc", Commit(tail=3))
+        await a.append(f"/{tag}-closed", b"", Commit(tail=0, close=True))
+        producer = None if plain else ("w1", ProducerState(0, 0, b.now()))
+        results = await asyncio.gather(
+            b.append(f"/{tag}-ok", b"hello", Commit(tail=5, producer=producer)),
+            b.append(f"/{tag}-stale", b"zz", Commit(tail=2)),
+            b.append(f"/{tag}-closed", b"yy", Commit(tail=2)),
+            return_exceptions=True)
+        assert results[0] is None
+        assert isinstance(results[1], StaleStream) and isinstance(results[2], StaleStream)
+        assert await a.read(f"/{tag}-stale", 0, 3) == b"abc"
+        fresh = await a.lookup(f"/{tag}-ok")
+        assert fresh.state.tail == 5 and (plain or fresh.state.producers["w1"].epoch == 0)
+        assert (await a.lookup(f"/{tag}-closed")).state.tail == 0
+        async with a._pool.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM chunks c JOIN streams s ON s.id = c.stream_id "
+                                       "WHERE s.path = ANY($1)", [f"/{tag}-closed", f"/{tag}-stale"]) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_compaction_merges_small_rows_and_keeps_bytes_and_boundaries(pg_dsn):
     store = await _store(pg_dsn)
     try:
