@@ -40,12 +40,15 @@ class StreamView(Protocol):
     @property
     def removed(self) -> bool: ...
 
+    @property
+    def read_floor(self) -> int: ...
+
 
 class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
                  "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
                  "_in_flight", "_generation", "_signal", "_stale",
-                 "_retention", "_reads", "_last_append")
+                 "_retention", "_reads", "_last_append", "_retaining")
 
     def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
         # Read by the protocol layer (StreamView); plain attributes: the read path is hot.
@@ -74,6 +77,9 @@ class Stream:
         # Starts of the reads in progress: the floor never passes one (their bytes stay).
         self._reads: list[int] = []
         self._last_append = -1  # where the newest append began, once one landed here
+        # The floor a retention pass is making durable (the store may already be dropping
+        # the bytes below it): reads from below it are refused as if it had moved.
+        self._retaining = 0
 
     @property
     def path(self) -> str:
@@ -83,6 +89,17 @@ class Stream:
     def removed(self) -> bool:
         """Deleted or expired: its path may already belong to a new incarnation."""
         return self._removed
+
+    @property
+    def read_floor(self) -> int:
+        """The earliest offset a reader of this stream can still read: its own floor, or
+        a source's, whichever is higher (a fork reads its source below its base, and a
+        source's floor may rise up to that base)."""
+        floor, current = 0, self
+        while current is not None:
+            floor = max(floor, current.state.floor, current._retaining)
+            current = current._source
+        return floor
 
     @property
     def referenced(self) -> bool:

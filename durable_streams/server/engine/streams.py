@@ -319,7 +319,11 @@ class StreamEngine:
         if floor <= state.floor and marks == state.marks:
             return 0
         dropped = max(0, floor - max(state.floor, stream.config.base_offset))
-        reclaimed = await self.store.retain(stream.path, floor, marks)
+        stream._retaining = floor  # no read starts below it while the store drops bytes
+        try:
+            reclaimed = await self.store.retain(stream.path, floor, marks)
+        finally:
+            stream._retaining = 0
         if stream.removed:
             return 0
         state.floor = max(state.floor, floor)
@@ -796,19 +800,28 @@ class StreamEngine:
 
     @contextlib.contextmanager
     def _reading(self, stream: Stream, start: int):
-        """A read from `start` is in progress: retention keeps its bytes until it ends."""
-        if start < stream.state.floor:
-            raise BelowFloor(stream.state.floor)
-        stream._reads.append(start)
+        """A read from `start` is in progress: retention keeps its bytes until it ends,
+        in the stream and in the sources a fork reads below its base."""
+        floor = stream.read_floor
+        if start < floor:
+            raise BelowFloor(floor)
+        chain: list[Stream] = []
+        current: Stream | None = stream
+        while current is not None:
+            chain.append(current)
+            current = current._source
+        for held in chain:
+            held._reads.append(start)
         try:
             yield
         finally:
-            stream._reads.remove(start)
+            for held in chain:
+                held._reads.remove(start)
 
     def read_start(self, stream: Stream, start: int | None) -> int:
         """Where a read asked to start at `start` begins: None (the beginning, offset=-1)
         is the floor; an explicit offset below it is gone."""
-        floor = stream.state.floor
+        floor = stream.read_floor
         if start is None:
             return floor
         if start < floor:
