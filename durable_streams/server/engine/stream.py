@@ -48,7 +48,7 @@ class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
                  "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
                  "_in_flight", "_generation", "_signal", "_stale",
-                 "_retention", "_reads", "_last_append", "_retaining")
+                 "_retention", "_reads", "_last_append")
 
     def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
         # Read by the protocol layer (StreamView); plain attributes: the read path is hot.
@@ -77,9 +77,6 @@ class Stream:
         # Starts of the reads in progress: the floor never passes one (their bytes stay).
         self._reads: list[int] = []
         self._last_append = -1  # where the newest append began, once one landed here
-        # The floor a retention pass is making durable (the store may already be dropping
-        # the bytes below it): reads from below it are refused as if it had moved.
-        self._retaining = 0
 
     @property
     def path(self) -> str:
@@ -93,11 +90,12 @@ class Stream:
     @property
     def read_floor(self) -> int:
         """The earliest offset a reader of this stream can still read: its own floor, or
-        a source's, whichever is higher (a fork reads its source below its base, and a
-        source's floor may rise up to that base)."""
-        floor, current = 0, self
+        a source's below the base of the fork reading it, whichever is higher (a fork
+        reads its source below its base, and a source's floor may rise up to that base)."""
+        floor, current, below = self.state.floor, self._source, self.config.base_offset
         while current is not None:
-            floor = max(floor, current.state.floor, current._retaining)
+            floor = max(floor, min(current.state.floor, below))
+            below = min(below, current.config.base_offset)
             current = current._source
         return floor
 
