@@ -36,10 +36,7 @@ http://127.0.0.1:{port} {{
 			max_size 64MiB
 		}}
 		durable_streams {{
-{store}
-			long_poll_timeout 1s
-			sse_reconnect_interval 60s
-{retention}
+{settings}
 		}}
 	}}
 	respond "not found" 404
@@ -114,8 +111,10 @@ class Server:
         self.port = free_port()
         self.starts += 1
         config = self.workdir / f"{self.name}.Caddyfile"
-        config.write_text(CADDYFILE.format(port=self.port, prefix=PREFIX, store=self._store_line,
-                                           retention=self._retention))
+        settings = [self._store_line, "\t\t\tlong_poll_timeout 1s", "\t\t\tsse_reconnect_interval 60s",
+                    self._retention]
+        config.write_text(CADDYFILE.format(port=self.port, prefix=PREFIX,
+                                           settings="\n".join(line for line in settings if line)))
         self.log_path = self.workdir / f"{self.name}-{self.starts}.log"
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen([*COMMAND, str(config)], stdout=log, stderr=log, env=self.env)

@@ -267,6 +267,28 @@ def test_a_fork_never_reads_its_source_below_the_floor(server, http):
         assert_gone(http.get(fork, params={"offset": format_offset(floor)}), src_floor)
 
 
+def test_a_json_fork_at_the_floor(server, http):
+    src = server.url(new("size"))
+    create(http, src, "application/json")
+    for i in range(40):
+        assert http.post(src, content=json.dumps({"n": i, "pad": "x" * 40}),
+                         headers={"Content-Type": "application/json"}).status_code == 204
+    floor = wait_floor(http, src)
+    kept = http.get(src, params={"offset": "-1"}).json()
+    fork = server.url(new("keep"))
+    # the floor is a message boundary, though the byte before it is gone
+    create(http, fork, "application/json", {"Stream-Forked-From": src.split(server.base, 1)[1],
+                                            "Stream-Fork-Offset": format_offset(floor)})
+    assert http.post(fork, content=json.dumps({"n": "own"}),
+                     headers={"Content-Type": "application/json"}).status_code == 204
+    assert http.get(fork, params={"offset": "-1"}).json() == [{"n": "own"}]
+    r = http.put(server.url(new("keep")), headers={"Content-Type": "application/json",
+                                                   "Stream-Forked-From": src.split(server.base, 1)[1],
+                                                   "Stream-Fork-Offset": format_offset(floor + 1)})
+    assert r.status_code == 400  # not a message boundary (as without retention)
+    assert kept[-1]["n"] == 39
+
+
 # ------------------------------------------------------------------ rules
 
 
