@@ -40,7 +40,7 @@ http://127.0.0.1:{port} {{
 		durable_streams {{
 			postgres "{dsn}"
 			long_poll_timeout {long_poll}
-			sse_reconnect_interval 60s
+			sse_reconnect_interval 60s{retention}
 		}}
 	}}
 	respond /readyz 200
@@ -58,12 +58,17 @@ def free_port() -> int:
 class Node:
     """One server process; restartable on the same port."""
 
-    def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s") -> None:
+    def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s",
+                 retention: dict[str, str] | None = None) -> None:
+        """`retention`: the limits of one `retention` block for every stream (max_age,
+        max_size: Caddyfile values), or none."""
         self.dsn = dsn
         self.name = name
         self.port = free_port()
         self.config = workdir / f"{name}.Caddyfile"
-        self.config.write_text(CADDYFILE.format(port=self.port, dsn=dsn, long_poll=long_poll))
+        block = "" if not retention else "\n\t\t\tretention {\n" + "".join(
+            f"\t\t\t\t{name} {value}\n" for name, value in retention.items()) + "\t\t\t}"
+        self.config.write_text(CADDYFILE.format(port=self.port, dsn=dsn, long_poll=long_poll, retention=block))
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
