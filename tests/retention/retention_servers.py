@@ -23,7 +23,7 @@ CADDYFILE = """\
 {{
 	admin off
 	auto_https off
-	grace_period 1s
+	grace_period 2s
 	log {{
 		output stderr
 		level WARN

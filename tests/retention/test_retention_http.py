@@ -83,12 +83,18 @@ def floor_of(c: httpx.Client, url: str) -> int:
     return 0 if value is None else parse_position(value)
 
 
-def wait_floor(c: httpx.Client, url: str, at_least: int = 1) -> int:
+def wait_floor(c: httpx.Client, url: str, at_least: int = 1, bound: int = MAX_SIZE) -> int:
+    """The floor once it is at `at_least` or above and at most `bound` bytes remain: the
+    pass after the last append has run (passes may lag behind appends), so the floor
+    holds still until the stream grows again."""
     deadline = time.monotonic() + WAIT
-    while (floor := floor_of(c, url)) < at_least:
+    while True:
+        r = head(c, url)
+        floor = parse_position(r.headers.get(EARLIEST, format_offset(0)))
+        if floor >= at_least and parse_position(r.headers[NEXT]) - floor <= bound:
+            return floor
         assert time.monotonic() < deadline, f"the floor of {url} stayed at {floor}"
         time.sleep(0.05)
-    return floor
 
 
 def trimmed_stream(c: httpx.Client, server: Server) -> tuple[str, bytes, int]:
