@@ -40,7 +40,7 @@ http://127.0.0.1:{port} {{
 		durable_streams {{
 			postgres "{dsn}"
 			long_poll_timeout {long_poll}
-			sse_reconnect_interval 60s
+			sse_reconnect_interval 60s{retention}
 		}}
 	}}
 	respond /readyz 200
@@ -58,15 +58,20 @@ def free_port() -> int:
 class Node:
     """One server process; restartable on the same port."""
 
-    def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s", admin: bool = False) -> None:
+    def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s", admin: bool = False,
+                 retention: dict[str, str] | None = None) -> None:
+        """`retention`: the limits of one `retention` block for every stream (max_age,
+        max_size: Caddyfile values), or none."""
         self.dsn = dsn
         self.name = name
         self.port = free_port()
         # the admin address serves the real /readyz (and /metrics); the site's is static
         self.admin_port = free_port() if admin else None
         self.config = workdir / f"{name}.Caddyfile"
+        block = "" if not retention else "\n\t\t\tretention {\n" + "".join(
+            f"\t\t\t\t{name} {value}\n" for name, value in retention.items()) + "\t\t\t}"
         self.config.write_text(CADDYFILE.format(
-            port=self.port, dsn=dsn, long_poll=long_poll,
+            port=self.port, dsn=dsn, long_poll=long_poll, retention=block,
             admin=f"admin 127.0.0.1:{self.admin_port}" if admin else "admin off"))
         self.log_path = workdir / f"{name}.log"
         self.proc: subprocess.Popen | None = None

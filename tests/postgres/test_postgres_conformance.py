@@ -24,7 +24,9 @@ pytestmark = pytest.mark.skipif(shutil.which("node") is None, reason="node is re
 
 
 async def test_conformance_two_nodes_alternating(pg_dsn, tmp_path):
-    nodes = [Node(pg_dsn, tmp_path, name).start() for name in ("a", "b")]
+    # with a retention policy the suite's own data never reaches (as tests/conformance)
+    retention = {"max_age": "30d", "max_size": "1GiB"}
+    nodes = [Node(pg_dsn, tmp_path, name, retention=retention).start() for name in ("a", "b")]
     proxy = await AlternatingProxy([n.url for n in nodes]).start()
     try:
         process = await asyncio.create_subprocess_exec(

@@ -186,7 +186,7 @@ def test_state_copy_carries_every_field_and_shares_no_mutable_part():
 
     values = {"tail": 7, "closed": True, "closed_by": ("p", 1, 2), "stream_seq": "s9",
               "producers": {"p": ProducerState(1, 2, 3.0)}, "soft_deleted": True,
-              "last_access": 4.0}
+              "last_access": 4.0, "floor": 5, "marks": ((5, 1.0), (6, 2.0))}
     assert set(values) == {f.name for f in dataclasses.fields(StreamState)}, "new field: add it to values and to copy()"
     original = StreamState(**values)
     copied = original.copy()

@@ -109,6 +109,9 @@ def fork_anchor(source: Stream | None, request: ForkRequest, content_type: str |
         raise InvalidRequest("Stream-Fork-Offset is beyond the source's tail")
     if request.sub_offset and anchor == tail:
         raise InvalidRequest("Stream-Fork-Sub-Offset names data past the source's tail")
+    floor = source.read_floor
+    if anchor < floor:
+        raise BelowFloor(floor)  # the bytes the fork would share are no longer retained
     return anchor
 
 
@@ -118,7 +121,8 @@ async def sub_offset_prefix(store: StreamStore, source: Stream, anchor: int, sub
     next data boundary). JSON: messages, up to the source's tail (as the reference
     server counts them). A JSON anchor must sit between messages, or every read of the
     fork would be broken JSON."""
-    if source.framing is Framing.JSON and anchor > 0:
+    # (at the source's floor, an append boundary, the bytes before it are gone)
+    if source.framing is Framing.JSON and anchor > source.read_floor:
         if await read_range(store, source, anchor - 1, anchor) != b"\n":
             raise InvalidRequest("Stream-Fork-Offset is not at a message boundary")
     if not sub_offset:

@@ -40,6 +40,9 @@ class StreamView(Protocol):
     @property
     def removed(self) -> bool: ...
 
+    @property
+    def read_floor(self) -> int: ...
+
 
 class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
@@ -84,6 +87,18 @@ class Stream:
     def removed(self) -> bool:
         """Deleted or expired: its path may already belong to a new incarnation."""
         return self._removed
+
+    @property
+    def read_floor(self) -> int:
+        """The earliest offset a reader of this stream can still read: its own floor, or
+        a source's below the base of the fork reading it, whichever is higher (a fork
+        reads its source below its base, and a source's floor may rise up to that base)."""
+        floor, current, below = self.state.floor, self._source, self.config.base_offset
+        while current is not None:
+            floor = max(floor, min(current.state.floor, below))
+            below = min(below, current.config.base_offset)
+            current = current._source
+        return floor
 
     @property
     def referenced(self) -> bool:

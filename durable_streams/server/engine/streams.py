@@ -123,6 +123,9 @@ class StreamEngine:
         self.retention = retention
         self._retention_due: set[Stream] = set()
         self._retention_wake = asyncio.Event()
+        # Streams whose store is making a new floor durable (and may already be dropping
+        # the bytes below it): (that floor, done when the store returns).
+        self._retaining: dict[Stream, tuple[int, asyncio.Future]] = {}
         self.clock = clock or store.now  # a shared store's clock is its database's
         self.events = events
         self._streams: dict[str, Stream] = {}
@@ -358,7 +361,13 @@ class StreamEngine:
         if floor <= state.floor and marks == state.marks:
             return 0
         dropped = max(0, floor - max(state.floor, stream.config.base_offset))
-        reclaimed = await self.store.retain(stream.path, floor, marks)
+        done = asyncio.get_running_loop().create_future()
+        self._retaining[stream] = (floor, done)  # reads from below it wait (_retention_settled)
+        try:
+            reclaimed = await self.store.retain(stream.path, floor, marks)
+        finally:
+            del self._retaining[stream]
+            done.set_result(None)
         if stream.removed:
             return 0
         if self.store.shared:
@@ -589,8 +598,8 @@ class StreamEngine:
         if request.fork is not None:
             source = await self._resolve(request.fork.source_path)
             base_offset = fork_anchor(source, request.fork, content_type)
-            if base_offset < source.state.floor:  # the fork would share bytes retention dropped
-                raise BelowFloor(source.state.floor)
+            if self._dropping(source, base_offset) is not None:  # its pass did not see this fork
+                raise StoreUnavailable(f"retention is moving the floor of {request.fork.source_path}; retry")
             # Pin the source before awaiting anything: a concurrent DELETE of it must
             # soft-delete it rather than reclaim bytes this fork is about to share.
             source._pins += 1
@@ -873,6 +882,7 @@ class StreamEngine:
         if start > tail:
             raise InvalidRequest("offset is beyond the tail of the stream")
         end = min(tail, start + max(1, max_bytes))
+        await self._retention_settled(stream, start)
         with self._reading(stream, start):
             data = await read_range(self.store, stream, start, end)
             if end < tail:
@@ -890,27 +900,55 @@ class StreamEngine:
         took (end, closed) from one snapshot and renders one response from them). Only
         one piece is held at a time, so a reader of any range costs bounded memory."""
         position = start
+        await self._retention_settled(stream, start)
         with self._reading(stream, start):
             while position < end:
                 stop = min(end, position + page_bytes)
                 yield await read_range(self.store, stream, position, stop)
                 position = stop
 
+    def _dropping(self, stream: Stream, position: int) -> asyncio.Future | None:
+        """A retention pass that is dropping the byte at `position` of the stream or of a
+        source it reads (its floor is not moved yet, its bytes may already be gone)."""
+        current: Stream | None = stream
+        while current is not None:
+            pending = self._retaining.get(current)
+            if pending is not None and position < pending[0]:
+                return pending[1]
+            current = current._source
+        return None
+
+    async def _retention_settled(self, stream: Stream, start: int) -> None:
+        """Wait out the retention passes dropping bytes at `start`: the store may free
+        them before the floor moves (which is only once durable), so the read then sees
+        that floor (410) or, if the pass failed, the bytes."""
+        while (pending := self._dropping(stream, start)) is not None:
+            await asyncio.shield(pending)
+
     @contextlib.contextmanager
     def _reading(self, stream: Stream, start: int):
-        """A read from `start` is in progress: retention keeps its bytes until it ends."""
-        if start < stream.state.floor:
-            raise BelowFloor(stream.state.floor)
-        stream._reads.append(start)
+        """A read from `start` is in progress: retention keeps its bytes until it ends,
+        in the stream and in the sources a fork reads below its base."""
+        floor = stream.read_floor
+        if start < floor:
+            raise BelowFloor(floor)
+        chain: list[Stream] = []
+        current: Stream | None = stream
+        while current is not None:
+            chain.append(current)
+            current = current._source
+        for held in chain:
+            held._reads.append(start)
         try:
             yield
         finally:
-            stream._reads.remove(start)
+            for held in chain:
+                held._reads.remove(start)
 
     def read_start(self, stream: Stream, start: int | None) -> int:
         """Where a read asked to start at `start` begins: None (the beginning, offset=-1)
         is the floor; an explicit offset below it is gone."""
-        floor = stream.state.floor
+        floor = stream.read_floor
         if start is None:
             return floor
         if start < floor:

@@ -241,8 +241,9 @@ class DurableStreamsHandler:
             headers["Stream-Expires-At"] = lifetime.expires_at_text
         if state.closed:
             headers["Stream-Closed"] = "true"
-        if state.floor > 0:
-            headers[EARLIEST_OFFSET] = format_offset(state.floor)
+        floor = stream.read_floor
+        if floor > 0:
+            headers[EARLIEST_OFFSET] = format_offset(floor)
         return plain(200, headers)
 
     async def _get(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
