@@ -153,3 +153,21 @@ async def test_a_fork_below_the_source_floor_is_gone_and_a_fork_above_inherits_i
             engine.read_start(late, 0)
     finally:
         await engine.close()
+
+
+async def test_a_fork_keeps_everything_it_inherited(make_store, clock):
+    """The source's retention stops at the fork's floor, not at its base: the fork goes on
+    reading its whole inherited history through the source."""
+    engine = await _engine(make_store, clock, RetentionRule(pattern="/src", max_size=300))
+    try:
+        await engine.create("/src", put())
+        data = await _fill(engine, "/src", 10)
+        await engine.create("/f", fork("/src", offset=1000))
+        await _fill(engine, "/src", 10)
+        src = await engine.require("/src")
+        await engine.retain(src)
+        assert src.state.floor == 0  # the fork reads [0, 1000) through it
+        fork_stream = await engine.require("/f")
+        assert (await engine.read(fork_stream, engine.read_start(fork_stream, None), 10_000)).data == data
+    finally:
+        await engine.close()

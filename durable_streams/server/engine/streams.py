@@ -351,10 +351,11 @@ class StreamEngine:
             if boundary >= state.tail:  # the newest append alone is over: it is kept whole
                 boundary = stream._last_append
             floor = max(floor, boundary)
-        # Pins: a fork reads its source below its base; a read in progress reads from its
-        # start; a fork being created has not registered yet. A pin below the new floor
-        # keeps the old one (a pin need not be an append boundary; floors must).
-        pins = [f.config.base_offset for f in stream._forks] + stream._reads
+        # Pins: a fork reads its source from its own floor up to its base (all it inherited,
+        # until its own retention drops some); a read in progress reads from its start; a
+        # fork being created has not registered yet. A pin below the new floor keeps the
+        # old one (a pin need not be an append boundary; floors must).
+        pins = [min(f.state.floor, f.config.base_offset) for f in stream._forks] + stream._reads
         if stream._pins or (pins and min(pins) < floor):
             floor = state.floor
         marks = tuple(m for m in marks if m[0] > floor)

@@ -403,7 +403,7 @@ class PostgresStore(StreamStore):
                         raise StaleStream("the stream was deleted")
                     kept = await conn.fetchval(
                         "UPDATE streams s SET floor = greatest(s.floor, least($2, coalesce("
-                        "(SELECT min(f.base_offset) FROM streams f WHERE f.fork_source = s.id), $2))), "
+                        "(SELECT min(least(f.floor, f.base_offset)) FROM streams f WHERE f.fork_source = s.id), $2))), "
                         "marks = $3::jsonb WHERE s.id = $1 RETURNING s.floor",
                         stream_id, floor, json.dumps([list(m) for m in marks]))
                 # The floor is durable; its rows go in a second transaction, so the stream's
