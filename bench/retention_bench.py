@@ -61,6 +61,7 @@ class Settings:
     wrk_seconds: float
     wrk_connections: int  # -c, and as many streams
     overfill: float  # each stream is filled to this many times max_size before a window
+    idle_streams: int = 0  # extra streams created on every server at the start, never appended to
     long_poll_ms: int = 2000
     file_handles: int = 512
     wrk_threads: int = 2
@@ -227,6 +228,9 @@ async def measure(server: RetentionServer, prefix: str, settings: Settings,
         "elapsed_s": duration, "appends_per_s": appends / duration if duration else None,
         "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000,
         **figures, "wrk_cpu_s": wrk_cpu,
+        # The share of the machine the server got: on shared cores appends/s follows it.
+        "server_cores": (cpu.server_cpu / cpu.elapsed
+                         if cpu.server_cpu is not None and cpu.elapsed else None),
         "compactions": round(delta["compacted"]),
         "compactions_per_s": delta["compacted"] / cpu.elapsed if cpu.elapsed else None,
         "dropped_kib": delta["dropped"] / 1024, "reclaimed_kib": delta["reclaimed"] / 1024,
@@ -246,6 +250,7 @@ async def measure(server: RetentionServer, prefix: str, settings: Settings,
 WINDOW_METRICS = (("appends_per_s", "appends/s", "higher"), ("p50_ms", "p50 ms", "lower"),
                   ("p99_ms", "p99 ms", "lower"),
                   ("server_cpu_us_per_op", "srv CPU us/append", "lower"),
+                  ("server_cores", "srv CPU (cores)", "-"),
                   ("compactions", "compactions", "-"),
                   ("compactions_per_s", "compactions/s", "-"),
                   ("dropped_kib", "dropped KiB", "-"),
@@ -281,6 +286,15 @@ async def run_all(settings: Settings, work_dir: Path, run_id: str) -> list[hb.Ca
                         f"{' '.join(server.command)}")
     size, chunk = fill_size(settings), fill_chunk(settings)
     try:
+        if settings.idle_streams:  # streams that exist but take no appends (matched by the rule)
+            for store in settings.stores:
+                for server in servers[store]:
+                    hb.progress(f"creating {settings.idle_streams} idle streams on {store} "
+                                f"{server.spec.name}")
+                    async with hb.new_session(32) as session:
+                        await hb.create_streams(session, [
+                            f"{server.base_url}{STREAM_ROOT}/bench-idle-{os.getpid()}/i{k}"
+                            for k in range(settings.idle_streams)], hb.BINARY)
         for store in settings.stores:  # unrecorded warm-up, retention paths included
             for server in servers[store]:
                 await measure(server, f"bench-warmup-{os.getpid()}/{store}/{server.spec.name}",
@@ -394,6 +408,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
                    help="wrk connections, and as many streams")
     p.add_argument("--overfill", type=float, default=1.25,
                    help="each stream is filled to this many times the largest bound first")
+    p.add_argument("--idle-streams", type=int, default=0,
+                   help="extra streams created on every server at the start and never "
+                        "appended to (default 0)")
     p.add_argument("--output", type=Path,
                    help="JSON path (default bench/results/retention-<utc>.json)")
     p.add_argument("--keep-logs", action="store_true", help="keep server logs and configs")
@@ -413,9 +430,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         p.error("--max-size needs at least one size")
     settings = Settings(stores=stores, max_sizes=sizes, rounds=args.rounds or base["rounds"],
                         wrk_seconds=args.wrk_seconds or base["wrk_seconds"],
-                        wrk_connections=args.wrk_connections, overfill=args.overfill)
-    if settings.rounds < 1 or settings.wrk_seconds <= 0 or settings.overfill <= 1:
-        p.error("--rounds and --wrk-seconds must be positive, --overfill above 1")
+                        wrk_connections=args.wrk_connections, overfill=args.overfill,
+                        idle_streams=args.idle_streams)
+    if (settings.rounds < 1 or settings.wrk_seconds <= 0 or settings.overfill <= 1
+            or settings.idle_streams < 0):
+        p.error("--rounds and --wrk-seconds must be positive, --overfill above 1, "
+                "--idle-streams not negative")
     if settings.wrk_connections < settings.wrk_threads:
         p.error(f"--wrk-connections must be at least {settings.wrk_threads}")
     return args, settings
