@@ -43,6 +43,7 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import http_bench as hb  # noqa: E402  (the HTTP benchmark's processes, wrk, helpers)
 
+from durable_streams.server.config.durations import parse_duration  # noqa: E402
 from durable_streams.server.config.sizes import parse_size  # noqa: E402
 
 STREAM_ROOT = hb.STREAM_ROOT
@@ -62,6 +63,7 @@ class Settings:
     wrk_connections: int  # -c, and as many streams
     overfill: float  # each stream is filled to this many times max_size before a window
     idle_streams: int = 0  # extra streams created on every server at the start, never appended to
+    max_age: str | None = None  # Caddy duration added to every ret- variant's rule
     long_poll_ms: int = 2000
     file_handles: int = 512
     wrk_threads: int = 2
@@ -71,8 +73,10 @@ FULL = dict(rounds=4, wrk_seconds=5.0)
 QUICK = dict(rounds=1, wrk_seconds=1.0)
 
 
-def variant_name(max_size: str | None) -> str:
-    return PEER if max_size is None else f"ret-{max_size}"
+def variant_name(max_size: str | None, max_age: str | None = None) -> str:
+    if max_size is None:
+        return PEER
+    return f"ret-{max_size}" + (f"+{max_age}" if max_age else "")
 
 
 # --------------------------------------------------------------------------------------
@@ -83,7 +87,8 @@ def ours_caddyfile(port: int, admin_port: int, data_dir: str | None, max_size: s
                    settings: Settings) -> str:
     storage = (f"\t\t\tdata_dir {data_dir}\n\t\t\tmax_file_handles {settings.file_handles}\n"
                if data_dir else "")
-    retention = (f"\t\t\tretention {{\n\t\t\t\tmax_size {max_size}\n\t\t\t}}\n"
+    age = f"\t\t\t\tmax_age {settings.max_age}\n" if settings.max_age else ""
+    retention = (f"\t\t\tretention {{\n\t\t\t\tmax_size {max_size}\n{age}\t\t\t}}\n"
                  if max_size else "")
     # The admin address serves /metrics (retention counters, store counters) without the
     # per-request series of the global `metrics` option: the request path stays the one
@@ -105,7 +110,7 @@ def ours_caddyfile(port: int, admin_port: int, data_dir: str | None, max_size: s
 
 class RetentionServer(hb.ServerProcess):
     def __init__(self, store: str, max_size: str | None, work_dir: Path, settings: Settings):
-        name = variant_name(max_size)
+        name = variant_name(max_size, settings.max_age)
         super().__init__(hb.TargetSpec(name, "ours"), work_dir, durable=(store == "file"),
                          settings=settings, tag="retention")
         self.log_path = work_dir / f"{store}-{name}.log"
@@ -339,7 +344,7 @@ def findings(cases: list[hb.Case], rows: list[dict], settings: Settings) -> list
     by_key = {(row["case"], row["metric"]): row for row in rows}
     for case, store in zip(cases, settings.stores):
         for size in settings.max_sizes:
-            name = variant_name(size)
+            name = variant_name(size, settings.max_age)
             rate = by_key[(case.key, "appends_per_s")]["ratios"].get(name)
             cpu = by_key[(case.key, "server_cpu_us_per_op")]["ratios"].get(name)
             samples = [s for s in case.samples.get(name, []) if "failed" not in s]
@@ -408,6 +413,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
                    help="wrk connections, and as many streams")
     p.add_argument("--overfill", type=float, default=1.25,
                    help="each stream is filled to this many times the largest bound first")
+    p.add_argument("--max-age", help="also a max_age (Caddy duration, e.g. 1h) in every ret- "
+                                     "variant's rule; a long one drops nothing in the windows "
+                                     "but costs its age bookkeeping")
     p.add_argument("--idle-streams", type=int, default=0,
                    help="extra streams created on every server at the start and never "
                         "appended to (default 0)")
@@ -428,10 +436,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
             p.error(f"--max-size {size!r}: {exc}")
     if not sizes:
         p.error("--max-size needs at least one size")
+    if args.max_age is not None:
+        try:
+            if parse_duration(args.max_age) <= 0:
+                raise ValueError("must be positive")
+        except ValueError as exc:
+            p.error(f"--max-age {args.max_age!r}: {exc}")
     settings = Settings(stores=stores, max_sizes=sizes, rounds=args.rounds or base["rounds"],
                         wrk_seconds=args.wrk_seconds or base["wrk_seconds"],
                         wrk_connections=args.wrk_connections, overfill=args.overfill,
-                        idle_streams=args.idle_streams)
+                        idle_streams=args.idle_streams, max_age=args.max_age)
     if (settings.rounds < 1 or settings.wrk_seconds <= 0 or settings.overfill <= 1
             or settings.idle_streams < 0):
         p.error("--rounds and --wrk-seconds must be positive, --overfill above 1, "
@@ -483,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"server logs and configs kept in {work_dir}")
         else:
             shutil.rmtree(work_dir, ignore_errors=True)
-    names = [variant_name(v) for v in (None, *settings.max_sizes)]
+    names = [variant_name(v, settings.max_age) for v in (None, *settings.max_sizes)]
     rows = hb.summarize(cases, names, PEER)
     hb.print_table(rows, names, PEER)
     found = findings(cases, rows, settings)
