@@ -294,6 +294,9 @@ class StreamEngine:
     async def run_retention(self) -> None:
         """Move floors as the rules allow, one stream at a time: streams that grew, and
         every second the streams whose age marks may have fallen due."""
+        # Only a max_age rule can fall due without growth: without one, no scan of every
+        # stream at each wake (it cost a third of the server's CPU with 20k idle streams).
+        ages = any(rule.max_age is not None for rule in self.retention)
         while not self.stopping:
             try:
                 await asyncio.wait_for(self._retention_wake.wait(), RETENTION_TICK)
@@ -302,7 +305,8 @@ class StreamEngine:
             self._retention_wake.clear()
             due, self._retention_due = self._retention_due, set()
             now = self.clock()
-            due.update(s for s in self._streams.values() if self._age_due(s, now))
+            if ages:
+                due.update(s for s in self._streams.values() if self._age_due(s, now))
             for stream in due:
                 if self.stopping:
                     return
