@@ -1474,9 +1474,9 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, settings = parse_args(sys.argv[1:] if argv is None else argv)
-    # SIGTERM/SIGHUP unwind like Ctrl-C so every server is torn down by the finally below.
+def prepare_process() -> None:
+    """What every benchmark's main does first (bench/postgres_bench.py, retention_bench.py too)."""
+    # SIGTERM/SIGHUP unwind like Ctrl-C so every server is torn down by the caller's finally.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     with contextlib.suppress(ImportError):
@@ -1486,6 +1486,11 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, settings = parse_args(sys.argv[1:] if argv is None else argv)
+    prepare_process()
 
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))

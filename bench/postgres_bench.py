@@ -28,8 +28,6 @@ import os
 import re
 import resource
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -631,14 +629,8 @@ async def run_all(settings: Settings, work_dir: Path, pg: Postgres) -> tuple[lis
     return cases, {"commands": commands, "postgres": pg.settings()}
 
 
-def median_of(samples: list[dict], key: str) -> float | None:
-    values = [x[key] for x in samples if "failed" not in x and x.get(key) is not None]
-    return statistics.median(values) if values else None
-
-
-def clean(samples: list[dict]) -> bool:
-    return bool(samples) and all("failed" not in x and not x.get("errors") and not x.get("missing")
-                                 for x in samples)
+median_of = hb.median_of
+clean = hb.clean
 
 
 def summarize(cases: list[Case]) -> list[dict]:
@@ -815,14 +807,7 @@ def remove_stale_work_dirs() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args, settings = parse_args(sys.argv[1:] if argv is None else argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, hb._interrupt)
-    with contextlib.suppress(ImportError):
-        import uvloop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    hb.prepare_process()
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     output = args.output or hb.RESULTS_DIR / f"postgres-{run_id}{'-quick' if args.quick else ''}.json"

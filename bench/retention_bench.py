@@ -27,9 +27,7 @@ import contextlib
 import json
 import os
 import re
-import resource
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -467,14 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print(hb.wrk_missing_message(), file=sys.stderr)
         return 2
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, hb._interrupt)
-    with contextlib.suppress(ImportError):
-        import uvloop
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
+    hb.prepare_process()
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started))
     output = args.output or hb.RESULTS_DIR / f"retention-{run_id}{'-quick' if args.quick else ''}.json"
