@@ -16,10 +16,11 @@ from pg_cluster import PgCluster, PostgresUnavailable
 _databases = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
+def running_cluster(**options) -> Iterator[PgCluster]:
+    """A started throwaway server, stopped (immediate) and removed afterwards; a failure
+    in CI, a skip elsewhere, when none can be started."""
     try:
-        cluster = PgCluster().init().start()
+        cluster = PgCluster(**options).init().start()
     except PostgresUnavailable as exc:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is required in CI: {exc}")
@@ -29,6 +30,11 @@ def pg_cluster() -> Iterator[PgCluster]:
     finally:
         cluster.stop("immediate")
         cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    yield from running_cluster()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,7 +16,8 @@ import aiohttp
 import pytest
 
 from nodes import Node, wait_ready
-from pg_cluster import PgCluster, PostgresUnavailable
+from pg_cluster import PgCluster
+from pg_fixtures import running_cluster
 from stream_client import Reader, append, create, producer_headers, read_all, session
 
 PATH = "/v1/stream/faults"
@@ -147,17 +147,7 @@ async def test_sigkill_one_of_two_nodes_under_load(pg_dsn, tmp_path):
 def durable_cluster() -> Iterator[PgCluster]:
     """A PostgreSQL server of its own that a test may stop (fsync on: a stop with
     `-m immediate` is a crash, and acknowledged writes must survive it)."""
-    try:
-        cluster = PgCluster(fsync=True, max_connections=60).init().start()
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is required in CI: {exc}")
-        pytest.skip(f"PostgreSQL unavailable: {exc}")
-    try:
-        yield cluster
-    finally:
-        cluster.stop("immediate")
-        cluster.remove()
+    yield from running_cluster(fsync=True, max_connections=60)
 
 
 async def readiness(http: aiohttp.ClientSession, node: Node) -> int:
