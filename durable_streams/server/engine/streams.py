@@ -892,7 +892,8 @@ class StreamEngine:
         if start > tail:
             raise InvalidRequest("offset is beyond the tail of the stream")
         end = min(tail, start + max(1, max_bytes))
-        await self._retention_settled(stream, start)
+        if self.retention:
+            await self._retention_settled(stream, start)
         with self._reading(stream, start):
             data = await read_range(self.store, stream, start, end)
             if end < tail:
@@ -910,7 +911,8 @@ class StreamEngine:
         took (end, closed) from one snapshot and renders one response from them). Only
         one piece is held at a time, so a reader of any range costs bounded memory."""
         position = start
-        await self._retention_settled(stream, start)
+        if self.retention:
+            await self._retention_settled(stream, start)
         with self._reading(stream, start):
             while position < end:
                 stop = min(end, position + page_bytes)
@@ -935,13 +937,17 @@ class StreamEngine:
         while (pending := self._dropping(stream, start)) is not None:
             await asyncio.shield(pending)
 
-    @contextlib.contextmanager
-    def _reading(self, stream: Stream, start: int):
+    def _reading(self, stream: Stream, start: int) -> contextlib.AbstractContextManager:
         """A read from `start` is in progress: retention keeps its bytes until it ends,
-        in the stream and in the sources a fork reads below its base."""
+        in the stream and in the sources a fork reads below its base. Without retention
+        rules no floor moves here, so there is nothing to pin (the read path stays lean)."""
         floor = stream.read_floor
         if start < floor:
             raise BelowFloor(floor)
+        return self._pinned(stream, start) if self.retention else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _pinned(self, stream: Stream, start: int):
         chain: list[Stream] = []
         current: Stream | None = stream
         while current is not None:
