@@ -1,12 +1,12 @@
-// Runs the official suite's own entry file from node_modules.
-// Vitest's default include does not match it and its default exclude drops node_modules,
-// hence "No test files found" (durable-streams issue #284): name it and clear `exclude`.
+// Runs the official suite through our own entry file (suite.test.mjs), which calls
+// runConformanceTests with subscriptions enabled. (The package's own entry file,
+// dist/test-runner.js, is not matched by vitest's defaults, hence "No test files found"
+// from its CLI: durable-streams issue #284; and it never enables subscriptions.)
 import { defineConfig } from "vitest/config"
 
 export default defineConfig({
   test: {
-    include: ["node_modules/@durable-streams/server-conformance-tests/dist/test-runner.js"],
-    exclude: [],
+    include: ["suite.test.mjs"],
     watch: false,
   },
 })

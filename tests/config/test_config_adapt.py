@@ -3,11 +3,14 @@ compared route for route with real `caddy adapt` where the config is plain Caddy
 
 from __future__ import annotations
 
+import re
+
 import json
 
 import pytest
 
 from durable_streams.server.config import DEV_CADDYFILE, load_config
+from durable_streams.server.caddyfile.errors import CaddyfileError
 from durable_streams.server.config.model import (
     DurableStreams,
     Headers,
@@ -185,10 +188,6 @@ def test_log_option() -> None:
         ("{\n\temail a@b.test\n}\n:80 {\n}\n", "Caddyfile:2: global option 'email' accepted but ignored by durable-streams daemon"),
         (":80 {\n\tencode gzip\n}\n", "Caddyfile:2: directive 'encode' accepted but ignored by durable-streams daemon"),
         (":80 {\n\troute {\n\t\ttracing\n\t}\n}\n", "Caddyfile:3: directive 'tracing' accepted but ignored by durable-streams daemon"),
-        (
-            ":80 {\n\troute {\n\t\tdurable_streams {\n\t\t\twebhook_callback_url http://x\n\t\t}\n\t}\n}\n",
-            "Caddyfile:4: durable_streams option 'webhook_callback_url' accepted but ignored by durable-streams daemon",
-        ),
     ],
 )
 def test_accepted_with_warning(text: str, warning: str) -> None:
@@ -271,3 +270,38 @@ def test_unformatted_input_warns_like_caddy() -> None:
         "Caddyfile:3: Caddyfile input is not formatted; run 'durable-streams-server fmt --overwrite' to fix inconsistencies"
     )
     assert load_config(":80 {\n\trespond a\n}\n").warnings == ()
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ("webhook_callback_url https://streams.example.com", (True, "https://streams.example.com")),
+        ("subscriptions", (True, None)),
+        ("max_file_handles 10", (False, None)),
+    ],
+)
+def test_subscriptions_are_opt_in(options, expected):
+    """`webhook_callback_url` (the plugin's option) and `subscriptions` (ours) both turn
+    the reserved subscription APIs on; without either they stay off."""
+    config = load_config(f":80 {{\n\troute {{\n\t\tdurable_streams {{\n\t\t\t{options}\n\t\t}}\n\t}}\n}}\n")
+    adapted = json.dumps(config.to_json())
+    enabled, base = expected
+    assert ('"subscriptions": true' in adapted) is enabled
+    assert ('"webhook_callback_url"' in adapted) is (base is not None)
+    if base:
+        assert f'"webhook_callback_url": "{base}"' in adapted
+    assert config.warnings == ()
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("webhook_callback_url ftp://x", "invalid webhook_callback_url: expected an absolute http:// or https:// URL"),
+        ("webhook_callback_url /relative", "invalid webhook_callback_url: expected an absolute http:// or https:// URL"),
+        ("webhook_callback_url http://x/?q=1", "invalid webhook_callback_url: must not have a query or fragment"),
+        ("subscriptions on", "subscriptions takes no arguments"),
+    ],
+)
+def test_subscription_options_refused(line, message):
+    with pytest.raises(CaddyfileError, match=re.escape(message)):
+        load_config(f":80 {{\n\troute {{\n\t\tdurable_streams {{\n\t\t\t{line}\n\t\t}}\n\t}}\n}}\n")

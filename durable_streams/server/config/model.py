@@ -232,6 +232,9 @@ class DurableStreams(Handler):
     long_poll_timeout: float = 30.0
     sse_reconnect_interval: float = 60.0
     webhook_callback_url: str | None = None
+    # Extension: the reserved subscription APIs (PROTOCOL §6–7); `webhook_callback_url`
+    # turns them on too, as it turns on the plugin's webhooks.
+    subscriptions: bool = False
     # Extension (the plugin has no such option): long-polls + SSE at once, per handler.
     max_live_readers: int = DEFAULT_MAX_LIVE_READERS
     # Extension: page catch-up reads at this many bytes (None: one response to the tail).
@@ -258,6 +261,7 @@ class DurableStreams(Handler):
                 "long_poll_timeout": format_duration(self.long_poll_timeout),
                 "sse_reconnect_interval": format_duration(self.sse_reconnect_interval),
                 "webhook_callback_url": self.webhook_callback_url,
+                "subscriptions": self.subscriptions or None,
                 # only when set, so configs without the extension adapt like the plugin's
                 "max_live_readers": None if self.max_live_readers == DEFAULT_MAX_LIVE_READERS else self.max_live_readers,
                 "catch_up_page_size": self.catch_up_page_size,

@@ -21,10 +21,10 @@ import functools
 import random
 import secrets
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from ..store.base import (
-    Commit, ProducerState, Retired, StaleStream, StoredStream, StoreError, StoreUnavailable, StreamConfig,
+    Commit, Document, ProducerState, Retired, StaleDocument, StaleStream, StoredStream, StoreError, StoreUnavailable, StreamConfig,
     StreamState, StreamStore,
 )
 from .events import NO_EVENTS, EngineEvents
@@ -116,6 +116,17 @@ class Chunk:
     closed: bool  # the stream is closed and the page reaches its final offset
 
 
+class StreamWatcher(Protocol):
+    """Told of every stream change this node makes (subscriptions follow streams so)."""
+
+    def appended(self, path: str, tail: int) -> None:
+        """Data up to `tail` is durable in the stream at `path` (an append, or a create
+        with a body). Called synchronously; a watcher must not block."""
+
+    def removed(self, path: str) -> None:
+        """The stream at `path` was deleted (or soft-deleted) or expired."""
+
+
 class StreamEngine:
     def __init__(self, store: StreamStore, clock: Callable[[], float] | None = None,
                  events: EngineEvents = NO_EVENTS, retention: tuple[RetentionRule, ...] = ()) -> None:
@@ -130,6 +141,7 @@ class StreamEngine:
         self.events = events
         self._streams: dict[str, Stream] = {}
         self._paths = PathLocks()
+        self._watchers: list[StreamWatcher] = []
         self.stopping = False
 
     # ---------------------------------------------------------------- lifecycle
@@ -157,6 +169,40 @@ class StreamEngine:
             if stream._retention is not None:
                 self._retention_due.add(stream)  # its first age mark, or a size already over
         return stream
+
+    def watch(self, watcher: StreamWatcher) -> None:
+        self._watchers.append(watcher)
+
+    async def paths(self) -> AsyncIterator[str]:
+        """The paths of the visible streams (not soft-deleted), in no promised order."""
+        if not self.store.shared:
+            for path, stream in list(self._streams.items()):
+                if not stream.state.soft_deleted:
+                    yield path
+            return
+        after = ""
+        while True:
+            page = await self.store.paths(after, SWEEP_PAGE)
+            for path in page:
+                yield path
+            if len(page) < SWEEP_PAGE:
+                return
+            after = page[-1]
+
+    # Documents: the store's small records for the layers above (store/base.py).
+
+    async def documents(self, kind: str) -> dict[str, Document]:
+        return await self.store.documents(kind)
+
+    async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
+        return await run_to_completion(self.store.put_document(kind, name, body, replaces=replaces))
+
+    async def delete_document(self, kind: str, name: str) -> None:
+        await run_to_completion(self.store.delete_document(kind, name))
+
+    def _removed(self, path: str) -> None:
+        for watcher in self._watchers:
+            watcher.removed(path)
 
     @property
     def stream_count(self) -> int:
@@ -518,7 +564,9 @@ class StreamEngine:
             outcome = await self.store.retire(stream.path, idle_since=idle_since)
         if outcome is Retired.IN_USE:
             await self._load(stream.path)  # another node's reader kept it alive
-        elif outcome is Retired.KEPT_FOR_FORKS:
+            return
+        self._removed(stream.path)
+        if outcome is Retired.KEPT_FOR_FORKS:
             stream.state.soft_deleted = True
             stream._signal.fire()
         else:
@@ -551,6 +599,7 @@ class StreamEngine:
                     await self.store.mark_soft_deleted(stream.path)
                     stream.state.soft_deleted = True
                 stream._signal.fire()
+                self._removed(stream.path)
             return None
         if self._streams.get(stream.path) is stream:
             del self._streams[stream.path]
@@ -558,6 +607,7 @@ class StreamEngine:
         stream._signal.fire()
         async with stream._lock:  # let an in-flight commit finish first
             await self.store.delete(stream.path)
+        self._removed(stream.path)
         if stream._source is None:
             return None
         stream._source._forks.discard(stream)
@@ -644,6 +694,8 @@ class StreamEngine:
         self._streams[path] = stream
         if data:
             self.events.appended(len(data))
+            for watcher in self._watchers:
+                watcher.appended(path, state.tail)
         if source is not None:
             source._pins -= 1
             source._forks.add(stream)
@@ -867,6 +919,9 @@ class StreamEngine:
         stream.state.apply(commit)  # visible to readers only now that the store holds it
         stream._signal.fire()
         self.events.appended(nbytes)
+        if nbytes and self._watchers:
+            for watcher in self._watchers:
+                watcher.appended(stream.path, commit.tail)
         if stream._retention is not None:
             if nbytes:
                 stream._last_append = commit.tail - nbytes

@@ -42,6 +42,8 @@ METRICS_PATH = "/metrics"
 
 OPERATIONS = ("create", "append", "read", "long-poll", "sse", "head", "delete", "other")
 READER_KINDS = ("long-poll", "sse")
+DELIVERY_OUTCOMES = ("delivered", "rejected", "unreachable", "refused", "failed", "other")
+CLAIM_OUTCOMES = ("claimed", "already_claimed", "no_pending_work", "other")
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH")
 
 # A request whose client went away gets no response, so no status; we record it
@@ -98,6 +100,17 @@ class SharedStoreStats(Protocol):
 
     @property
     def notify_seconds_total(self) -> float: ...  # their lag from flush to wake-up
+
+
+class SubscriptionStats(Protocol):
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def retry_queue_depth(self) -> int: ...  # webhook wakes waiting for a retry
+
+    @property
+    def leases_held(self) -> int: ...  # wakes whose lease runs (delivered webhooks, claims)
 
 
 class ConnectionStats(Protocol):
@@ -196,6 +209,17 @@ class NullMetrics:
 
     def live_reader_refused(self) -> None:
         """A long-poll or SSE request was refused (503) because max_live_readers was reached."""
+
+    def webhook_delivery(self, outcome: str) -> None:
+        """A webhook delivery attempt ended: delivered, rejected (non-2xx), unreachable,
+        refused (an internal address), failed (timeout, protocol error)."""
+
+    def wake_claim(self, outcome: str) -> None:
+        """A pull-wake claim: claimed, already_claimed, no_pending_work."""
+
+    def track_subscriptions(self, subscriptions: "SubscriptionStats") -> Callable[[], None]:
+        """Report the subscriptions' counts (retry queue, leases) at each scrape."""
+        return _nothing
 
     def slow_reader_disconnected(self) -> None:
         """An SSE reader that stopped reading was disconnected."""
@@ -410,6 +434,28 @@ class Metrics(NullMetrics):
             namespace=NAMESPACE, registry=r,
         )
 
+        self._deliveries = Counter(
+            "webhook_deliveries", "Webhook delivery attempts, by outcome.",
+            ["outcome"], namespace=NAMESPACE, registry=r,
+        )
+        for outcome in DELIVERY_OUTCOMES:
+            self._deliveries.labels(outcome=outcome)
+        self._claims = Counter(
+            "wake_claims", "Pull-wake claims, by outcome.", ["outcome"], namespace=NAMESPACE, registry=r,
+        )
+        for outcome in CLAIM_OUTCOMES:
+            self._claims.labels(outcome=outcome)
+        self._subscriptions = _Tracked()
+        for name, doc, read in (
+            ("subscriptions", "Subscriptions in existence.", lambda s: s.count),
+            ("webhook_retry_queue", "Webhook wakes waiting for a retry after a failed delivery.",
+             lambda s: s.retry_queue_depth),
+            ("subscription_leases", "Wake leases running (delivered webhooks, pull-wake claims).",
+             lambda s: s.leases_held),
+        ):
+            Gauge(name, doc, namespace=NAMESPACE, registry=r).set_function(
+                lambda read=read: sum(read(s) for s in list(self._subscriptions)))
+
         self._stores = _Tracked()
         r.register(_StoreCollector(self._stores))
         self._shared_stores = _Tracked()
@@ -462,6 +508,15 @@ class Metrics(NullMetrics):
 
     def slow_reader_disconnected(self) -> None:
         self._slow_disconnects.inc()
+
+    def webhook_delivery(self, outcome: str) -> None:
+        self._deliveries.labels(outcome=_bounded(outcome, DELIVERY_OUTCOMES)).inc()
+
+    def wake_claim(self, outcome: str) -> None:
+        self._claims.labels(outcome=_bounded(outcome, CLAIM_OUTCOMES)).inc()
+
+    def track_subscriptions(self, subscriptions: SubscriptionStats) -> Callable[[], None]:
+        return self._subscriptions.add(subscriptions)
 
     def track_store(self, store: StoreStats) -> Callable[[], None]:
         return self._stores.add(store)

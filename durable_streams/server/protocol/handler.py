@@ -52,6 +52,8 @@ from ..ops.metrics import NULL_METRICS, NullMetrics
 from ..store import open_store
 from ..store.base import StoreError
 from . import headers as parse
+from ..subscriptions.manager import SubscriptionManager
+from .control import ControlRoutes, control_root
 from .cursor import next_cursor
 from .errors import EARLIEST_OFFSET, HttpError, from_engine, from_store
 from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
@@ -88,6 +90,11 @@ class DurableStreamsHandler:
                            postgres_pool_size=postgres.pool_size if postgres else 10)
         rules = tuple(RetentionRule(r.pattern, r.max_age, r.max_size) for r in settings.retention)
         self.engine = StreamEngine(store, events=self.metrics, retention=rules)
+        self.subscriptions: SubscriptionManager | None = None
+        if settings.subscriptions:
+            self.subscriptions = SubscriptionManager(self.engine, callback_base=settings.webhook_callback_url,
+                                                     events=self.metrics)
+        self._control = ControlRoutes(self.subscriptions)
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
         self._live: dict[asyncio.Task, Request] = {}
@@ -110,6 +117,9 @@ class DurableStreamsHandler:
         self._background.append(asyncio.create_task(self.engine.run_sweeper(SWEEP_INTERVAL)))
         if self.engine.retention:
             self._background.append(asyncio.create_task(self.engine.run_retention()))
+        if self.subscriptions is not None:
+            await self.subscriptions.start()
+            self._untrack.append(self.metrics.track_subscriptions(self.subscriptions))
 
     async def stop(self) -> None:
         """Wake live readers and give them STOP_DRAIN_TIMEOUT to send their last event,
@@ -118,6 +128,8 @@ class DurableStreamsHandler:
         self.engine.release_readers()
         for task in self._background:
             task.cancel()
+        if self.subscriptions is not None:
+            await self.subscriptions.stop()
         try:
             if self._live:
                 await asyncio.wait(list(self._live), timeout=STOP_DRAIN_TIMEOUT)
@@ -156,6 +168,10 @@ class DurableStreamsHandler:
             if method is None:
                 raise HttpError(405, f"method {request.method} is not allowed", {"Allow": ALLOWED_METHODS})
             limit = self.settings.max_body_size if max_body_size is None else max_body_size
+            if "__ds" in path:
+                root = control_root(request.raw_path)
+                if root is not None:
+                    return await self._control.handle(request, root, _read_body)
             return await method(request, path, limit)
         except HttpError as error:
             return error.response(with_body=with_body)

@@ -140,6 +140,21 @@ class FloorMoved(StaleStream):
         self.floor = floor
 
 
+class StaleDocument(StoreError):
+    """Shared stores: another node wrote the document since this node read it. Nothing was
+    written; read it again and decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A small named document kept beside the streams (a subscription, a signing key).
+    `version` counts its writes: a write names the version it replaces, so that on a
+    shared store two nodes cannot both change one document from the same reading."""
+
+    body: bytes
+    version: int
+
+
 class Retired(enum.Enum):
     """What `retire` did."""
 
@@ -242,6 +257,24 @@ class StreamStore(ABC):
         crash leaves a floor at or before the bytes present). The engine asks only for
         floors at append boundaries, below every live fork's base and every read in
         progress. Returns the bytes whose storage was released by this call."""
+
+    # Documents: small records of the layers above streams (subscriptions, their signing
+    # keys), grouped by `kind`, as durable as the store's streams. They are written
+    # rarely compared with appends (a subscription's state changes once per wake or ack),
+    # so each write is its own commit, and it returns once durable.
+
+    @abstractmethod
+    async def documents(self, kind: str) -> dict[str, Document]:
+        """Every document of `kind`, by name."""
+
+    @abstractmethod
+    async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
+        """Write a document over version `replaces` (0: it does not exist yet) and return its
+        new version. Shared stores raise StaleDocument when the stored version differs."""
+
+    @abstractmethod
+    async def delete_document(self, kind: str, name: str) -> None:
+        """Remove a document; absent is fine."""
 
     @abstractmethod
     def touch(self, path: str, when: float) -> None:

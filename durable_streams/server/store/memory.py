@@ -6,7 +6,7 @@ import asyncio
 from array import array
 from bisect import bisect_right
 
-from .base import Commit, StoredStream, StreamConfig, StreamState, StreamStore
+from .base import Commit, Document, StoredStream, StreamConfig, StreamState, StreamStore
 
 
 class _Entry:
@@ -27,6 +27,7 @@ class MemoryStore(StreamStore):
 
     def __init__(self) -> None:
         self._streams: dict[str, _Entry] = {}
+        self._documents: dict[str, dict[str, Document]] = {}
 
     async def open(self) -> list[StoredStream]:
         return [StoredStream(e.config, e.state.copy()) for e in self._streams.values()]
@@ -83,3 +84,14 @@ class MemoryStore(StreamStore):
         entry = self._streams.get(path)
         if entry is not None:
             entry.state.last_access = when
+
+    async def documents(self, kind: str) -> dict[str, Document]:
+        return dict(self._documents.get(kind, {}))
+
+    async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
+        version = replaces + 1
+        self._documents.setdefault(kind, {})[name] = Document(bytes(body), version)
+        return version
+
+    async def delete_document(self, kind: str, name: str) -> None:
+        self._documents.get(kind, {}).pop(name, None)

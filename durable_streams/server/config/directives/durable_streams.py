@@ -25,7 +25,6 @@ from ..durations import DurationError, parse_duration
 from ..errors import arg_error, errf
 from ..model import DEFAULT_POSTGRES_POOL_SIZE as DEFAULT_POOL_SIZE, DurableStreams, Handler, Postgres, Retention
 from ..sizes import parse_size
-from . import policy
 from .base import Scope, handler_directive
 
 _SCANF_INT = re.compile(r"^\s*([+-]?[0-9]+)")
@@ -68,6 +67,7 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
     long_poll = 0.0
     sse_interval = 0.0
     webhook: str | None = None
+    subscriptions = False
     max_live_readers = 0
     catch_up_page_size = 0
     postgres: Postgres | None = None
@@ -114,8 +114,16 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         elif name == "sse_reconnect_interval":
             sse_interval = _duration(_one_value(line))
         elif name == "webhook_callback_url":
-            webhook = _one_value(line).text
-            scope.warn(line.name, policy.ignored_message("durable_streams option", name))
+            token = _one_value(line)
+            webhook = token.text
+            problem = _callback_url_problem(webhook)
+            if problem is not None:
+                raise errf(token, f"invalid webhook_callback_url: {problem}")
+            subscriptions = True
+        elif name == "subscriptions":
+            if line.args:
+                raise errf(line.args[0], "subscriptions takes no arguments")
+            subscriptions = True
         else:
             raise errf(line.name, f"unknown subdirective: {name}")
         if line.block:
@@ -132,12 +140,28 @@ def durable_streams(d: Directive, args: list[Token], scope: Scope) -> Handler:
         long_poll_timeout=long_poll,
         sse_reconnect_interval=sse_interval,
         webhook_callback_url=webhook,
+        subscriptions=subscriptions,
         max_live_readers=max_live_readers,
         catch_up_page_size=catch_up_page_size,
         postgres=postgres,
         retention=tuple(retention),
     )
     return DurableStreams(**{name: value for name, value in given.items() if value})
+
+
+def _callback_url_problem(url: str) -> str | None:
+    """The public base of callback and JWKS URLs: an absolute http(s) URL, no query."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "not a URL"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "expected an absolute http:// or https:// URL"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment"
+    return None
 
 
 def _postgres(line: Directive) -> Postgres:

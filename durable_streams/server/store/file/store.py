@@ -12,7 +12,8 @@ import os
 from bisect import bisect_right
 from concurrent.futures import ThreadPoolExecutor
 
-from ..base import Commit, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
+from ..base import Commit, Document, StoredStream, StoreError, StreamConfig, StreamState, StreamStore
+from .documents import DocumentFiles
 from .fsutil import store_error
 from .lock import DataDirLock
 from .recovery import RecoveryReport, recover
@@ -59,6 +60,7 @@ class FileStore(StreamStore):
         self.recovery: RecoveryReport | None = None
         self._lock = DataDirLock(self.data_dir)
         self._storage = Storage(self.data_dir, max_file_handles)
+        self._documents = DocumentFiles(self.data_dir)
         self._writer: GroupCommitWriter | None = None
         self._metrics = WriterMetrics()  # survives close, for the metrics exporter
         self._reads: ThreadPoolExecutor | None = None
@@ -182,6 +184,25 @@ class FileStore(StreamStore):
         if self._touched and self._writer is not None:
             touches, self._touched = self._touched, {}
             self._writer.submit(Job("touch", touches=touches))  # no waiter: written lazily
+
+    # --- documents (documents.py) ---
+
+    async def documents(self, kind: str) -> dict[str, Document]:
+        return await self._document_io(self._documents.load, kind)
+
+    async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
+        return await self._document_io(self._documents.put, kind, name, bytes(body), replaces)
+
+    async def delete_document(self, kind: str, name: str) -> None:
+        await self._document_io(self._documents.delete, kind, name)
+
+    async def _document_io(self, operation, *args):
+        if self._writer is None:
+            raise RuntimeError("FileStore is not open")
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reads, operation, *args)
+        except OSError as exc:
+            raise store_error(exc, f"cannot write a {args[0]} document in {self.data_dir}") from exc
 
     async def _submit(self, job: Job) -> None:
         await self._queue(job)

@@ -9,6 +9,8 @@ Tables:
   reused; `path` is unique among the rows present (live or soft-deleted: a soft-deleted
   stream keeps its path until its forks are gone, as in the other stores).
 - `producers`: idempotent producer state, keyed by (stream, producer id).
+- `documents`: small records of the layers above streams (subscriptions, signing keys),
+  by (kind, name), each with the count of its writes for compare-and-set.
 - `chunks`: the bytes, keyed by (stream, start offset), one row per flushed run of
   appends, stored uncompressed out of line (STORAGE EXTERNAL: catch-up reads copy,
   never inflate). `ends` packs the append boundaries inside the row (int64 LE).
@@ -18,7 +20,7 @@ append, and the only writer that removes a stream deletes them in the same trans
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x6473_7374  # pg_advisory_xact_lock key ("dsst")
 
 _VERSION_1 = """
@@ -68,8 +70,19 @@ ALTER TABLE streams ADD COLUMN floor bigint NOT NULL DEFAULT 0;
 ALTER TABLE streams ADD COLUMN marks jsonb NOT NULL DEFAULT '[]';
 """
 
+# Version 3: documents (store/base.py): subscriptions and their signing keys.
+_VERSION_3 = """
+CREATE TABLE documents (
+    kind     text NOT NULL,
+    name     text NOT NULL,
+    version  bigint NOT NULL,
+    body     bytea NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+"""
+
 # MIGRATIONS[n] takes a database at version n to n + 1.
-MIGRATIONS: dict[int, str] = {0: _VERSION_1, 1: _VERSION_2}
+MIGRATIONS: dict[int, str] = {0: _VERSION_1, 1: _VERSION_2, 2: _VERSION_3}
 
 
 class SchemaError(Exception):

@@ -29,7 +29,7 @@ except ImportError:  # an optional extra: only servers configured with `postgres
     asyncpg = None
 
 from ..base import (
-    ChangeListener, Commit, FloorMoved, ProducerState, ResyncListener, Retired, StaleStream, StoredStream,
+    ChangeListener, Commit, Document, FloorMoved, ProducerState, ResyncListener, Retired, StaleDocument, StaleStream, StoredStream,
     StoreError, StoreUnavailable, StreamConfig, StreamState, StreamStore,
 )
 from .compactor import Compactor
@@ -205,6 +205,29 @@ class PostgresStore(StreamStore):
     @property
     def available(self) -> bool:
         return self._available
+
+    # ------------------------------------------------------------------ documents
+
+    async def documents(self, kind: str) -> dict[str, Document]:
+        rows = await self._query("fetch", "SELECT name, version, body FROM documents WHERE kind = $1", kind)
+        return {row["name"]: Document(bytes(row["body"]), row["version"]) for row in rows}
+
+    async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
+        """Compare-and-set on the version: of two nodes that read one version, one wins."""
+        if replaces == 0:
+            sql = ("INSERT INTO documents (kind, name, version, body) VALUES ($1, $2, 1, $3) "
+                   "ON CONFLICT DO NOTHING RETURNING version")
+            version = await self._query("fetchval", sql, kind, name, bytes(body))
+        else:
+            sql = ("UPDATE documents SET version = version + 1, body = $3 "
+                   "WHERE kind = $1 AND name = $2 AND version = $4 RETURNING version")
+            version = await self._query("fetchval", sql, kind, name, bytes(body), replaces)
+        if version is None:
+            raise StaleDocument(f"{kind} document {name!r} was changed by another node")
+        return version
+
+    async def delete_document(self, kind: str, name: str) -> None:
+        await self._query("execute", "DELETE FROM documents WHERE kind = $1 AND name = $2", kind, name)
 
     def now(self) -> float:
         return time.time() + self._clock_offset
