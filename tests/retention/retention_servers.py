@@ -61,7 +61,10 @@ class Server:
     """One server process; restartable on its data (same data_dir or database)."""
 
     def __init__(self, workdir: Path, store: str, retention: list[str] | None = None, *,
-                 dsn: str | None = None, name: str = "server", env: dict[str, str] | None = None) -> None:
+                 dsn: str | None = None, name: str = "server", env: dict[str, str] | None = None,
+                 settings: list[str] | None = None) -> None:
+        """`retention`, `settings`: more lines for the durable_streams block (one tab-indented
+        option each: `retention_block(...)`, `"\t\t\tsubscriptions"`)."""
         self.workdir = workdir
         self.store = store
         self.name = name
@@ -76,7 +79,7 @@ class Server:
         else:
             raise ValueError(store)
         self._store_line = store_line
-        self._retention = "\n".join(retention or [])
+        self._retention = "\n".join([*(retention or []), *(settings or [])])
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.port = 0
