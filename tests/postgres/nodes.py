@@ -59,9 +59,9 @@ class Node:
     """One server process; restartable on the same port."""
 
     def __init__(self, dsn: str, workdir: Path, name: str, long_poll: str = "1s", admin: bool = False,
-                 retention: dict[str, str] | None = None) -> None:
+                 retention: dict[str, str] | None = None, options: tuple[str, ...] = ()) -> None:
         """`retention`: the limits of one `retention` block for every stream (max_age,
-        max_size: Caddyfile values), or none."""
+        max_size: Caddyfile values), or none. `options`: more durable_streams lines."""
         self.dsn = dsn
         self.name = name
         self.port = free_port()
@@ -70,6 +70,7 @@ class Node:
         self.config = workdir / f"{name}.Caddyfile"
         block = "" if not retention else "\n\t\t\tretention {\n" + "".join(
             f"\t\t\t\t{name} {value}\n" for name, value in retention.items()) + "\t\t\t}"
+        block += "".join(f"\n\t\t\t{option}" for option in options)
         self.config.write_text(CADDYFILE.format(
             port=self.port, dsn=dsn, long_poll=long_poll, retention=block,
             admin=f"admin 127.0.0.1:{self.admin_port}" if admin else "admin off"))
@@ -130,12 +131,15 @@ class AlternatingProxy:
     streamed back as they arrive (long-poll and SSE included)."""
 
     def __init__(self, upstreams: list[str]) -> None:
+        self.port = free_port()  # known before the nodes start: they may need to name it
+        self.route_to(upstreams)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    def route_to(self, upstreams: list[str]) -> None:
         self.upstreams = upstreams
         self._turn = itertools.cycle(range(len(upstreams)))
         self.forwarded = [0] * len(upstreams)
-        self.port = free_port()
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
 
     @property
     def url(self) -> str:

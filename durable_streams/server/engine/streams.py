@@ -194,6 +194,9 @@ class StreamEngine:
     async def documents(self, kind: str) -> dict[str, Document]:
         return await self.store.documents(kind)
 
+    async def document(self, kind: str, name: str) -> Document | None:
+        return await self.store.document(kind, name)
+
     async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
         return await run_to_completion(self.store.put_document(kind, name, body, replaces=replaces))
 

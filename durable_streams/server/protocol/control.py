@@ -48,7 +48,11 @@ class ControlRoutes:
         try:
             return await self._route(request, root, read_body)
         except SubscriptionError as error:
-            return _json(error.status, error.body())
+            response = _json(error.status, error.body())
+            allow = getattr(error, "allow", None)
+            if allow:
+                response.headers["Allow"] = allow  # RFC 9110 §15.5.6: a 405 names the allowed methods
+            return response
 
     async def _route(self, request: Request, root: str, read_body) -> Response:
         manager = self.subscriptions
@@ -75,7 +79,7 @@ class ControlRoutes:
                 sub, created = await manager.create(root, subscription_id, config, _base_url(request, root))
                 return _json(201 if created else 200, manager.describe(sub))
             if method == "GET":
-                return _json(200, manager.describe(manager.get(root, subscription_id)))
+                return _json(200, manager.describe(await manager.get(root, subscription_id)))
             if method == "DELETE":
                 await manager.delete(root, subscription_id)
                 return plain(204)
@@ -120,7 +124,9 @@ def _allow(method: str, *allowed: str) -> None:
 
 
 def _method_not_allowed(allowed: str) -> SubscriptionError:
-    return SubscriptionError(405, "METHOD_NOT_ALLOWED", f"allowed methods: {allowed}")
+    error = SubscriptionError(405, "METHOD_NOT_ALLOWED", f"allowed methods: {allowed}")
+    error.allow = allowed
+    return error
 
 
 def _bearer(request: Request) -> str:

@@ -267,6 +267,10 @@ class StreamStore(ABC):
     async def documents(self, kind: str) -> dict[str, Document]:
         """Every document of `kind`, by name."""
 
+    async def document(self, kind: str, name: str) -> Document | None:
+        """One document, or None."""
+        return (await self.documents(kind)).get(name)
+
     @abstractmethod
     async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
         """Write a document over version `replaces` (0: it does not exist yet) and return its

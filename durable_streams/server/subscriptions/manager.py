@@ -53,6 +53,7 @@ RETRY_FIRST = 1.0  # seconds: webhook retries back off from here ...
 RETRY_MAX = 60.0  # ... doubling up to here
 RETRY_JITTER = 0.2  # +-20%
 RECONCILE_INTERVAL = 1.0  # shared stores: seconds between looks at what other nodes did
+ATTEMPT_HOLD = 20.0  # seconds a node's claim on a delivery attempt lasts (longer than its timeout)
 MAX_CONFLICTS = 8  # shared stores: lost compare-and-sets before a request gives up (503)
 _MATCH_CACHE_LIMIT = 50_000
 
@@ -161,8 +162,12 @@ class SubscriptionManager:
 
     # ---------------------------------------------------------------- the API (routes call these)
 
-    def get(self, root: str, subscription_id: str) -> Subscription:
-        sub = self._subs.get(document_name(root, subscription_id))
+    async def get(self, root: str, subscription_id: str) -> Subscription:
+        """The subscription as it stands (on a shared store: as the database has it now)."""
+        key = document_name(root, subscription_id)
+        if self.engine.store.shared or key not in self._subs:
+            await self._reload(key)
+        sub = self._subs.get(key)
         if sub is None:
             raise not_found()
         return sub
@@ -313,13 +318,11 @@ class SubscriptionManager:
             if sub is None:
                 continue
             relative = path[len(sub.root):]
-            if relative in sub.links:
-                if sub.wake is not None:
-                    continue  # busy: the end of its wake looks again
-                self._kick(key)
-            else:
+            if relative not in sub.links:
                 self._appeared.setdefault(key, set()).add(relative)
-                self._kick(key)
+            # Even when busy: the change ending its wake may have read the tails before
+            # this append and not be written yet; then nothing else would look again.
+            self._kick(key)
 
     def removed(self, path: str) -> None:
         if not self._subs or self._stopping:
@@ -404,6 +407,7 @@ class SubscriptionManager:
     async def _settle(self, key: str, scan: bool = False) -> None:
         announce: list[Subscription] = []
         appeared = self._appeared.pop(key, ())
+        send = []
 
         async def change(sub: Subscription, tails: Tails) -> None:
             if scan and sub.config.pattern is not None:
@@ -422,23 +426,34 @@ class SubscriptionManager:
                     announce.append(sub)
             elif scan and sub.wake is not None and sub.config.type == "pull-wake" and sub.wake.holder is None:
                 announce.append(sub)  # it may not have reached the wake stream before a crash
+            wake = sub.wake
+            if sub.config.type == "webhook" and wake is not None and not wake.delivered:
+                # A local store has one process: after a restart nobody else is sending it.
+                restarted = scan and not self.engine.store.shared
+                if wake.next_attempt_at is None or wake.next_attempt_at <= now or restarted:
+                    # Claim the attempt in the store first: of the nodes that see it due,
+                    # only the one whose write lands sends it; if that node dies, the claim
+                    # runs out and another node sends it.
+                    wake.next_attempt_at = now + ATTEMPT_HOLD
+                    send.append(True)
 
         sub = await self._change(key, change)
         if sub is None:
             return
         for woken in announce:
             await self._announce(woken)
-        self._after(sub)
+        if send:
+            self._deliver_soon(key)
 
     def _after(self, sub: Subscription) -> None:
-        """Act on a subscription's written state: send what is due, arm the next deadline."""
+        """Arm the next deadline of a subscription's written state (a webhook attempt that
+        is due or whose claim runs out, a lease); a wake due now is settled at once."""
         wake = sub.wake
-        now = self.engine.clock()
         deadline = None
         if wake is not None:
             if sub.config.type == "webhook" and not wake.delivered:
-                if wake.next_attempt_at is None or wake.next_attempt_at <= now:
-                    self._deliver_soon(sub.key)
+                if wake.next_attempt_at is None:
+                    self._kick(sub.key)  # a new wake: settling claims and sends it
                 else:
                     deadline = wake.next_attempt_at
             if wake.lease_expires_at is not None:
@@ -632,6 +647,10 @@ class SubscriptionManager:
         SubscriptionError from `change` leaves everything as it was."""
         for _attempt in range(MAX_CONFLICTS):
             async with self._lock(key):
+                if self.engine.store.shared:
+                    # decide on the database's copy: a refusal (FENCED, ALREADY_CLAIMED)
+                    # writes nothing, so a stale copy would never be caught by the write
+                    await self._reload(key)
                 current = self._subs.get(key)
                 if current is None:
                     raise not_found()
@@ -709,10 +728,12 @@ class SubscriptionManager:
         return fresh
 
     async def _reload(self, key: str) -> None:
-        document = (await self.engine.documents(KIND)).get(key)
+        document = await self.engine.document(KIND, key)
         old = self._subs.get(key)
         if document is None:
             self._forget(key)
+            return
+        if old is not None and old.version == document.version:
             return
         sub = Subscription.from_document(document.body, document.version)
         self._subs[key] = sub

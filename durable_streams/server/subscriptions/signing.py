@@ -25,6 +25,8 @@ from ..engine.streams import StaleDocument, StreamEngine
 
 KIND = "signing"
 TOKEN_KEY_NAME = "callback-token-key"
+CURRENT_KEY_NAME = "signing-key"
+RETIRED_PREFIX = "retired-"
 REPLAY_WINDOW = 300.0  # seconds: receivers reject older signatures (PROTOCOL §7.1)
 
 
@@ -72,22 +74,23 @@ class SigningKey:
 
 
 class Keyring:
-    """The signing keys and the token key, loaded from the store once at start."""
+    """The signing keys and the token key, loaded from the store at start. The key in use
+    is one document (`signing-key`), so nodes that start together on one database agree
+    on it: the first write wins and the others load it."""
 
     def __init__(self, engine: StreamEngine) -> None:
         self.engine = engine
-        self._keys: dict[str, tuple[SigningKey, int]] = {}  # kid -> (key, document version)
+        self._current: tuple[SigningKey, int] | None = None  # (key, its document's version)
+        self._retired: dict[str, SigningKey] = {}
         self._token_key = b""
 
     async def open(self) -> None:
         await self._load()
-        now = self.engine.clock()
         if not self._token_key:
-            await self._create(TOKEN_KEY_NAME, json.dumps({"kind": "hmac-sha256", "key": b64url(
-                secrets.token_bytes(32))}).encode())
-        if self._active() is None:
-            key = SigningKey.generate(now)
-            await self._create(key.kid, key.document())
+            key = b64url(secrets.token_bytes(32))
+            await self._create(TOKEN_KEY_NAME, json.dumps({"kind": "hmac-sha256", "key": key}).encode())
+        if self._current is None:
+            await self._create(CURRENT_KEY_NAME, SigningKey.generate(self.engine.clock()).document())
 
     async def _create(self, name: str, body: bytes) -> None:
         try:
@@ -97,50 +100,48 @@ class Keyring:
         await self._load()
 
     async def _load(self) -> None:
+        retired = {}
         for name, document in (await self.engine.documents(KIND)).items():
             fields = json.loads(document.body)
             if name == TOKEN_KEY_NAME:
                 self._token_key = b64url_decode(fields["key"])
-            elif fields.get("kind") == "ed25519":
-                key = SigningKey.from_raw(b64url_decode(fields["private"]), fields["created_at"], fields.get("retired_at"))
-                self._keys[key.kid] = (key, document.version)
-
-    def _active(self) -> SigningKey | None:
-        live = [key for key, _ in self._keys.values() if key.retired_at is None]
-        return max(live, key=lambda k: k.created_at) if live else None
+                continue
+            key = SigningKey.from_raw(b64url_decode(fields["private"]), fields["created_at"], fields.get("retired_at"))
+            if name == CURRENT_KEY_NAME:
+                self._current = (key, document.version)
+            else:
+                retired[key.kid] = key
+        self._retired = retired
 
     @property
     def active(self) -> SigningKey:
-        key = self._active()
-        assert key is not None, "Keyring.open() makes a key"
-        return key
+        assert self._current is not None, "Keyring.open() makes a key"
+        return self._current[0]
 
     async def rotate(self) -> SigningKey:
         """Sign with a new key from now on; the old one stays published through the
-        replay window, then is removed."""
+        replay window (then `prune` removes it)."""
         now = self.engine.clock()
-        old = self._active()
+        old, version = self._current
+        retired = SigningKey(old.private, old.kid, old.x, old.created_at, now)
+        await self.engine.put_document(KIND, RETIRED_PREFIX + old.kid, retired.document(), replaces=0)
         key = SigningKey.generate(now)
-        await self._create(key.kid, key.document())
-        if old is not None:
-            retired = SigningKey(old.private, old.kid, old.x, old.created_at, now)
-            await self.engine.put_document(KIND, old.kid, retired.document(), replaces=self._keys[old.kid][1])
-            await self._load()
+        await self.engine.put_document(KIND, CURRENT_KEY_NAME, key.document(), replaces=version)
+        await self._load()
         return key
 
     async def prune(self) -> None:
         """Forget keys retired longer ago than the replay window."""
         now = self.engine.clock()
-        for kid, (key, _) in list(self._keys.items()):
-            if key.retired_at is not None and now - key.retired_at > REPLAY_WINDOW:
-                await self.engine.delete_document(KIND, kid)
-                del self._keys[kid]
+        for kid, key in list(self._retired.items()):
+            if now - key.retired_at > REPLAY_WINDOW:
+                await self.engine.delete_document(KIND, RETIRED_PREFIX + kid)
+                del self._retired[kid]
 
     def jwks(self) -> dict:
         now = self.engine.clock()
-        keys = [key for key, _ in self._keys.values()
-                if key.retired_at is None or now - key.retired_at <= REPLAY_WINDOW]
-        return {"keys": [key.jwk() for key in sorted(keys, key=lambda k: k.created_at)]}
+        keys = [self.active, *(k for k in self._retired.values() if now - k.retired_at <= REPLAY_WINDOW)]
+        return {"keys": [key.jwk() for key in keys]}
 
     def sign(self, body: bytes, now: float | None = None) -> str:
         """The Webhook-Signature header: Ed25519 over `<t>.<raw body>`."""

@@ -212,6 +212,11 @@ class PostgresStore(StreamStore):
         rows = await self._query("fetch", "SELECT name, version, body FROM documents WHERE kind = $1", kind)
         return {row["name"]: Document(bytes(row["body"]), row["version"]) for row in rows}
 
+    async def document(self, kind: str, name: str) -> Document | None:
+        row = await self._query("fetchrow", "SELECT version, body FROM documents WHERE kind = $1 AND name = $2",
+                                kind, name)
+        return None if row is None else Document(bytes(row["body"]), row["version"])
+
     async def put_document(self, kind: str, name: str, body: bytes, *, replaces: int) -> int:
         """Compare-and-set on the version: of two nodes that read one version, one wins."""
         if replaces == 0:
