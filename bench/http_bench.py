@@ -343,6 +343,15 @@ def stop_all_servers() -> None:
         server.stop()
 
 
+def finish(work_dir, keep_logs: bool) -> None:
+    """A benchmark's end, however it ends: servers stopped, their work dir kept or removed."""
+    stop_all_servers()
+    if keep_logs:
+        print(f"server logs and configs kept in {work_dir}")
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------
 # Measurement helpers
 
@@ -1512,11 +1521,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
         return 1
     finally:
-        stop_all_servers()
-        if args.keep_logs:
-            print(f"server logs and configs kept in {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        finish(work_dir, args.keep_logs)
     rows = summarize(cases, names, args.peer)
     print_table(rows, names, args.peer)
     print_wrk_goals(rows, names, args.peer)

@@ -831,12 +831,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
         return 1
     finally:
-        hb.stop_all_servers()
+        hb.stop_all_servers()  # before their database goes
         pg.stop()
-        if args.keep_logs:
-            print(f"server logs and configs kept in {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        hb.finish(work_dir, args.keep_logs)
     CASES_BY_KEY.update({c.key: c for c in cases})
     LIVE_RATE[0] = settings.live_rate
     rows = summarize(cases)

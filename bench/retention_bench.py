@@ -483,11 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nbenchmark aborted: {exc}", file=sys.stderr)
         return 1
     finally:
-        hb.stop_all_servers()
-        if args.keep_logs:
-            print(f"server logs and configs kept in {work_dir}")
-        else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+        hb.finish(work_dir, args.keep_logs)
     names = [variant_name(v, settings.max_age) for v in (None, *settings.max_sizes)]
     rows = hb.summarize(cases, names, PEER)
     hb.print_table(rows, names, PEER)

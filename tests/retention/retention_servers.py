@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -148,6 +149,17 @@ class Server:
         """What the server logged that a test should never see."""
         return "\n".join(line for line in self.log_text().splitlines()
                          if "Traceback" in line or '"error"' in line)
+
+
+@contextlib.contextmanager
+def serving(server: Server):
+    """A started server for a fixture: stopped afterwards, and its log must hold no errors."""
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.errors(), server.errors()
 
 
 def client() -> httpx.Client:

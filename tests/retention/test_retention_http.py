@@ -20,7 +20,7 @@ import pytest
 
 from durable_streams.server.engine.offsets import format_offset, parse_position
 
-from retention_servers import STORES, Server, client, retention_block
+from retention_servers import STORES, Server, client, retention_block, serving
 
 EARLIEST = "Stream-Earliest-Offset"
 NEXT = "Stream-Next-Offset"
@@ -47,10 +47,8 @@ def new(prefix: str) -> str:
 def server(request, tmp_path_factory, make_dsn):
     store = request.param
     dsn = make_dsn() if store == "postgres" else None
-    srv = Server(tmp_path_factory.mktemp(f"ret-{store}"), store, RULES, dsn=dsn).start()
-    yield srv
-    srv.stop()
-    assert not srv.errors(), srv.errors()
+    with serving(Server(tmp_path_factory.mktemp(f"ret-{store}"), store, RULES, dsn=dsn)) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

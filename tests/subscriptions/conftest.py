@@ -9,10 +9,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "retention"))  # retention_servers: the process launcher
 sys.path.insert(0, os.path.join(HERE, "..", "postgres"))
 from pg_fixtures import pg_cluster  # noqa: E402,F401
+from retention_servers import client  # noqa: E402
 
 _databases = itertools.count(1)
-
-SUBSCRIPTIONS = ["\t\t\tsubscriptions"]
 
 
 @pytest.fixture(scope="module")
@@ -24,3 +23,10 @@ def make_dsn(request):
         cluster.psql(f"CREATE DATABASE {name}")
         return cluster.dsn.replace("/postgres?", f"/{name}?")
     return make
+
+
+@pytest.fixture(scope="module")
+def http():
+    """A blocking HTTP client for a module's tests."""
+    with client() as c:
+        yield c

@@ -8,18 +8,17 @@ during a claim."""
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from durable_streams.server.engine.offsets import format_offset, parse_position
 
-from conftest import SUBSCRIPTIONS
-from retention_servers import Server, client
+from retention_servers import Server, client, serving
+
+SUBSCRIPTIONS = ["\t\t\tsubscriptions"]  # the durable_streams option that turns them on
 
 NEXT = "Stream-Next-Offset"
 BINARY = {"Content-Type": "application/octet-stream"}
@@ -35,17 +34,9 @@ def uniq(prefix: str) -> str:
 
 @pytest.fixture(scope="module", params=["memory", "file"])
 def server(request, tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp(f"pull-{request.param}"), request.param,
-                 settings=SUBSCRIPTIONS).start()
-    yield srv
-    srv.stop()
-    assert not srv.errors(), srv.errors()
-
-
-@pytest.fixture(scope="module")
-def http():
-    with client() as c:
-        yield c
+    with serving(Server(tmp_path_factory.mktemp(f"pull-{request.param}"), request.param,
+                        settings=SUBSCRIPTIONS)) as srv:
+        yield srv
 
 
 # ---------------------------------------------------------------- helpers

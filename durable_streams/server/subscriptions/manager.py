@@ -320,8 +320,12 @@ class SubscriptionManager:
             relative = path[len(sub.root):]
             if relative not in sub.links:
                 self._appeared.setdefault(key, set()).add(relative)
-            # Even when busy: the change ending its wake may have read the tails before
-            # this append and not be written yet; then nothing else would look again.
+            elif sub.wake is not None:
+                lock = self._locks.get(key)
+                if lock is None or not lock.locked():
+                    continue  # busy: the end of its wake reads the tails again
+                # a change in progress may have read the tails before this append and end
+                # the wake without seeing it: settle once more after it
             self._kick(key)
 
     def removed(self, path: str) -> None:
