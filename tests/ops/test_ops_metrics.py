@@ -62,6 +62,13 @@ def test_operation_of(method, query, expected):
     assert operation_of(method, query) == expected
 
 
+@pytest.mark.parametrize("method", ["PUT", "GET", "POST", "DELETE"])
+def test_control_routes_are_subscription_operations(method):
+    assert operation_of(method, {}, "/v1/stream/__ds/subscriptions/s1") == "subscription"
+    assert operation_of(method, {}, "/v1/stream/__ds") == "subscription"
+    assert operation_of(method, {}, "/v1/stream/__dsx") != "subscription"  # an ordinary stream
+
+
 @pytest.mark.parametrize(
     ("status", "expected"),
     [(101, "1xx"), (200, "2xx"), (204, "2xx"), (307, "3xx"), (404, "4xx"), (499, "4xx"), (503, "5xx"), (0, "other"), (600, "other")],

@@ -40,7 +40,7 @@ from .health import method_not_allowed
 NAMESPACE = "durable_streams"
 METRICS_PATH = "/metrics"
 
-OPERATIONS = ("create", "append", "read", "long-poll", "sse", "head", "delete", "other")
+OPERATIONS = ("create", "append", "read", "long-poll", "sse", "head", "delete", "subscription", "other")
 READER_KINDS = ("long-poll", "sse")
 DELIVERY_OUTCOMES = ("delivered", "rejected", "unreachable", "refused", "failed", "other")
 CLAIM_OUTCOMES = ("claimed", "already_claimed", "no_pending_work", "other")
@@ -123,8 +123,11 @@ class ConnectionStats(Protocol):
     def refused_connections(self) -> int: ...  # closed at once: the connection cap was reached
 
 
-def operation_of(method: str, query: Mapping[str, str] | None = None) -> str:
-    """The protocol operation a request performs, from its method and query."""
+def operation_of(method: str, query: Mapping[str, str] | None = None, path: str = "") -> str:
+    """The protocol operation a request performs, from its method and query (and its path:
+    the reserved `__ds/` control routes are `subscription`)."""
+    if "/__ds" in path and ("/__ds/" in path or path.endswith("/__ds")):
+        return "subscription"
     method = method.upper()
     if method == "PUT":
         return "create"
@@ -576,7 +579,7 @@ async def measure_request(metrics: NullMetrics, request: Any, handler: Handler) 
     request (durable_streams.server.http). Only `method`, `query` and the response's
     `status` are read.
     """
-    operation = operation_of(request.method, request.query)
+    operation = operation_of(request.method, request.query, request.raw_path)
     is_reader = operation in READER_KINDS
     if is_reader:
         metrics.reader_started(operation)

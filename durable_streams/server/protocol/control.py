@@ -13,7 +13,7 @@ import re
 from urllib.parse import unquote
 
 from ..http import Request, Response
-from ..subscriptions.errors import SubscriptionError, invalid, not_found
+from ..subscriptions.errors import SubscriptionError, invalid
 from ..subscriptions.manager import SubscriptionManager
 from ..subscriptions.model import SubscriptionConfig, check_id, relative_path
 from .responses import plain
@@ -70,7 +70,7 @@ class ControlRoutes:
             return plain(200, {"Content-Type": "application/jwk-set+json", "Cache-Control": JWKS_CACHE},
                          body if method == "GET" else b"")
         if len(segments) < 2 or segments[0] != "subscriptions":
-            raise not_found("no such control route")
+            raise SubscriptionError(404, "NOT_FOUND", "no such control route")
         subscription_id = check_id(segments[1])
         tail = segments[2:]
         if not tail:
@@ -115,7 +115,7 @@ class ControlRoutes:
             finish = manager.callback if action == "callback" else manager.ack
             next_wake = await finish(root, subscription_id, token, body)
             return _json(200, {"ok": True, "next_wake": next_wake})
-        raise not_found("no such control route")
+        raise SubscriptionError(404, "NOT_FOUND", "no such control route")
 
 
 def _allow(method: str, *allowed: str) -> None:

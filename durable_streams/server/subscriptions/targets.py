@@ -46,7 +46,7 @@ def check_url(url: str) -> Target:
         raise RejectedTarget("webhook.url must be ASCII without spaces or control characters")
     try:
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = (parts.hostname or "").lower().rstrip(".")  # "localhost." is localhost
         parts.port  # raises on a bad port
     except ValueError:
         raise RejectedTarget("webhook.url is not a valid URL") from None

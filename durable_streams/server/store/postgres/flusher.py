@@ -165,6 +165,7 @@ class Flusher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._conn = None  # the flusher's own pool connection: flushes never queue behind reads
+        self._reconnect = False  # replace it before the next flush (the database restarted)
         self.stats = FlushStats()
         # (stream id, tail) -> when its flush started, until the notification comes back
         self._unheard: dict[tuple[int, int], float] = {}
@@ -184,6 +185,11 @@ class Flusher:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self._release()
+
+    def reconnect(self) -> None:
+        """The database came back: the connection held may be from before it went (and
+        look open until a flush fails on it). The next flush takes a fresh one."""
+        self._reconnect = True
 
     async def _release(self, *, broken: bool = False) -> None:
         """Give the flusher's connection back; a broken (or timed-out) one is closed first,
@@ -284,6 +290,9 @@ class Flusher:
                 for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
                     column.append(value)
         try:
+            if self._reconnect:
+                self._reconnect = False
+                await self._release(broken=True)
             if self._conn is None or not _usable(self._conn):
                 self._conn = await self._pool_of().acquire()
                 # Generic plans only: left to itself, the plan cache goes back to planning

@@ -170,6 +170,10 @@ class PostgresStore(StreamStore):
                 if not self._available:
                     async with self._pool.acquire() as conn:
                         await conn.fetchval("SELECT 1")
+                    # connections opened before the outage may be dead without knowing it:
+                    # have every one replaced, so the first requests after it do not fail
+                    await self._pool.expire_connections()
+                    self._flusher.reconnect()
                     self._available = True
                     log.info("postgres reachable again")
                     self._touched.set()
