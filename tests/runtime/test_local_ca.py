@@ -268,3 +268,21 @@ def test_short_leaf_is_renewed_and_swapped_without_dropping_connections(tmp_path
             kept.close()
 
     asyncio.run(main())
+
+
+def test_two_processes_sharing_storage_make_one_root(tmp_path: Path) -> None:
+    config = caddyfile(tmp_path, f"localhost:{free_port()} {{\n{ROUTE}}}\n")
+    procs = [subprocess.Popen([str(SCRIPT), "trust", "--config", str(config)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = {p.communicate(timeout=60)[0] for p in procs}
+    assert len(outputs) == 1 and outputs == {root_path(tmp_path).read_text()}
+
+
+def test_validate_names_the_local_ca_sites(tmp_path: Path) -> None:
+    config = caddyfile(tmp_path, f"localhost:{free_port()}, 127.0.0.1:{free_port()} {{\n{ROUTE}}}\n")
+    proc = subprocess.run([str(SCRIPT), "validate", "--config", str(config)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "Valid configuration\n"
+    assert "automatic HTTPS: localhost gets a certificate from the local CA" in proc.stderr
+    assert "automatic HTTPS: 127.0.0.1 gets a certificate from the local CA" in proc.stderr
+    assert not (tmp_path / "storage").exists()  # validating issues nothing

@@ -196,7 +196,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_trust(args: argparse.Namespace) -> int:
     """Print the local CA's root certificate (made now if there is none yet)."""
     from ..config.certnames import default_storage_root
-    from ..runtime.pki import LocalCA
+    from ..runtime.pki import LocalCA, storage_lock
 
     if args.config or Path("Caddyfile").is_file():
         root = _load(args.config, args.envfile)[0].storage_root
@@ -204,7 +204,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
         root = default_storage_root()
     ca = LocalCA(root)
     try:
-        ca.root()
+        with storage_lock(root):
+            ca.root()
         pem = Path(ca.root_cert_path).read_text(encoding="ascii")
     except OSError as exc:
         raise CLIError(f"loading the local CA in {root}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None

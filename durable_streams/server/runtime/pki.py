@@ -16,12 +16,14 @@ Everything here is synchronous file and crypto work (milliseconds per certificat
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -284,14 +286,30 @@ def ensure_certificates(storage_root: str, certificates: Iterable[Certificate]) 
     managed = [c for c in certificates if c.managed]
     if not managed:
         return []
-    ca = LocalCA(storage_root)
-    issued = []
-    for cert in managed:
-        for subject in cert.hosts:
-            if ca.leaf_needs_renewal(subject):
-                ca.issue(subject)
-                issued.append(subject)
+    with storage_lock(storage_root):
+        ca = LocalCA(storage_root)
+        issued = []
+        for cert in managed:
+            for subject in cert.hosts:
+                if ca.leaf_needs_renewal(subject):
+                    ca.issue(subject)
+                    issued.append(subject)
     return issued
+
+
+@contextlib.contextmanager
+def storage_lock(storage_root: str) -> Iterator[None]:
+    """One process at a time makes or renews the CA and its leaves in this storage, so
+    two servers sharing it never end up with two roots. (An flock on a file of our own
+    under `locks/`, not certmagic's lock protocol.)"""
+    directory = os.path.join(storage_root, "locks")
+    _mkdirs(directory)
+    fd = os.open(os.path.join(directory, "durable_streams_local_ca.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def next_renewal_check(storage_root: str, certificates: Iterable[Certificate], *, ceiling: float = 600.0) -> float:
