@@ -1,6 +1,6 @@
 """`durable-streams-server`: a thin CLI over config (load/adapt) and runtime (serve).
 
-Subcommands mirror Caddy's where they overlap (run, reload, adapt, validate, fmt, version) plus
+Subcommands mirror Caddy's where they overlap (run, reload, adapt, validate, fmt, trust, version) plus
 the plugin's zero-config `dev`. A bad config exits with status 1 and one message.
 """
 
@@ -172,17 +172,46 @@ def _load_validated(args: argparse.Namespace):
     _print_warnings(config)
     from ..runtime.listeners import build_ssl_context
 
+    from dataclasses import replace
+
     for server in config.servers:
+        # managed certificates are issued when the server starts; check the given files only
+        given = replace(server, certificates=tuple(c for c in server.certificates if not c.managed))
         try:
-            build_ssl_context(server)
+            build_ssl_context(given)
         except (OSError, ValueError) as exc:
             raise CLIError(f"loading TLS certificate for {server.name}: {exc}") from None
     return config, source
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    _load_validated(args)
+    config, _source = _load_validated(args)
+    for cert in config.managed_certificates:
+        print(f"automatic HTTPS: {', '.join(cert.hosts)} gets a certificate from the local CA"
+              f" (stored in {os.path.dirname(cert.cert_file)})", file=sys.stderr)
     print("Valid configuration")
+    return EXIT_OK
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    """Print the local CA's root certificate (made now if there is none yet)."""
+    from ..config.certnames import default_storage_root
+    from ..runtime.pki import LocalCA, storage_lock
+
+    if args.config or Path("Caddyfile").is_file():
+        root = _load(args.config, args.envfile)[0].storage_root
+    else:
+        root = default_storage_root()
+    ca = LocalCA(root)
+    try:
+        with storage_lock(root):
+            ca.root()
+        pem = Path(ca.root_cert_path).read_text(encoding="ascii")
+    except OSError as exc:
+        raise CLIError(f"loading the local CA in {root}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+    print(f"Local CA root certificate: {ca.root_cert_path}", file=sys.stderr)
+    print("Trust it in clients, e.g. curl --cacert <path>, or add it to the system's trust store.", file=sys.stderr)
+    sys.stdout.write(pem)
     return EXIT_OK
 
 
@@ -357,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--overwrite", "-w", action="store_true", help="rewrite the file in place")
     mode.add_argument("--diff", "-d", action="store_true", help="print a line diff instead of the output")
     fmt.set_defaults(func=cmd_fmt)
+
+    trust = sub.add_parser(
+        "trust", help="print the local CA's root certificate (for `tls internal` and localhost sites)",
+        description="Print the root certificate of the local CA that signs the certificates of localhost, "
+        "IP, *.local, *.internal and `tls internal` sites: its path on stderr, the PEM on stdout. "
+        "The storage is the Caddyfile's `storage file_system <path>` (--config, or ./Caddyfile), else "
+        "$XDG_DATA_HOME/caddy or ~/.local/share/caddy. The CA is created if it does not exist yet.")
+    trust.add_argument("--config", "-c", metavar="PATH", help="Caddyfile whose storage to use (default: ./Caddyfile)")
+    trust.add_argument("--envfile", metavar="FILE", help="load KEY=VALUE environment variables first")
+    trust.set_defaults(func=cmd_trust)
 
     version = sub.add_parser("version", help="print the version", description="Print the version.")
     version.set_defaults(func=cmd_version)

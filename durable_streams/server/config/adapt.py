@@ -19,7 +19,8 @@ from .directives.global_options import evaluate_global_options
 from .errors import AdaptError, prefix_error
 from .matcher_defs import collect_matcher_definitions
 from .matchers import HostMatcher, MatcherSet, PathMatcher
-from .model import Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
+from .certnames import INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, qualifies_for_cert
+from .model import AutomationPolicy, Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
 
 
 @dataclass
@@ -69,6 +70,7 @@ def adapt(tree: Caddyfile) -> Config:
             raise AdaptError("server block without any key is global configuration, and if used, it must be first")
         sites.append(_evaluate_site(block, scope))
 
+    opts["storage_root"] = opts.get("storage") or default_storage_root()
     http_port = opts.get("http_port", 80)
     https_port = opts.get("https_port", 443)
     for i, site in enumerate(sites):
@@ -96,7 +98,23 @@ def adapt(tree: Caddyfile) -> Config:
         debug=opts.get("debug", False),
         logs=tuple(opts.get("logs", ())),
         warnings=tuple(warnings),
+        storage=opts.get("storage"),
+        storage_root=opts["storage_root"],
+        tls_policies=_automation_policies(sites, opts),
     )
+
+
+def _automation_policies(sites: list[_Site], opts: dict[str, Any]) -> tuple[AutomationPolicy, ...]:
+    """What `caddy adapt` shows in apps.tls.automation: `local_certs` is one catch-all
+    internal policy; `tls internal` sites are one internal policy for their names. Names
+    the local CA serves only by Caddy's run-time rules (localhost, IPs, ...) get none."""
+    if opts.get("local_certs"):
+        return (AutomationPolicy(),)
+    subjects: set[str] = set()
+    for site in sites:
+        if any(issuer == INTERNAL_ISSUER for *_rest, issuer in site.of_kind("tls")):
+            subjects.update(a.host for a in site.addresses if a.host)
+    return (AutomationPolicy(tuple(sorted(subjects))),) if subjects else ()
 
 
 def _check_data_dirs(sites: list[_Site]) -> None:
@@ -263,7 +281,55 @@ def _needs_tls(addr: SiteAddress, port: int, has_cert: bool, http_port: int, htt
     return bool(addr.host) or has_cert or port == https_port
 
 
+@dataclass(frozen=True)
+class _Automation:
+    """What automatic HTTPS may do for sites without `tls <cert> <key>`."""
+
+    storage_root: str
+    local_certs: bool  # global `local_certs`: every name from the local CA
+    certs: bool  # False under `auto_https off` / `disable_certs`
+
+
+def _needs_https_error(key: Token, reason: str) -> AdaptError:
+    return AdaptError(
+        f"{key.file}:{key.line}: site {key.text} needs HTTPS, but {reason}: add 'tls <cert_file> <key_file>' to the"
+        " site, or serve plain HTTP with an http:// address or a ':port' address without a host",
+        key.file,
+        key.line,
+    )
+
+
+def _managed_certificate(key: Token, addr: SiteAddress, forced_internal: bool, auto: _Automation) -> Certificate:
+    """The local-CA certificate automatic HTTPS gives this site address, or why it cannot.
+
+    Caddy's rules: `tls internal` (any name) always; otherwise, unless auto_https turns
+    certificates off, `local_certs` (any name) or a name no public CA will issue for
+    (localhost, *.localhost, *.local, *.internal, *.home.arpa, IP addresses)."""
+    host = addr.host
+    if not host:
+        raise _needs_https_error(
+            key, "the address has no host name to issue a certificate for (automatic HTTPS needs one)"
+        )
+    if not qualifies_for_cert(host):
+        raise _needs_https_error(key, f"subject does not qualify for certificate: '{host}'")
+    if forced_internal or (auto.certs and (auto.local_certs or is_internal(host))):
+        cert_file, key_file, _meta = leaf_paths(auto.storage_root, host)
+        return Certificate(cert_file, key_file, (host,), issuer=INTERNAL_ISSUER)
+    if not auto.certs:
+        raise _needs_https_error(key, "auto_https turns off automatic certificates")
+    raise _needs_https_error(
+        key,
+        "a public name needs an ACME certificate, which durable-streams-server does not obtain yet"
+        " ('tls internal' or the global 'local_certs' give it one from the local CA)",
+    )
+
+
 def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope, http_port: int, https_port: int) -> Server:
+    auto = _Automation(
+        storage_root=opts["storage_root"],
+        local_certs=bool(opts.get("local_certs")),
+        certs=not set(opts.get("auto_https", ())) & {"off", "disable_certs"},
+    )
     entries = sorted(entries, key=_site_specificity)
     port = listens[0].port
     routes: list[Route] = []
@@ -274,23 +340,20 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
     access_log = False
     for site, keys in entries:
         tls_values = site.of_kind("tls")
-        cert = next((c for c, _mn, _mx in tls_values if c is not None), None)
-        for _c, mn, mx in tls_values:
+        cert = next((c for c, *_rest in tls_values if c is not None), None)
+        for _c, mn, mx, _issuer in tls_values:
             if mn and tls_versions == (None, None):
                 tls_versions = (mn, mx)
+        forced_internal = any(issuer == INTERNAL_ISSUER for *_rest, issuer in tls_values)
         site_needs_tls = False
         for key, addr in keys:
-            if _needs_tls(addr, port, cert is not None, http_port, https_port):
+            if _needs_tls(addr, port, cert is not None or forced_internal, http_port, https_port):
                 site_needs_tls = True
                 tls_key = tls_key or key
                 if cert is None:
-                    raise AdaptError(
-                        f"{key.file}:{key.line}: site {key.text} needs HTTPS, but durable-streams-server does not"
-                        " obtain certificates (no ACME, no internal CA): add 'tls <cert_file> <key_file>' to the site,"
-                        " or serve plain HTTP with an http:// address or a ':port' address without a host",
-                        key.file,
-                        key.line,
-                    )
+                    managed = _managed_certificate(key, addr, forced_internal, auto)
+                    if managed.cert_file not in {c.cert_file for c in certificates}:
+                        certificates.append(managed)
             else:
                 plain_key = plain_key or key
         if site_needs_tls and cert is not None:

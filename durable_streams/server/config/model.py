@@ -277,6 +277,25 @@ class Certificate:
     cert_file: str
     key_file: str
     hosts: tuple[str, ...] = ()  # SNI names this certificate serves (empty: any)
+    # None: files the operator gave (`tls cert key`). "internal": a certificate the
+    # runtime issues from the local CA into these storage paths (automatic HTTPS).
+    issuer: str | None = None
+
+    @property
+    def managed(self) -> bool:
+        return self.issuer is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AutomationPolicy:
+    """One of Caddy's `apps.tls.automation.policies`: which issuer serves which subjects
+    (no subjects: every name without a more specific policy)."""
+
+    subjects: tuple[str, ...] = ()
+    issuer: str = "internal"
+
+    def config(self) -> dict[str, Any]:
+        return _compact({"subjects": list(self.subjects), "issuers": [{"module": self.issuer}]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +355,7 @@ class Server:
                 "tls_certificates": [
                     _compact({"certificate": c.cert_file, "key": c.key_file, "hosts": list(c.hosts)})
                     for c in self.certificates
+                    if not c.managed
                 ],
                 "tls_protocols": [v for v in (self.tls_min_version, self.tls_max_version) if v],
                 "timeouts": self.timeouts.config(),
@@ -381,6 +401,21 @@ class Config:
     debug: bool = False
     logs: tuple[LogConfig, ...] = ()
     warnings: tuple[str, ...] = ()
+    # `storage file_system <path>` as written (None: Caddy's default location), and the
+    # storage root actually used for certificates and the local CA.
+    storage: str | None = None
+    storage_root: str = ""
+    tls_policies: tuple[AutomationPolicy, ...] = ()
+
+    @property
+    def managed_certificates(self) -> tuple[Certificate, ...]:
+        """Every certificate the runtime issues itself, once each."""
+        out: dict[str, Certificate] = {}
+        for server in self.servers:
+            for cert in server.certificates:
+                if cert.managed:
+                    out.setdefault(cert.cert_file, cert)
+        return tuple(out.values())
 
     @property
     def log_level(self) -> str:
@@ -406,6 +441,8 @@ class Config:
             out["admin"] = {"disabled": True}
         elif self.admin is not None:
             out["admin"] = {"listen": str(self.admin)}
+        if self.storage is not None:
+            out["storage"] = {"module": "file_system", "root": self.storage}
         if self.metrics:
             http["metrics"] = {}
         if self.logs or self.debug:
@@ -416,4 +453,6 @@ class Config:
         if self.auto_https:
             http["automatic_https"] = list(self.auto_https)
         out["apps"] = {"http": http}
+        if self.tls_policies:
+            out["apps"]["tls"] = {"automation": {"policies": [p.config() for p in self.tls_policies]}}
         return out

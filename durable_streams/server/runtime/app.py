@@ -31,6 +31,7 @@ from ..ops.logging import use_stderr_by_default
 from ..ops.metrics import create_metrics
 from ..ops.systemd import SystemdNotifier
 from .listeners import Listener, OpsListener, build_ssl_context, open_listener, open_ops_listener, socket_settings
+from .pki import ensure_certificates, next_renewal_check
 from .routing import Compiler, Factory
 
 DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound
@@ -87,6 +88,8 @@ class ServerApp:
         self._ops: OpsListener | None = None
         self._started: list[Any] = []
         self._watchdog: asyncio.Task[None] | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self.renewal_check_ceiling = 600.0  # seconds between looks at the managed certificates
         self._stopped = False
         self._closing: set[asyncio.Task[None]] = set()
         self.grace_override: float | None = None
@@ -122,6 +125,7 @@ class ServerApp:
                     self.config.admin, self.readiness, self.metrics, shutdown_timeout=self.grace_period,
                     reload=self.request_reload,
                 )
+            self._issue_certificates(self.config)
             routes = [self.compiler.routes(s.runtime_routes) for s in self.config.servers]
             for handler in self.compiler.lifecycle:
                 await handler.start()
@@ -137,6 +141,35 @@ class ServerApp:
         self.readiness.mark_ready()
         self.notifier.ready(self._status())
         self._watchdog = self.notifier.start_watchdog()
+        self._renewer = asyncio.get_running_loop().create_task(self._renew_certificates())
+
+    # ------------------------------------------------------------------ certificates
+
+    def _issue_certificates(self, config: Config) -> list[str]:
+        """Issue the local-CA certificates the config needs that are missing or due."""
+        managed = config.managed_certificates
+        if not managed:
+            return []
+        issued = ensure_certificates(config.storage_root, managed)
+        if issued:
+            self.log.info("certificates issued by the local CA", subjects=issued, storage=config.storage_root)
+        return issued
+
+    async def _renew_certificates(self) -> None:
+        """Renew local-CA leaves before they expire; new handshakes get the new chain
+        (the live SSL contexts load it), open connections are not touched."""
+        while True:
+            config = self.config
+            delay = next_renewal_check(config.storage_root, config.managed_certificates,
+                                       ceiling=self.renewal_check_ceiling)
+            await asyncio.sleep(max(delay, 1.0))
+            try:
+                if self._issue_certificates(self.config):
+                    for listener in self.listeners:
+                        if listener.tls is not None and any(c.managed for c in listener.server.certificates):
+                            listener.tls.reload()
+            except Exception as exc:  # keep serving the current certificates; try again later
+                self.log.error("could not renew certificates", error=repr(exc))
 
     async def _open(self, server: Server, route_list) -> Listener:
         listener = await open_listener(
@@ -163,6 +196,7 @@ class ServerApp:
             self.notifier.ready(self._status())
 
     async def _reload(self, new: Config) -> None:
+        self._issue_certificates(new)
         for server in new.servers:
             build_ssl_context(server)  # unreadable certificate files refuse the reload up front
         compiler = self._compiler(new, previous=self.compiler)
@@ -271,6 +305,9 @@ class ServerApp:
         self.readiness.mark_stopping()
         self.notifier.stopping("stopping")
         await SystemdNotifier.stop_watchdog(self._watchdog)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            self._renewer = None
         for listener in self.listeners:
             await listener.stop_accepting()
         for handler in reversed(self._started):

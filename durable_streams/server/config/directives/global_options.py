@@ -131,6 +131,35 @@ def _auto_https(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
     opts["auto_https"] = tuple(a.text for a in d.args)
 
 
+@option("local_certs")
+def _local_certs(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    opts["local_certs"] = True  # Caddy's parseOptTrue ignores any arguments
+
+
+@option("storage")
+def _storage(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    """`storage file_system <root>` or `storage file_system { root <root> }`."""
+    if not d.args:
+        raise arg_error(d.name)
+    module = d.args[0].text
+    if module != "file_system":
+        raise errf(d.args[0], f"getting storage module '{module}': module not registered: caddy.storage.{module}")
+    root = d.args[1].text if len(d.args) > 1 else None
+    if len(d.args) > 2:
+        raise arg_error(d.args[2])
+    for sub in d.block or ():
+        if sub.name.text != "root":
+            raise errf(sub.name, f"unrecognized parameter '{sub.name.text}'")
+        if root is not None:
+            raise errf(sub.name, "root already set")
+        if len(sub.args) != 1:
+            raise arg_error(sub.args[1] if sub.args else sub.name)
+        root = sub.args[0].text
+    if root is None:
+        raise arg_error(d.name)
+    opts["storage"] = root
+
+
 @option("order")
 def _order(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
     args = list(d.args)

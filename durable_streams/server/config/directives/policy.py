@@ -6,7 +6,7 @@ from __future__ import annotations
 
 _NO_PROXY = "this daemon serves Durable Streams only; run it behind Caddy/another proxy for this"
 _NO_AUTH = "not implemented; never ignored (use basic_auth, an @matcher + respond 401, or a proxy in front)"
-_NO_ACME = "automatic certificates are not supported; use tls <cert_file> <key_file>"
+_NO_ACME = "ACME certificates are not supported yet; use tls internal or tls <cert_file> <key_file>"
 
 REJECTED_DIRECTIVES: dict[str, str] = {
     "reverse_proxy": _NO_PROXY,
@@ -51,9 +51,9 @@ REJECTED_OPTIONS: dict[str, str] = {
 
 IGNORED_OPTIONS: frozenset[str] = frozenset(
     {
-        "persist_config", "skip_install_trust", "storage", "storage_check",
+        "persist_config", "skip_install_trust", "storage_check",
         "storage_clean_interval", "ocsp_interval", "ocsp_stapling", "renew_interval", "key_type",
-        "email", "acme_ca", "acme_ca_root", "acme_eab", "cert_issuer", "local_certs",
+        "email", "acme_ca", "acme_ca_root", "acme_eab", "cert_issuer",
         "preferred_chains", "cert_lifetime", "tls_resolvers", "renewal_window_ratio",
     }
 )

@@ -289,17 +289,29 @@ def metrics(d: Directive, args: list[Token], scope: Scope) -> Handler:
 @directive("tls")
 def tls(d: Directive, scope: Scope) -> list[Value]:
     args = d.args
+    issuer: str | None = None
     if len(args) == 1:
         word = args[0].text
-        if word in ("internal", "force_automate") or "@" in word:
+        if word == "internal":
+            issuer = "internal"  # a certificate from the local CA, for any name
+        elif word == "force_automate" or "@" in word:
             raise errf(args[0], f"tls {word}: {policy._NO_ACME}")
-        raise errf(args[0], "single argument must either be 'internal', 'force_automate', or an email address")
+        else:
+            raise errf(args[0], "single argument must either be 'internal', 'force_automate', or an email address")
     if len(args) > 2:
         raise arg_error(args[-1])
     min_version = max_version = None
     for sub in d.block or ():
         name = sub.name.text
-        if name == "protocols":
+        if name == "issuer":
+            if not sub.args:
+                raise arg_error(sub.name)
+            if sub.args[0].text != "internal":
+                raise errf(sub.args[0], f"tls issuer {sub.args[0].text}: {policy._NO_ACME}")
+            if len(sub.args) > 1 or sub.block:
+                raise errf(sub.args[0], "tls issuer internal: options of the internal issuer are not supported")
+            issuer = "internal"
+        elif name == "protocols":
             if not 1 <= len(sub.args) <= 2:
                 raise arg_error(sub.args[-1] if sub.args else sub.name)
             versions = [a.text for a in sub.args]
@@ -314,8 +326,8 @@ def tls(d: Directive, scope: Scope) -> list[Value]:
             raise errf(sub.name, f"tls option '{name}' is not supported by durable-streams-server")
     if len(args) == 2:
         cert = Certificate(args[0].text, args[1].text)
-        return [Value("tls", (cert, min_version, max_version))]
-    return [Value("tls", (None, min_version, max_version))]
+        return [Value("tls", (cert, min_version, max_version, None))]
+    return [Value("tls", (None, min_version, max_version, issuer))]
 
 
 @directive("bind")

@@ -1,0 +1,83 @@
+"""Certificate subjects and storage paths, as Caddy (certmagic) names them.
+
+- Which site hosts can get a certificate at all, and which only from the local CA
+  (certmagic's SubjectQualifiesForCert / SubjectIsInternal).
+- Where certificates live: the storage root (`storage file_system <path>`, else Caddy's
+  default `$XDG_DATA_HOME/caddy` or `$HOME/.local/share/caddy`) and certmagic's keys
+  under it (`certificates/<issuer>/<name>/<name>.crt|.key|.json`, `pki/authorities/local/`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+
+INTERNAL_ISSUER = "internal"
+# certmagic's storage key of Caddy's internal issuer ("local" is the default CA's id)
+INTERNAL_ISSUER_KEY = "local"
+LOCAL_CA_ID = "local"
+
+_INTERNAL_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
+
+
+def qualifies_for_cert(subject: str) -> bool:
+    """certmagic.SubjectQualifiesForCert: a name (or IP) a certificate can be made for."""
+    s = subject.strip()
+    if not s or "{" in s or "}" in s:
+        return False
+    if s.startswith(".") or s.endswith(".") or ".." in s:
+        return False
+    if any(c in s for c in "()[]; ,'\"") and not is_ip(s):
+        return False
+    return s.count("*") <= 1 and (s.count("*") == 0 or (s.startswith("*.") and len(s) > 2))
+
+
+def is_internal(subject: str) -> bool:
+    """Served by the local CA automatically (no public CA issues for these names).
+
+    certmagic's SubjectIsInternal (localhost, *.localhost, *.local, *.internal, *.home.arpa)
+    plus every IP address."""
+    s = subject.lower().rstrip(".")
+    return s == "localhost" or s.endswith(_INTERNAL_SUFFIXES) or is_ip(s)
+
+
+def default_storage_root(env: Mapping[str, str] | None = None) -> str:
+    """Caddy's default file storage: $XDG_DATA_HOME/caddy, else $HOME/.local/share/caddy."""
+    env = os.environ if env is None else env
+    xdg = env.get("XDG_DATA_HOME")
+    if xdg:
+        return os.path.join(xdg, "caddy")
+    home = env.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".local", "share", "caddy")
+
+
+_UNSAFE = re.compile(r"[^\w@.-]")
+
+
+def safe_key(name: str) -> str:
+    """certmagic's KeyBuilder.Safe: a subject as one storage path component."""
+    s = name.lower().strip()
+    for old, new in ((" ", "_"), ("+", "_plus_"), ("*", "wildcard_"), (":", "-"), ("..", "")):
+        s = s.replace(old, new)
+    return _UNSAFE.sub("", s)
+
+
+def leaf_paths(storage_root: str, subject: str, issuer_key: str = INTERNAL_ISSUER_KEY) -> tuple[str, str, str]:
+    """(cert, key, metadata) paths of a managed certificate for `subject`."""
+    name = safe_key(subject)
+    base = os.path.join(storage_root, "certificates", issuer_key, name, name)
+    return base + ".crt", base + ".key", base + ".json"
+
+
+def authority_dir(storage_root: str, ca_id: str = LOCAL_CA_ID) -> str:
+    return os.path.join(storage_root, "pki", "authorities", ca_id)
