@@ -715,21 +715,22 @@ class SubscriptionManager:
 
     # ---------------------------------------------------------------- loading, other nodes
 
-    async def _load_all(self) -> dict[str, Subscription]:
+    async def _load_all(self) -> tuple[set[str], set[str]]:
+        """Take in the store's subscriptions: (keys new to this node, keys changed)."""
         loaded = {name: Subscription.from_document(doc.body, doc.version)
                   for name, doc in (await self.engine.documents(KIND)).items()}
         for key in set(self._subs) - set(loaded):
             self._forget(key)
-        fresh = {}
+        fresh, changed = set(), set()
         for key, sub in loaded.items():
             old = self._subs.get(key)
-            if old is None or old.version != sub.version:
-                if old is None:
-                    fresh[key] = sub
+            if old is None or sub.version > old.version:  # never back to an older copy
+                (fresh if old is None else changed).add(key)
                 self._subs[key] = sub
                 self._index(key, old, sub)
-        self._by_pattern.clear()
-        return fresh
+        if fresh or changed:
+            self._by_pattern.clear()
+        return fresh, changed
 
     async def _reload(self, key: str) -> None:
         document = await self.engine.document(KIND, key)
@@ -737,7 +738,7 @@ class SubscriptionManager:
         if document is None:
             self._forget(key)
             return
-        if old is not None and old.version == document.version:
+        if old is not None and old.version >= document.version:
             return
         sub = Subscription.from_document(document.body, document.version)
         self._subs[key] = sub
@@ -745,17 +746,20 @@ class SubscriptionManager:
         self._by_pattern.clear()
 
     async def _reconcile_loop(self) -> None:
-        """Shared stores: take in what other nodes changed, and settle every subscription
-        (an append on a node that had not yet heard of a subscription, a deadline whose
-        node is gone). Compare-and-set lets one node win each change."""
+        """Shared stores: take in what other nodes changed. A subscription new to this
+        node is settled with a scan (streams this node made before it knew of it); a
+        changed one is settled (its links may now cover streams appended to here) and its
+        deadlines armed here too, so a lease or a delivery claim of a node that is gone
+        runs out on the others. The rest waits for appends and timers: an append is
+        followed by the node that made it. Compare-and-set lets one node win each change."""
         while True:
             await asyncio.sleep(RECONCILE_INTERVAL)
             try:
-                fresh = await self._load_all()
+                fresh, changed = await self._load_all()
             except Exception as exc:  # the database is down: the next round tries again
                 log.warning("subscriptions: cannot reload: %s", exc)
                 continue
-            for key in list(self._subs):
+            for key in fresh | changed:
                 self._kick(key, scan=key in fresh)
 
     def _spawn(self, operation: Awaitable) -> None:
