@@ -25,7 +25,7 @@ NO_ACME = (
     "a public name needs an ACME certificate, which durable-streams-server does not obtain yet"
     " ('tls internal' or the global 'local_certs' give it one from the local CA)"
 )
-AUTO_OFF = "auto_https turns off automatic certificates"
+AUTO_OFF = "auto_https turns off automatic certificates, and durable-streams-server serves no TLS site without one"
 NO_HOST = "the address has no host name to issue a certificate for (automatic HTTPS needs one)"
 
 # (id, Caddyfile, expected message, real Caddy reports the same)

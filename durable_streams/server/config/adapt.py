@@ -316,7 +316,9 @@ def _managed_certificate(key: Token, addr: SiteAddress, forced_internal: bool, a
         cert_file, key_file, _meta = leaf_paths(auto.storage_root, host)
         return Certificate(cert_file, key_file, (host,), issuer=INTERNAL_ISSUER)
     if not auto.certs:
-        raise _needs_https_error(key, "auto_https turns off automatic certificates")
+        # Caddy accepts this and serves TLS that no handshake can complete (no certificate)
+        raise _needs_https_error(
+            key, "auto_https turns off automatic certificates, and durable-streams-server serves no TLS site without one")
     raise _needs_https_error(
         key,
         "a public name needs an ACME certificate, which durable-streams-server does not obtain yet"
