@@ -1,5 +1,5 @@
-"""Fixtures of a real PostgreSQL (imported by the conftests of tests/postgres and
-tests/engine): one throwaway server per test session (pg_cluster.py), a fresh database
+"""Fixtures of a real PostgreSQL (imported by the conftests of tests/postgres,
+tests/engine, tests/retention and tests/subscriptions): one throwaway server per test session (pg_cluster.py), a fresh database
 per test. In CI (`CI` set) a PostgreSQL that cannot be started fails these tests;
 elsewhere they are skipped with the reason."""
 
@@ -37,9 +37,22 @@ def pg_cluster() -> Iterator[PgCluster]:
     yield from running_cluster()
 
 
+def new_database(cluster: PgCluster) -> str:
+    """The DSN of a new empty database on `cluster`."""
+    name = f"t{os.getpid()}_{next(_databases)}"
+    cluster.psql(f"CREATE DATABASE {name}")
+    return cluster.dsn.replace("/postgres?", f"/{name}?")
+
+
 @pytest.fixture
 def pg_dsn(pg_cluster: PgCluster) -> str:
     """A new empty database on the session's server."""
-    name = f"t{os.getpid()}_{next(_databases)}"
-    pg_cluster.psql(f"CREATE DATABASE {name}")
-    return pg_cluster.dsn.replace("/postgres?", f"/{name}?")
+    return new_database(pg_cluster)
+
+
+@pytest.fixture(scope="module")
+def make_dsn(request):
+    """A function returning a new empty database's DSN, for modules whose tests run on
+    several stores: PostgreSQL is started on first use only (and skipped, or failed in
+    CI, as above when it cannot start)."""
+    return lambda: new_database(request.getfixturevalue("pg_cluster"))

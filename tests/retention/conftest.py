@@ -1,24 +1,7 @@
-import itertools
 import os
 import sys
-
-import pytest
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "postgres"))
-from pg_fixtures import pg_cluster  # noqa: E402,F401
-
-_databases = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def make_dsn(request):
-    """A function returning a new empty database's DSN (PostgreSQL started on first use,
-    once per session; skipped as tests/postgres skips when it cannot start)."""
-    def make() -> str:
-        cluster = request.getfixturevalue("pg_cluster")
-        name = f"r{os.getpid()}_{next(_databases)}"
-        cluster.psql(f"CREATE DATABASE {name}")
-        return cluster.dsn.replace("/postgres?", f"/{name}?")
-    return make
+from pg_fixtures import make_dsn, pg_cluster  # noqa: E402,F401

@@ -7,31 +7,20 @@ during a claim."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 
 import httpx
 import pytest
 
-from durable_streams.server.engine.offsets import format_offset, parse_position
+from durable_streams.server.engine.offsets import format_offset
 
 from retention_servers import Server, client, serving
+from subscription_api import BINARY, JSON, NEXT, SUBSCRIPTIONS, append, position, uniq
 
-SUBSCRIPTIONS = ["\t\t\tsubscriptions"]  # the durable_streams option that turns them on
 
-NEXT = "Stream-Next-Offset"
-BINARY = {"Content-Type": "application/octet-stream"}
-JSON = {"Content-Type": "application/json"}
 RECORD = 32  # bytes: fixed-size records, so offsets are record boundaries
 WAIT = 15.0  # longest wait for something the server does in the background (a guard)
-_ids = itertools.count()
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}{next(_ids)}x{time.monotonic_ns() % 10**6}"
-
-
 @pytest.fixture(scope="module", params=["memory", "file"])
 def server(request, tmp_path_factory):
     with serving(Server(tmp_path_factory.mktemp(f"pull-{request.param}"), request.param,
@@ -40,10 +29,6 @@ def server(request, tmp_path_factory):
 
 
 # ---------------------------------------------------------------- helpers
-
-def position(offset: str) -> int:
-    return -1 if offset == "-1" else parse_position(offset)
-
 
 def record(stream: str, n: int) -> bytes:
     return f"{stream}#{n:05d}".encode().ljust(RECORD - 1, b".") + b"\n"
@@ -108,12 +93,6 @@ class Sub:
 def create(c: httpx.Client, url: str) -> None:
     r = c.put(url, headers=BINARY)
     assert r.status_code == 201, (r.status_code, r.text)
-
-
-def append(c: httpx.Client, url: str, body: bytes) -> str:
-    r = c.post(url, content=body, headers=BINARY)
-    assert r.status_code == 204, (r.status_code, r.text)
-    return r.headers[NEXT]
 
 
 def error(r: httpx.Response, status: int, code: str) -> dict:

@@ -6,7 +6,6 @@ no delivery names data the server never acknowledged to its writer."""
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from pathlib import Path
@@ -14,28 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from durable_streams.server.engine.offsets import format_offset, parse_position
+from durable_streams.server.engine.offsets import format_offset
 
 from receiver import Receiver, verify
-from retention_servers import Server, client
+from retention_servers import Server
+from subscription_api import BINARY, JSON, NEXT, SUBSCRIPTIONS, append, position, sub_url, uniq
 
-SUBSCRIPTIONS = ["\t\t\tsubscriptions"]
-NEXT = "Stream-Next-Offset"
-BINARY = {"Content-Type": "application/octet-stream"}
-JSON = {"Content-Type": "application/json"}
 RECORD = 32
 WAIT = 20.0  # a guard for background work after a restart, not a performance expectation
-_ids = itertools.count()
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}{next(_ids)}x{time.monotonic_ns() % 10**6}"
-
-
-def position(offset: str) -> int:
-    return -1 if offset == "-1" else parse_position(offset)
-
-
 def record(n: int) -> bytes:
     return f"rec#{n:06d}".encode().ljust(RECORD - 1, b".") + b"\n"
 
@@ -46,22 +31,6 @@ def server(tmp_path: Path):
     yield srv
     srv.stop()
     assert not srv.errors(), srv.errors()
-
-
-@pytest.fixture()
-def http():
-    with client() as c:
-        yield c
-
-
-def sub_url(srv: Server, sub_id: str, action: str = "") -> str:
-    return srv.url(f"__ds/subscriptions/{sub_id}") + (f"/{action}" if action else "")
-
-
-def append(c: httpx.Client, url: str, body: bytes) -> str:
-    r = c.post(url, content=body, headers=BINARY)
-    assert r.status_code == 204, (r.status_code, r.text)
-    return r.headers[NEXT]
 
 
 def acked(c: httpx.Client, srv: Server, sub_id: str) -> dict[str, str]:

@@ -7,27 +7,16 @@ everything."""
 
 from __future__ import annotations
 
-import itertools
 import time
 
 import httpx
 import pytest
 
 from receiver import Receiver
-from retention_servers import Server, client
+from retention_servers import Server
+from subscription_api import BINARY, JSON, SUBSCRIPTIONS, append, sub_url, uniq
 
-SUBSCRIPTIONS = ["\t\t\tsubscriptions"]
-NEXT = "Stream-Next-Offset"
-BINARY = {"Content-Type": "application/octet-stream"}
-JSON = {"Content-Type": "application/json"}
 WAIT = 15.0  # a guard for the nodes' reconciliation (every second), not a benchmark
-_ids = itertools.count()
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}{next(_ids)}x{time.monotonic_ns() % 10**6}"
-
-
 @pytest.fixture(scope="module")
 def nodes(tmp_path_factory, make_dsn):
     dsn = make_dsn()
@@ -39,22 +28,6 @@ def nodes(tmp_path_factory, make_dsn):
     b.stop()
     assert not a.errors(), a.errors()
     assert not b.errors(), b.errors()
-
-
-@pytest.fixture(scope="module")
-def http():
-    with client() as c:
-        yield c
-
-
-def sub_url(srv: Server, sub_id: str, action: str = "") -> str:
-    return srv.url(f"__ds/subscriptions/{sub_id}") + (f"/{action}" if action else "")
-
-
-def append(c: httpx.Client, url: str, body: bytes) -> str:
-    r = c.post(url, content=body, headers=BINARY)
-    assert r.status_code == 204, (r.status_code, r.text)
-    return r.headers[NEXT]
 
 
 def code(r: httpx.Response) -> str | None:

@@ -24,11 +24,10 @@ from durable_streams.server.engine.offsets import format_offset, parse_position
 
 from receiver import Receiver
 from retention_servers import Server, serving
+from subscription_api import NEXT, SUBSCRIPTIONS, sub_url
 
-SUBSCRIPTIONS = ["\t\t\tsubscriptions"]  # the durable_streams option that turns them on
 
 STORES = ["memory", "file"]
-NEXT = "Stream-Next-Offset"
 TEXT = "text/plain"
 WAIT = 10.0  # longest wait for something the server does in the background (a guard)
 _names = itertools.count()
@@ -70,10 +69,6 @@ def uid(http, server):
 
 
 _made: dict[str, list[str]] = {}
-
-
-def sub_url(server: Server, sub_id: str, *rest: str) -> str:
-    return server.url("__ds/subscriptions/" + "/".join([quote(sub_id, safe=""), *rest]))
 
 
 def webhook_body(url: str, *, pattern: str | None = None, streams: list[str] | None = None,

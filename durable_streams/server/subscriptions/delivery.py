@@ -24,8 +24,8 @@ USER_AGENT = "durable-streams-server webhook"
 
 
 class _CheckedResolver(AbstractResolver):
-    """Resolves as the system does, then drops nothing and refuses all: one internal
-    address among the answers is enough to refuse (an attacker controls the order)."""
+    """Resolves as the system does, then checks every answer: one internal address among
+    them refuses the delivery (filtering it out would leave an attacker's DNS a second try)."""
 
     def __init__(self) -> None:
         self._system = ThreadedResolver()

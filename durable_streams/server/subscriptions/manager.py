@@ -247,7 +247,6 @@ class SubscriptionManager:
 
     async def claim(self, root: str, subscription_id: str, worker: str) -> dict:
         key = document_name(root, subscription_id)
-        holder: dict = {}
 
         async def change(sub: Subscription, tails: Tails) -> None:
             if sub.config.type != "pull-wake":
@@ -266,10 +265,8 @@ class SubscriptionManager:
                 wake = self._new_wake(sub, tails)
             wake.holder = worker
             wake.lease_expires_at = now + sub.config.lease_ttl_ms / 1000
-            holder["sub"] = sub
 
-        await self._change(key, change)
-        sub = holder["sub"]
+        sub = await self._change(key, change)
         self.events.wake_claim("claimed")
         wake = sub.wake
         return {
@@ -409,11 +406,11 @@ class SubscriptionManager:
             self._settling.pop(key, None)
 
     async def _settle(self, key: str, scan: bool = False) -> None:
-        announce: list[Subscription] = []
         appeared = self._appeared.pop(key, ())
-        send = []
+        act = {}  # what to do once written: set by the last run of `change` (it may rerun)
 
         async def change(sub: Subscription, tails: Tails) -> None:
+            act.update(announce=False, send=False)
             if scan and sub.config.pattern is not None:
                 await self._link_unlinked(sub, tails)
             for relative in appeared:  # a new stream: its first append is pending
@@ -426,27 +423,25 @@ class SubscriptionManager:
             self._expire_lease(sub, now)
             if sub.wake is None and self._pending(sub, tails):
                 self._new_wake(sub, tails)
-                if sub.config.type == "pull-wake":
-                    announce.append(sub)
+                act["announce"] = sub.config.type == "pull-wake"
             elif scan and sub.wake is not None and sub.config.type == "pull-wake" and sub.wake.holder is None:
-                announce.append(sub)  # it may not have reached the wake stream before a crash
+                act["announce"] = True  # it may not have reached the wake stream before a crash
             wake = sub.wake
             if sub.config.type == "webhook" and wake is not None and not wake.delivered:
-                # A local store has one process: after a restart nobody else is sending it.
-                restarted = scan and not self.engine.store.shared
-                if wake.next_attempt_at is None or wake.next_attempt_at <= now or restarted:
+                # A local store has one process: after a restart nobody is sending an attempt
+                # it had claimed (a retry's back-off is honoured all the same).
+                abandoned = scan and wake.sending and not self.engine.store.shared
+                if wake.next_attempt_at is None or wake.next_attempt_at <= now or abandoned:
                     # Claim the attempt in the store first: of the nodes that see it due,
                     # only the one whose write lands sends it; if that node dies, the claim
                     # runs out and another node sends it.
-                    wake.next_attempt_at = now + ATTEMPT_HOLD
-                    send.append(True)
+                    wake.next_attempt_at, wake.sending = now + ATTEMPT_HOLD, True
+                    act["send"] = True
 
         sub = await self._change(key, change)
-        if sub is None:
-            return
-        for woken in announce:
-            await self._announce(woken)
-        if send:
+        if act["announce"]:
+            await self._announce(sub)
+        if act["send"]:
             self._deliver_soon(key)
 
     def _after(self, sub: Subscription) -> None:
@@ -566,7 +561,7 @@ class SubscriptionManager:
             now = self.engine.clock()
             if outcome.ok:
                 sub.status = "active"
-                wake.delivered, wake.attempts, wake.next_attempt_at = True, 0, None
+                wake.delivered, wake.attempts, wake.next_attempt_at, wake.sending = True, 0, None, False
                 wake.lease_expires_at = now + sub.config.lease_ttl_ms / 1000
                 if outcome.done:
                     self._ack_snapshot(sub)
@@ -576,7 +571,7 @@ class SubscriptionManager:
             else:
                 sub.status = "failed"
                 wake.attempts += 1
-                wake.next_attempt_at = now + retry_delay(wake.attempts)
+                wake.next_attempt_at, wake.sending = now + retry_delay(wake.attempts), False
 
         await self._change(key, change)
 
@@ -596,9 +591,10 @@ class SubscriptionManager:
         wanted_type = "webhook" if kind == "callback" else "pull-wake"
         acks = _parse_acks(body.get("acks")) if not releases else []
         done = releases or body.get("done") is True
-        result = {"next_wake": False}
+        result = {}  # set by the last run of `change` (it may rerun)
 
         async def change(sub: Subscription, tails: Tails) -> None:
+            result.update(next_wake=False, announce=False)
             if sub.config.type != wanted_type:
                 raise invalid(f"this endpoint is for {wanted_type} subscriptions")
             if claims is None or claims.get("s") != key or claims.get("k") != kind:
@@ -633,7 +629,7 @@ class SubscriptionManager:
                 wake.lease_expires_at = now + sub.config.lease_ttl_ms / 1000
 
         sub = await self._change(key, change)
-        if result.get("announce"):
+        if result["announce"]:
             await self._announce(sub)
         return result["next_wake"]
 
@@ -646,7 +642,7 @@ class SubscriptionManager:
         return lock
 
     async def _change(self, key: str, change: Callable[[Subscription, Tails], Awaitable[None]], *,
-                      extra: list[str] = ()) -> Subscription | None:
+                      extra: list[str] = ()) -> Subscription:
         """Apply `change` to a copy of the subscription and write it; then act on it.
         SubscriptionError from `change` leaves everything as it was."""
         for _attempt in range(MAX_CONFLICTS):
@@ -658,22 +654,27 @@ class SubscriptionManager:
                 current = self._subs.get(key)
                 if current is None:
                     raise not_found()
-                sub = current.copy()
+                before = current.to_document()
+                sub = Subscription.from_document(before, current.version)  # a copy to change
                 tails = await self._current_tails(sub.root, [*sub.links, *extra])
                 await change(sub, tails)
-                if sub.to_document() != current.to_document():
+                after = sub.to_document()
+                if after != before:
                     try:
-                        await self._write(sub)
+                        await self._write(sub, after)
                     except _Conflict:
                         continue
             self._after(sub)
             return sub
         raise SubscriptionError(503, "UNAVAILABLE", "the subscription kept changing; retry")
 
-    async def _write(self, sub: Subscription) -> None:
-        """Write the new state (durable when this returns), then make it the current one."""
+    async def _write(self, sub: Subscription, document: bytes | None = None) -> None:
+        """Write the new state (`document`: `sub` encoded, if the caller has it), durable
+        when this returns, then make it the current one."""
+        if document is None:
+            document = sub.to_document()
         try:
-            sub.version = await self.engine.put_document(KIND, sub.key, sub.to_document(), replaces=sub.version)
+            sub.version = await self.engine.put_document(KIND, sub.key, document, replaces=sub.version)
         except StaleDocument:
             await self._reload(sub.key)
             raise _Conflict() from None

@@ -157,6 +157,7 @@ class Wake:
     delivered: bool = False  # webhook: the receiver took it (2xx)
     attempts: int = 0  # webhook: failed deliveries so far
     next_attempt_at: float | None = None  # webhook: when the next delivery attempt is due
+    sending: bool = False  # webhook: an attempt is claimed (next_attempt_at is its claim's end)
 
 
 @dataclass(slots=True)
@@ -196,7 +197,7 @@ class Subscription:
             "wake": None if wake is None else {
                 "id": wake.id, "snapshot": wake.snapshot, "trigger": wake.trigger, "holder": wake.holder,
                 "lease_expires_at": wake.lease_expires_at, "delivered": wake.delivered,
-                "attempts": wake.attempts, "next_attempt_at": wake.next_attempt_at,
+                "attempts": wake.attempts, "next_attempt_at": wake.next_attempt_at, "sending": wake.sending,
             },
         }, separators=(",", ":")).encode()
 
@@ -205,13 +206,11 @@ class Subscription:
         d = json.loads(body)
         w = d["wake"]
         wake = None if w is None else Wake(w["id"], dict(w["snapshot"]), w["trigger"], w["holder"],
-                                           w["lease_expires_at"], w["delivered"], w["attempts"], w["next_attempt_at"])
+                                           w["lease_expires_at"], w["delivered"], w["attempts"], w["next_attempt_at"],
+                                           w.get("sending", False))
         links = {path: Link(bool(g), bool(e), int(a)) for path, (g, e, a) in d["links"].items()}
         return cls(d["root"], d["id"], SubscriptionConfig.from_json(d["config"]), d["base_url"], d["created_at"],
                    links, d["generation"], wake, d["status"], version)
-
-    def copy(self) -> "Subscription":
-        return Subscription.from_document(self.to_document(), self.version)
 
 
 def document_name(root: str, subscription_id: str) -> str:
