@@ -185,7 +185,7 @@ def test_log_option() -> None:
     "text,warning",
     [
         ("{\n\tpersist_config off\n}\n:80 {\n}\n", "Caddyfile:2: global option 'persist_config' accepted but ignored by durable-streams daemon"),
-        ("{\n\temail a@b.test\n}\n:80 {\n}\n", "Caddyfile:2: global option 'email' accepted but ignored by durable-streams daemon"),
+        ("{\n\tstorage_check off\n}\n:80 {\n}\n", "Caddyfile:2: global option 'storage_check' accepted but ignored by durable-streams daemon"),
         (":80 {\n\tencode gzip\n}\n", "Caddyfile:2: directive 'encode' accepted but ignored by durable-streams daemon"),
         (":80 {\n\troute {\n\t\ttracing\n\t}\n}\n", "Caddyfile:3: directive 'tracing' accepted but ignored by durable-streams daemon"),
     ],

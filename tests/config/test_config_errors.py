@@ -21,10 +21,6 @@ NEEDS_TLS = (
     " add 'tls <cert_file> <key_file>' to the site, or serve plain HTTP with an http:// address or a ':port'"
     " address without a host"
 )
-NO_ACME = (
-    "a public name needs an ACME certificate, which durable-streams-server does not obtain yet"
-    " ('tls internal' or the global 'local_certs' give it one from the local CA)"
-)
 AUTO_OFF = "auto_https turns off automatic certificates, and durable-streams-server serves no TLS site without one"
 NO_HOST = "the address has no host name to issue a certificate for (automatic HTTPS needs one)"
 
@@ -173,7 +169,6 @@ CASES = [
         " ignored (use basic_auth, an @matcher + respond 401, or a proxy in front), at Caddyfile:7",
         False,
     ),
-    ("hostful-site-without-cert", "example.com {\n\trespond hi\n}\n", "Caddyfile:1: " + NEEDS_TLS.format(key="example.com", reason=NO_ACME), False),
     (
         # Caddy serves TLS there with no certificate (every handshake fails): refused
         "auto-https-off-still-needs-cert",
@@ -189,7 +184,6 @@ CASES = [
     ),
     ("https-scheme-without-cert", "https://:8443 {\n\trespond hi\n}\n", "Caddyfile:1: " + NEEDS_TLS.format(key="https://:8443", reason=NO_HOST), False),
     ("tls-internal-without-host", ":8443 {\n\ttls internal\n}\n", "Caddyfile:1: " + NEEDS_TLS.format(key=":8443", reason=NO_HOST), False),
-    ("tls-email", "localhost {\n\ttls a@b.c\n}\n", "parsing caddyfile tokens for 'tls': tls a@b.c: ACME certificates are not supported yet; use tls internal or tls <cert_file> <key_file>, at Caddyfile:2", False),
     ("storage-module", "{\n\tstorage redis\n}\n:80 {\n}\n", "parsing caddyfile tokens for 'storage': getting storage module 'redis': module not registered: caddy.storage.redis, at Caddyfile:2", False),
     (
         "scheme-port-convention",

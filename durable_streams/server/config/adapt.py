@@ -8,6 +8,7 @@ ordered most-specific first; each site's handler routes are sorted and grouped.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -19,8 +20,11 @@ from .directives.global_options import evaluate_global_options
 from .errors import AdaptError, prefix_error
 from .matcher_defs import collect_matcher_definitions
 from .matchers import HostMatcher, MatcherSet, PathMatcher
-from .certnames import INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, qualifies_for_cert
-from .model import AutomationPolicy, Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
+from .certnames import ACME_ISSUER, INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, qualifies_for_cert
+from .model import (
+    AcmeIssuerConfig, AutomationPolicy, InternalIssuerConfig, IssuerConfig, default_issuers,
+)
+from .model import Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
 
 
 @dataclass
@@ -83,6 +87,7 @@ def adapt(tree: Caddyfile) -> Config:
             if addr.path:
                 scope.warn(site.block.keys[0], f"Using a path in a site address is deprecated; please use the 'handle' directive instead ({addr})")
 
+    opts["tls_policies"] = _automation_policies(sites, opts, http_port)
     servers = _build_servers(sites, opts, scope, http_port, https_port)
     _check_data_dirs(sites)
     return Config(
@@ -100,21 +105,79 @@ def adapt(tree: Caddyfile) -> Config:
         warnings=tuple(warnings),
         storage=opts.get("storage"),
         storage_root=opts["storage_root"],
-        tls_policies=_automation_policies(sites, opts),
+        tls_policies=opts["tls_policies"],
     )
 
 
-def _automation_policies(sites: list[_Site], opts: dict[str, Any]) -> tuple[AutomationPolicy, ...]:
-    """What `caddy adapt` shows in apps.tls.automation: `local_certs` is one catch-all
-    internal policy; `tls internal` sites are one internal policy for their names. Names
-    the local CA serves only by Caddy's run-time rules (localhost, IPs, ...) get none."""
+def _global_acme(opts: dict[str, Any]) -> AcmeIssuerConfig | None:
+    """The ACME settings of the global options (email, acme_ca, acme_ca_root), or None."""
+    if not any(opts.get(k) for k in ("email", "acme_ca", "acme_ca_root")):
+        return None
+    roots = (opts["acme_ca_root"],) if opts.get("acme_ca_root") else ()
+    return AcmeIssuerConfig(ca=opts.get("acme_ca", ""), email=opts.get("email", ""), trusted_roots=roots)
+
+
+def _fill_acme_defaults(issuer: IssuerConfig, defaults: AcmeIssuerConfig | None) -> IssuerConfig:
+    """Caddy's fillInGlobalACMEDefaults: global settings fill what an ACME issuer leaves unset."""
+    if defaults is None or not isinstance(issuer, AcmeIssuerConfig):
+        return issuer
+    return replace(issuer, ca=issuer.ca or defaults.ca, email=issuer.email or defaults.email,
+                   trusted_roots=issuer.trusted_roots or defaults.trusted_roots)
+
+
+def _automation_policies(sites: list[_Site], opts: dict[str, Any], http_port: int) -> tuple[AutomationPolicy, ...]:
+    """What `caddy adapt` shows in apps.tls.automation (Caddy's buildTLSApp, for the
+    options we execute):
+    - `local_certs`: one catch-all internal policy;
+    - global `acme_ca`/`acme_ca_root`: a catch-all ACME policy; global `email` alone:
+      a policy per site for its public names with Caddy's default issuers;
+    - a site's `tls` issuers (`tls internal`, ...): a policy for its names.
+    Names the local CA serves only by Caddy's run-time rules (localhost, IPs, ...) get
+    none unless a catch-all exists, which they would otherwise fall under."""
     if opts.get("local_certs"):
         return (AutomationPolicy(),)
-    subjects: set[str] = set()
+    acme = _global_acme(opts)
+    catch_all: AutomationPolicy | None = None
+    if acme is not None and (acme.ca or acme.trusted_roots):
+        catch_all = AutomationPolicy((), (_fill_acme_defaults(AcmeIssuerConfig(), acme),))
+    policies: list[AutomationPolicy] = []
+    internal_subjects: set[str] = set()
     for site in sites:
-        if any(issuer == INTERNAL_ISSUER for *_rest, issuer in site.of_kind("tls")):
-            subjects.update(a.host for a in site.addresses if a.host)
-    return (AutomationPolicy(tuple(sorted(subjects))),) if subjects else ()
+        hosts = sorted({a.host for a in site.addresses
+                        if a.host and a.scheme != "http" and (a.port or "") != str(http_port)})
+        if not hosts:
+            continue
+        issuers: tuple[IssuerConfig, ...] = ()
+        for *_rest, site_issuers in site.of_kind("tls"):
+            issuers = issuers or tuple(site_issuers or ())
+        if issuers:
+            policies.append(AutomationPolicy(tuple(hosts), tuple(_fill_acme_defaults(i, acme) for i in issuers)))
+            continue
+        public = [h for h in hosts if not is_internal(h)]
+        internal = [h for h in hosts if is_internal(h)]
+        if catch_all is not None:
+            internal_subjects.update(internal)  # else they would fall under the catch-all's CA
+        elif acme is not None and public:
+            policies.append(AutomationPolicy(tuple(public), default_issuers(acme.email)))
+    if internal_subjects:
+        policies.insert(0, AutomationPolicy(tuple(sorted(internal_subjects)), ()))
+    if catch_all is not None:
+        policies.append(catch_all)
+    return _merge_policies(policies)
+
+
+def _merge_policies(policies: list[AutomationPolicy]) -> tuple[AutomationPolicy, ...]:
+    """Caddy's consolidateAutomationPolicies, in part: policies with the same issuers
+    become one with their subjects together."""
+    out: list[AutomationPolicy] = []
+    for p in policies:
+        twin = next((i for i, q in enumerate(out) if q.issuers == p.issuers and bool(q.subjects) == bool(p.subjects)), None)
+        if twin is None:
+            out.append(p)
+        else:
+            q = out[twin]
+            out[twin] = replace(q, subjects=tuple(sorted(set(q.subjects) | set(p.subjects))))
+    return tuple(out)
 
 
 def _check_data_dirs(sites: list[_Site]) -> None:
@@ -286,8 +349,8 @@ class _Automation:
     """What automatic HTTPS may do for sites without `tls <cert> <key>`."""
 
     storage_root: str
-    local_certs: bool  # global `local_certs`: every name from the local CA
     certs: bool  # False under `auto_https off` / `disable_certs`
+    issuers_for: Callable[[str, bool], tuple[IssuerConfig, ...]]  # Config.issuers_for, from the policies
 
 
 def _needs_https_error(key: Token, reason: str) -> AdaptError:
@@ -299,12 +362,15 @@ def _needs_https_error(key: Token, reason: str) -> AdaptError:
     )
 
 
-def _managed_certificate(key: Token, addr: SiteAddress, forced_internal: bool, auto: _Automation) -> Certificate:
-    """The local-CA certificate automatic HTTPS gives this site address, or why it cannot.
+def _managed_certificate(key: Token, addr: SiteAddress, site_issuers: tuple[IssuerConfig, ...],
+                         auto: _Automation) -> Certificate:
+    """The certificate automatic HTTPS gives this site address, or why it cannot.
 
-    Caddy's rules: `tls internal` (any name) always; otherwise, unless auto_https turns
-    certificates off, `local_certs` (any name) or a name no public CA will issue for
-    (localhost, *.localhost, *.local, *.internal, *.home.arpa, IP addresses)."""
+    Caddy's rules: a site's own issuers (`tls internal`, `tls { issuer ... }`) always;
+    otherwise, unless auto_https turns certificates off, the automation policy covering
+    the name decides, and without one, names no public CA issues for (localhost,
+    *.localhost, *.local, *.internal, *.home.arpa, IP addresses) get the local CA and
+    every other name ACME (Let's Encrypt)."""
     host = addr.host
     if not host:
         raise _needs_https_error(
@@ -312,25 +378,22 @@ def _managed_certificate(key: Token, addr: SiteAddress, forced_internal: bool, a
         )
     if not qualifies_for_cert(host):
         raise _needs_https_error(key, f"subject does not qualify for certificate: '{host}'")
-    if forced_internal or (auto.certs and (auto.local_certs or is_internal(host))):
-        cert_file, key_file, _meta = leaf_paths(auto.storage_root, host)
-        return Certificate(cert_file, key_file, (host,), issuer=INTERNAL_ISSUER)
-    if not auto.certs:
+    if not site_issuers and not auto.certs:
         # Caddy accepts this and serves TLS that no handshake can complete (no certificate)
         raise _needs_https_error(
             key, "auto_https turns off automatic certificates, and durable-streams-server serves no TLS site without one")
-    raise _needs_https_error(
-        key,
-        "a public name needs an ACME certificate, which durable-streams-server does not obtain yet"
-        " ('tls internal' or the global 'local_certs' give it one from the local CA)",
-    )
+    issuers = site_issuers or auto.issuers_for(host, is_internal(host))
+    if isinstance(issuers[0], InternalIssuerConfig):
+        cert_file, key_file, _meta = leaf_paths(auto.storage_root, host)
+        return Certificate(cert_file, key_file, (host,), issuer=INTERNAL_ISSUER)
+    return Certificate("", "", (host,), issuer=ACME_ISSUER)
 
 
 def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope, http_port: int, https_port: int) -> Server:
     auto = _Automation(
         storage_root=opts["storage_root"],
-        local_certs=bool(opts.get("local_certs")),
         certs=not set(opts.get("auto_https", ())) & {"off", "disable_certs"},
+        issuers_for=Config(tls_policies=opts["tls_policies"]).issuers_for,
     )
     entries = sorted(entries, key=_site_specificity)
     port = listens[0].port
@@ -346,15 +409,15 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
         for _c, mn, mx, _issuer in tls_values:
             if mn and tls_versions == (None, None):
                 tls_versions = (mn, mx)
-        forced_internal = any(issuer == INTERNAL_ISSUER for *_rest, issuer in tls_values)
+        site_issuers = next((tuple(i) for *_rest, i in tls_values if i), ())
         site_needs_tls = False
         for key, addr in keys:
-            if _needs_tls(addr, port, cert is not None or forced_internal, http_port, https_port):
+            if _needs_tls(addr, port, cert is not None or bool(site_issuers), http_port, https_port):
                 site_needs_tls = True
                 tls_key = tls_key or key
                 if cert is None:
-                    managed = _managed_certificate(key, addr, forced_internal, auto)
-                    if managed.cert_file not in {c.cert_file for c in certificates}:
+                    managed = _managed_certificate(key, addr, site_issuers, auto)
+                    if (managed.cert_file, managed.hosts) not in {(c.cert_file, c.hosts) for c in certificates}:
                         certificates.append(managed)
             else:
                 plain_key = plain_key or key

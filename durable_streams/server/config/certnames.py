@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping
 
 INTERNAL_ISSUER = "internal"
+ACME_ISSUER = "acme"
 # certmagic's storage key of Caddy's internal issuer ("local" is the default CA's id)
 INTERNAL_ISSUER_KEY = "local"
 LOCAL_CA_ID = "local"

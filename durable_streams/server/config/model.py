@@ -278,7 +278,10 @@ class Certificate:
     key_file: str
     hosts: tuple[str, ...] = ()  # SNI names this certificate serves (empty: any)
     # None: files the operator gave (`tls cert key`). "internal": a certificate the
-    # runtime issues from the local CA into these storage paths (automatic HTTPS).
+    # runtime issues from the local CA into these storage paths. "acme": one the runtime
+    # obtains from the issuers `Config.issuers_for(host)` names; its files are found at
+    # run time (certmagic stores a certificate under the issuer that issued it), so
+    # cert_file and key_file are empty.
     issuer: str | None = None
 
     @property
@@ -286,16 +289,82 @@ class Certificate:
         return self.issuer is not None
 
 
-@dataclass(frozen=True, slots=True)
-class AutomationPolicy:
-    """One of Caddy's `apps.tls.automation.policies`: which issuer serves which subjects
-    (no subjects: every name without a more specific policy)."""
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+ZEROSSL_DIRECTORY = "https://acme.zerossl.com/v2/DV90"
 
-    subjects: tuple[str, ...] = ()
-    issuer: str = "internal"
+
+@dataclass(frozen=True, slots=True)
+class AcmeIssuerConfig:
+    """Caddy's `acme` issuer module (certmagic's ACMEIssuer), as far as we execute it."""
+
+    ca: str = ""  # ACME directory URL; "" = Let's Encrypt production (Caddy leaves it out)
+    email: str = ""
+    trusted_roots: tuple[str, ...] = ()  # PEM files trusted for the CA's own HTTPS
+    eab: tuple[str, str] | None = None  # External Account Binding: (key_id, mac_key)
+    disable_http_challenge: bool = False
+    disable_tlsalpn_challenge: bool = False
+
+    @property
+    def directory(self) -> str:
+        return self.ca or LETS_ENCRYPT_DIRECTORY
 
     def config(self) -> dict[str, Any]:
-        return _compact({"subjects": list(self.subjects), "issuers": [{"module": self.issuer}]})
+        challenges = _compact({
+            "http": {"disabled": True} if self.disable_http_challenge else None,
+            "tls-alpn": {"disabled": True} if self.disable_tlsalpn_challenge else None,
+        })
+        return _compact({
+            "ca": self.ca or None,
+            "challenges": challenges or None,
+            "email": self.email or None,
+            "external_account": {"key_id": self.eab[0], "mac_key": self.eab[1]} if self.eab else None,
+            "module": "acme",
+            "trusted_roots_pem_files": list(self.trusted_roots) or None,
+        })
+
+
+@dataclass(frozen=True, slots=True)
+class InternalIssuerConfig:
+    """Caddy's `internal` issuer: the local CA ("local")."""
+
+    def config(self) -> dict[str, Any]:
+        return {"module": "internal"}
+
+
+IssuerConfig = AcmeIssuerConfig | InternalIssuerConfig
+
+
+def default_issuers(email: str = "") -> tuple[IssuerConfig, ...]:
+    """caddytls.DefaultIssuers: Let's Encrypt, then ZeroSSL's ACME CA when an email is known."""
+    if email.strip():
+        return (AcmeIssuerConfig(email=email), AcmeIssuerConfig(ca=ZEROSSL_DIRECTORY, email=email))
+    return (AcmeIssuerConfig(),)
+
+
+@dataclass(frozen=True, slots=True)
+class AutomationPolicy:
+    """One of Caddy's `apps.tls.automation.policies`: which issuers serve which subjects
+    (no subjects: every name without a more specific policy; no issuers: the defaults,
+    i.e. the local CA for internal names and `default_issuers()` for public ones)."""
+
+    subjects: tuple[str, ...] = ()
+    issuers: tuple[IssuerConfig, ...] = (InternalIssuerConfig(),)
+
+    def covers(self, subject: str) -> bool:
+        """certmagic's MatchWildcard over the policy's subjects (catch-all: always)."""
+        if not self.subjects:
+            return True
+        name = subject.lower()
+        for pattern in self.subjects:
+            pattern = pattern.lower()
+            if pattern == name:
+                return True
+            if pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]:
+                return True
+        return False
+
+    def config(self) -> dict[str, Any]:
+        return _compact({"subjects": list(self.subjects), "issuers": [i.config() for i in self.issuers]})
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,6 +476,19 @@ class Config:
     storage_root: str = ""
     tls_policies: tuple[AutomationPolicy, ...] = ()
 
+    def policy_for(self, subject: str) -> AutomationPolicy | None:
+        """The automation policy certmagic would use for `subject`: the first whose
+        subjects cover it, else the first catch-all."""
+        specific = next((p for p in self.tls_policies if p.subjects and p.covers(subject)), None)
+        return specific or next((p for p in self.tls_policies if not p.subjects), None)
+
+    def issuers_for(self, subject: str, internal: bool) -> tuple[IssuerConfig, ...]:
+        """The issuers tried in order for `subject` (`internal`: a name no public CA serves)."""
+        policy = self.policy_for(subject)
+        if policy is not None and policy.issuers:
+            return policy.issuers
+        return (InternalIssuerConfig(),) if internal else default_issuers()
+
     @property
     def managed_certificates(self) -> tuple[Certificate, ...]:
         """Every certificate the runtime issues itself, once each."""
@@ -414,7 +496,7 @@ class Config:
         for server in self.servers:
             for cert in server.certificates:
                 if cert.managed:
-                    out.setdefault(cert.cert_file, cert)
+                    out.setdefault(cert.cert_file or cert.hosts[0], cert)
         return tuple(out.values())
 
     @property

@@ -70,7 +70,8 @@ class TLSContexts:
 
     def reload(self) -> None:
         for cert, ctx in zip(self.certificates, self.contexts):
-            ctx.load_cert_chain(cert.cert_file, cert.key_file)
+            if cert.cert_file:  # an ACME certificate's files are known once it is obtained
+                ctx.load_cert_chain(cert.cert_file, cert.key_file)
 
     def _pick(self, sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         if not server_name:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..config.certnames import authority_dir, is_ip, leaf_paths
+from ..config.certnames import INTERNAL_ISSUER, authority_dir, is_ip, leaf_paths
 from ..config.model import Certificate
 
 ROOT_LIFETIME = dt.timedelta(days=3650)
@@ -283,7 +283,7 @@ def _ca_key_usage() -> x509.KeyUsage:
 def ensure_certificates(storage_root: str, certificates: Iterable[Certificate]) -> list[str]:
     """Issue every managed certificate that is missing or due for renewal; returns the
     subjects issued now (empty: the stored ones are all good)."""
-    managed = [c for c in certificates if c.managed]
+    managed = [c for c in certificates if c.issuer == INTERNAL_ISSUER]
     if not managed:
         return []
     with storage_lock(storage_root):
@@ -317,7 +317,7 @@ def next_renewal_check(storage_root: str, certificates: Iterable[Certificate], *
     soonest = ceiling
     now = _now()
     for cert in certificates:
-        if not cert.managed:
+        if cert.issuer != INTERNAL_ISSUER:
             continue
         pair = _load_pair(cert.cert_file, cert.key_file)
         if pair is None:

@@ -136,6 +136,21 @@ def _local_certs(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
     opts["local_certs"] = True  # Caddy's parseOptTrue ignores any arguments
 
 
+@option("email")
+def _email(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    opts["email"] = _single(d).text  # the ACME account's contact (Caddy: parseOptSingleString)
+
+
+@option("acme_ca")
+def _acme_ca(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    opts["acme_ca"] = _single(d).text  # ACME directory URL of every ACME issuer
+
+
+@option("acme_ca_root")
+def _acme_ca_root(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    opts["acme_ca_root"] = _single(d).text  # PEM file trusted for the CA's HTTPS
+
+
 @option("storage")
 def _storage(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
     """`storage file_system <root>` or `storage file_system { root <root> }`."""

@@ -53,7 +53,7 @@ IGNORED_OPTIONS: frozenset[str] = frozenset(
     {
         "persist_config", "skip_install_trust", "storage_check",
         "storage_clean_interval", "ocsp_interval", "ocsp_stapling", "renew_interval", "key_type",
-        "email", "acme_ca", "acme_ca_root", "acme_eab", "cert_issuer",
+        "acme_eab", "cert_issuer",
         "preferred_chains", "cert_lifetime", "tls_resolvers", "renewal_window_ratio",
     }
 )

@@ -3,10 +3,16 @@ request_body, tls, bind, log, and the accepted-but-ignored observability directi
 
 from __future__ import annotations
 
+from typing import Any
+
 from ...caddyfile.tree import Directive, Token
 from ..errors import AdaptError, arg_error, at, errf
 from ..model import (
+    AcmeIssuerConfig,
     Certificate,
+    InternalIssuerConfig,
+    IssuerConfig,
+    default_issuers,
     Handler,
     HeaderOp,
     Headers,
@@ -288,14 +294,19 @@ def metrics(d: Directive, args: list[Token], scope: Scope) -> Handler:
 
 @directive("tls")
 def tls(d: Directive, scope: Scope) -> list[Value]:
+    """The value is (cert, min_version, max_version, issuers): `issuers` the site's own
+    issuer list (empty: the global settings and defaults decide)."""
     args = d.args
-    issuer: str | None = None
+    issuers: list[IssuerConfig] = []
+    acme_fields: dict[str, Any] = {}  # `tls <email>`, `ca`, `ca_root`: settings of the site's ACME issuer
     if len(args) == 1:
         word = args[0].text
         if word == "internal":
-            issuer = "internal"  # a certificate from the local CA, for any name
-        elif word == "force_automate" or "@" in word:
-            raise errf(args[0], f"tls {word}: {policy._NO_ACME}")
+            issuers = [InternalIssuerConfig()]  # a certificate from the local CA, for any name
+        elif "@" in word:
+            acme_fields["email"] = word
+        elif word == "force_automate":
+            raise errf(args[0], "tls force_automate is not supported by durable-streams-server")
         else:
             raise errf(args[0], "single argument must either be 'internal', 'force_automate', or an email address")
     if len(args) > 2:
@@ -306,11 +317,19 @@ def tls(d: Directive, scope: Scope) -> list[Value]:
         if name == "issuer":
             if not sub.args:
                 raise arg_error(sub.name)
-            if sub.args[0].text != "internal":
-                raise errf(sub.args[0], f"tls issuer {sub.args[0].text}: {policy._NO_ACME}")
-            if len(sub.args) > 1 or sub.block:
-                raise errf(sub.args[0], "tls issuer internal: options of the internal issuer are not supported")
-            issuer = "internal"
+            kind = sub.args[0].text
+            if kind == "internal":
+                if len(sub.args) > 1 or sub.block:
+                    raise errf(sub.args[0], "tls issuer internal: options of the internal issuer are not supported")
+                issuers.append(InternalIssuerConfig())
+            elif kind == "acme":
+                issuers.append(_acme_issuer_block(sub))
+            else:
+                raise errf(sub.args[0], f"tls issuer {kind} is not supported by durable-streams-server (acme, internal)")
+        elif name in ("ca", "ca_root"):
+            if len(sub.args) != 1:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            acme_fields[name] = sub.args[0].text
         elif name == "protocols":
             if not 1 <= len(sub.args) <= 2:
                 raise arg_error(sub.args[-1] if sub.args else sub.name)
@@ -324,10 +343,47 @@ def tls(d: Directive, scope: Scope) -> list[Value]:
             scope.warn(sub.name, policy.ignored_message("tls option", name))
         else:
             raise errf(sub.name, f"tls option '{name}' is not supported by durable-streams-server")
+    if acme_fields:
+        if issuers:
+            raise errf(d.name, "tls: an email, ca or ca_root cannot be combined with explicit issuers here")
+        site_acme = AcmeIssuerConfig(ca=acme_fields.get("ca", ""), email=acme_fields.get("email", ""),
+                                     trusted_roots=(acme_fields["ca_root"],) if "ca_root" in acme_fields else ())
+        # Caddy: an email alone keeps the default issuers (Let's Encrypt, then ZeroSSL), with it
+        issuers = [site_acme] if site_acme.ca or site_acme.trusted_roots else list(default_issuers(site_acme.email))
     if len(args) == 2:
         cert = Certificate(args[0].text, args[1].text)
-        return [Value("tls", (cert, min_version, max_version, None))]
-    return [Value("tls", (None, min_version, max_version, issuer))]
+        return [Value("tls", (cert, min_version, max_version, ()))]
+    return [Value("tls", (None, min_version, max_version, tuple(issuers)))]
+
+
+def _acme_issuer_block(d: Directive) -> AcmeIssuerConfig:
+    """`issuer acme [<dir>] { dir, email, trusted_roots, eab, disable_http_challenge, ... }`."""
+    fields: dict[str, Any] = {}
+    if len(d.args) > 2:
+        raise arg_error(d.args[2])
+    if len(d.args) == 2:
+        fields["ca"] = d.args[1].text
+    for sub in d.block or ():
+        name = sub.name.text
+        if name in ("dir", "email"):
+            if len(sub.args) != 1:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            fields["ca" if name == "dir" else "email"] = sub.args[0].text
+        elif name == "trusted_roots":
+            if not sub.args:
+                raise arg_error(sub.name)
+            fields["trusted_roots"] = tuple(a.text for a in sub.args)
+        elif name == "eab":
+            if len(sub.args) != 2:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            fields["eab"] = (sub.args[0].text, sub.args[1].text)
+        elif name in ("disable_http_challenge", "disable_tlsalpn_challenge"):
+            if sub.args:
+                raise arg_error(sub.args[0])
+            fields[name] = True
+        else:
+            raise errf(sub.name, f"acme issuer option '{name}' is not supported by durable-streams-server")
+    return AcmeIssuerConfig(**fields)
 
 
 @directive("bind")
