@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 
 INTERNAL_ISSUER = "internal"
@@ -76,9 +77,21 @@ def safe_key(name: str) -> str:
 def leaf_paths(storage_root: str, subject: str, issuer_key: str = INTERNAL_ISSUER_KEY) -> tuple[str, str, str]:
     """(cert, key, metadata) paths of a managed certificate for `subject`."""
     name = safe_key(subject)
-    base = os.path.join(storage_root, "certificates", issuer_key, name, name)
+    base = os.path.join(storage_root, "certificates", safe_key(issuer_key), name, name)
     return base + ".crt", base + ".key", base + ".json"
 
 
 def authority_dir(storage_root: str, ca_id: str = LOCAL_CA_ID) -> str:
     return os.path.join(storage_root, "pki", "authorities", ca_id)
+
+
+def acme_issuer_key(directory: str) -> str:
+    """certmagic's ACMEIssuer.IssuerKey: the CA's host, then its path with '/' -> '-'
+    ("https://acme-v02.api.letsencrypt.org/directory" -> "acme-v02.api.letsencrypt.org-directory")."""
+    try:
+        url = urllib.parse.urlsplit(directory)
+    except ValueError:
+        return directory
+    key = url.netloc
+    path = url.path.replace("/", "-").replace("\\", "-").strip("-")
+    return key + "-" + path if path else key

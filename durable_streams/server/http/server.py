@@ -3,11 +3,83 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
+from typing import Protocol
 
+from .client_hello import ClientHello, peek_client_hello
 from .connection import AccessLog, Connection, Handler, PrepareHook
 from .settings import ServerSettings
+
+
+log = logging.getLogger("durable_streams.server.http")
+
+HELLO_TIMEOUT = 10.0  # a client that has not sent its ClientHello by then is dropped
+HANDSHAKE_TIMEOUT = 60.0  # asyncio's default TLS handshake timeout
+
+
+class ContextPicker(Protocol):
+    """Chooses a TLS connection's context from its ClientHello, before the handshake."""
+
+    def wants_hello(self) -> bool:
+        """True while the choice needs the ClientHello (reading it costs a wait per connection)."""
+        ...
+
+    def context_for(self, hello: ClientHello | None) -> ssl.SSLContext | None:
+        """The context for this hello (None: the listener's default)."""
+        ...
+
+
+class _AcceptLoop:
+    """A listening socket served by our own accept loop, so that each connection's TLS
+    context can be picked from its ClientHello (see client_hello.py); it stands where
+    loop.create_server's Server would (sockets, close)."""
+
+    def __init__(self, server: "HTTPServer", sock: socket.socket, context: ssl.SSLContext,
+                 picker: ContextPicker) -> None:
+        self._server = server
+        self._sock = sock
+        self._context = context
+        self._picker = picker
+        self._pending: set[asyncio.Task[None]] = set()
+        self._task = asyncio.get_running_loop().create_task(self._accept())
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return [] if self._sock.fileno() < 0 else [self._sock]
+
+    def close(self) -> None:
+        self._task.cancel()
+        self._sock.close()
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _addr = await loop.sock_accept(self._sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:  # e.g. EMFILE: let the moment pass rather than spin
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._start(conn))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _start(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        try:
+            context = self._context
+            if self._picker.wants_hello():
+                hello = await peek_client_hello(conn, HELLO_TIMEOUT)
+                context = self._picker.context_for(hello) or context
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._server._protocol, conn, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            log.debug("TLS connection not established: %r", exc)
+            conn.close()
 
 
 class HTTPServer:
@@ -39,9 +111,16 @@ class HTTPServer:
     def _protocol(self) -> Connection:
         return Connection(self)
 
-    async def listen(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None) -> asyncio.AbstractServer:
+    async def listen(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None,
+                     picker: ContextPicker | None = None) -> asyncio.AbstractServer:
+        """Serve on `sock` (listening already); over TLS with `ssl_context`, or with a
+        context chosen per connection by `picker` (default `ssl_context`)."""
         loop = asyncio.get_running_loop()
-        listener = await loop.create_server(self._protocol, sock=sock, ssl=ssl_context, backlog=1024)
+        listener: asyncio.AbstractServer
+        if picker is not None and ssl_context is not None:
+            listener = _AcceptLoop(self, sock, ssl_context, picker)  # type: ignore[assignment]
+        else:
+            listener = await loop.create_server(self._protocol, sock=sock, ssl=ssl_context, backlog=1024)
         self._listeners.append(listener)
         return listener
 

@@ -25,13 +25,15 @@ from typing import Any
 
 import structlog
 
+from ..config.certnames import ACME_ISSUER
 from ..config.model import Config, MetricsEndpoint, Server
 from ..ops.health import Readiness
 from ..ops.logging import use_stderr_by_default
 from ..ops.metrics import create_metrics
 from ..ops.systemd import SystemdNotifier
 from .listeners import Listener, OpsListener, build_ssl_context, open_listener, open_ops_listener, socket_settings
-from .pki import ensure_certificates, next_renewal_check
+from .certificates import AcmeClients, CertificateManager
+from .challenges import ChallengeBoard
 from .routing import Compiler, Factory
 
 DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound
@@ -89,7 +91,11 @@ class ServerApp:
         self._started: list[Any] = []
         self._watchdog: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None
-        self.renewal_check_ceiling = 600.0  # seconds between looks at the managed certificates
+        self._announcer: asyncio.Task[None] | None = None
+        self.challenges = ChallengeBoard()  # ACME challenges being answered now
+        self.certificates = CertificateManager(config.storage_root, obtain=AcmeClients(self.challenges),
+                                               on_change=self._certificate_changed)
+        self.readiness.add_check("certificates", lambda: self.certificates.ready)
         self._stopped = False
         self._closing: set[asyncio.Task[None]] = set()
         self.grace_override: float | None = None
@@ -125,7 +131,7 @@ class ServerApp:
                     self.config.admin, self.readiness, self.metrics, shutdown_timeout=self.grace_period,
                     reload=self.request_reload,
                 )
-            self._issue_certificates(self.config)
+            self._take_certificates(self.config)
             routes = [self.compiler.routes(s.runtime_routes) for s in self.config.servers]
             for handler in self.compiler.lifecycle:
                 await handler.start()
@@ -139,37 +145,44 @@ class ServerApp:
         for name, sockname in self.bound_addresses:
             self.log.info("listening", server=name, address=_format_sockname(sockname), loop=loop)
         self.readiness.mark_ready()
-        self.notifier.ready(self._status())
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.create_task(self.certificates.run())
+        if self.certificates.ready:
+            self.notifier.ready(self._status())
+        else:  # READY once every managed name has a certificate or has said why not
+            self._announcer = loop.create_task(self._announce_ready())
         self._watchdog = self.notifier.start_watchdog()
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_certificates())
 
     # ------------------------------------------------------------------ certificates
 
-    def _issue_certificates(self, config: Config) -> list[str]:
-        """Issue the local-CA certificates the config needs that are missing or due."""
-        managed = config.managed_certificates
-        if not managed:
-            return []
-        issued = ensure_certificates(config.storage_root, managed)
+    def _take_certificates(self, config: Config) -> None:
+        """The managed certificates of `config`: stored ones are used, missing local-CA
+        leaves are issued now, ACME ones are obtained in the background."""
+        self.certificates.configure(config)
+        issued = self.certificates.issue_local_now()
         if issued:
             self.log.info("certificates issued by the local CA", subjects=issued, storage=config.storage_root)
-        return issued
+        for name in self.certificates.names.values():
+            if name.kind == ACME_ISSUER:
+                self.log.info("automatic HTTPS", subject=name.subject,
+                              certificate=f"stored, from {name.issued_by}" if name.valid else "to obtain",
+                              issuers=[getattr(i, "directory", "local CA") for i in name.issuers])
 
-    async def _renew_certificates(self) -> None:
-        """Renew local-CA leaves before they expire; new handshakes get the new chain
-        (the live SSL contexts load it), open connections are not touched."""
-        while True:
-            config = self.config
-            delay = next_renewal_check(config.storage_root, config.managed_certificates,
-                                       ceiling=self.renewal_check_ceiling)
-            await asyncio.sleep(max(delay, 1.0))
-            try:
-                if self._issue_certificates(self.config):
-                    for listener in self.listeners:
-                        if listener.tls is not None and any(c.managed for c in listener.server.certificates):
-                            listener.tls.reload()
-            except Exception as exc:  # keep serving the current certificates; try again later
-                self.log.error("could not renew certificates", error=repr(exc))
+    async def _announce_ready(self) -> None:
+        await self.certificates.first_round()
+        self.notifier.ready(self._status())
+        if not self.certificates.ready:
+            self.log.warning("serving without some certificates", waiting=self.certificates.waiting())
+
+    def _certificate_changed(self, subject: str) -> None:
+        """A managed certificate has new files: load them where they serve (new handshakes
+        use them; open connections keep theirs)."""
+        for listener in self.listeners:
+            if listener.tls is not None and any(subject in c.hosts for c in listener.tls.certificates if c.managed):
+                try:
+                    listener.tls.reload()
+                except (OSError, ValueError) as exc:  # keep serving the previous certificate
+                    self.log.error("could not load a renewed certificate", subject=subject, error=repr(exc))
 
     async def _open(self, server: Server, route_list) -> Listener:
         listener = await open_listener(
@@ -177,9 +190,15 @@ class ServerApp:
             route_list,
             shutdown_timeout=self.grace_period,
             metrics=self.metrics if self.config.metrics else None,
+            certificate_files=self.certificates.paths_for,
+            challenges=self.challenges if self._uses_acme else None,
         )
         listener.untrack = self.metrics.track_connections(listener.http)
         return listener
+
+    @property
+    def _uses_acme(self) -> bool:
+        return any(n.kind == ACME_ISSUER for n in self.certificates.names.values())
 
     def _status(self) -> str:
         addresses = ", ".join(str(a) for s in self.config.servers for a in s.listen)
@@ -196,7 +215,7 @@ class ServerApp:
             self.notifier.ready(self._status())
 
     async def _reload(self, new: Config) -> None:
-        self._issue_certificates(new)
+        self._take_certificates(new)
         for server in new.servers:
             build_ssl_context(server)  # unreadable certificate files refuse the reload up front
         compiler = self._compiler(new, previous=self.compiler)
@@ -305,9 +324,10 @@ class ServerApp:
         self.readiness.mark_stopping()
         self.notifier.stopping("stopping")
         await SystemdNotifier.stop_watchdog(self._watchdog)
-        if self._renewer is not None:
-            self._renewer.cancel()
-            self._renewer = None
+        for task in (self._renewer, self._announcer):
+            if task is not None:
+                task.cancel()
+        self._renewer = self._announcer = None
         for listener in self.listeners:
             await listener.stop_accepting()
         for handler in reversed(self._started):

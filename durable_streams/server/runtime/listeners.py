@@ -10,11 +10,13 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from ..config.addresses import ListenAddress
+from ..config.certnames import ACME_ISSUER
+from ..config.model import Certificate, Server
 from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
-from ..config.model import Server
+from ..http.client_hello import ClientHello
 from ..ops.health import LIVENESS_PATH, READINESS_PATH, liveness_handler, readiness_handler
 from ..ops.metrics import METRICS_PATH, metrics_handler
 from .access_log import AccessLogger
@@ -35,20 +37,49 @@ def _abort_unfinished_body(request: Request) -> None:
         request.abort()
 
 
+async def _ready(response: Response) -> Response:
+    return response
+
+
 async def _empty_response(request: Request) -> Response:
     # Caddy answers a request no handler wrote to with an empty 200.
     return Response(status=200)
+
+
+ACME_TLS_ALPN = "acme-tls/1"  # RFC 8737
+ACME_HTTP_PREFIX = "/.well-known/acme-challenge/"  # RFC 8555 §8.3
+
+
+class Challenges(Protocol):
+    """The ACME challenges being answered now (runtime/challenges.py has them)."""
+
+    def http01(self, token: str) -> str | None: ...
+
+    def has_tls_alpn01(self) -> bool: ...
+
+    def tls_alpn01_context(self, server_name: str) -> ssl.SSLContext | None: ...
+
+
+def _files_given(cert: Certificate) -> tuple[str, str] | None:
+    return (cert.cert_file, cert.key_file) if cert.cert_file else None
 
 
 class TLSContexts:
     """The SSL contexts of one server: one per certificate, SNI picks among them.
 
     `reload()` loads the certificate files again into the same contexts, so a renewed
-    certificate is served to new connections after SIGHUP without re-binding.
+    certificate is served to new connections without re-binding or dropping any.
+    `resolve` says which files serve a certificate now (managed ones: the certificate
+    manager's; None while there are none yet). With `challenges`, a connection whose
+    ClientHello asks for ALPN acme-tls/1 gets the TLS-ALPN-01 challenge certificate of
+    its server name instead (see http/client_hello.py for why the ClientHello is read).
     """
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, resolve: Callable[[Certificate], tuple[str, str] | None] = _files_given,
+                 challenges: Challenges | None = None) -> None:
         self.certificates = server.certificates
+        self.resolve = resolve
+        self.challenges = challenges
         self.contexts = [self._new_context(server) for _ in server.certificates]
         self._host_tests = [host_test(cert.hosts) if cert.hosts else None for cert in server.certificates]
         self.reload()
@@ -70,8 +101,9 @@ class TLSContexts:
 
     def reload(self) -> None:
         for cert, ctx in zip(self.certificates, self.contexts):
-            if cert.cert_file:  # an ACME certificate's files are known once it is obtained
-                ctx.load_cert_chain(cert.cert_file, cert.key_file)
+            files = self.resolve(cert)
+            if files is not None:
+                ctx.load_cert_chain(*files)
 
     def _pick(self, sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
         if not server_name:
@@ -81,6 +113,15 @@ class TLSContexts:
             if test is not None and test(hostname):
                 sock.context = ctx
                 return
+
+    # the http/ ContextPicker: only while a TLS-ALPN-01 challenge is out
+    def wants_hello(self) -> bool:
+        return self.challenges is not None and self.challenges.has_tls_alpn01()
+
+    def context_for(self, hello: ClientHello | None) -> ssl.SSLContext | None:
+        if self.challenges is None or hello is None or not hello.server_name or ACME_TLS_ALPN not in hello.alpn:
+            return None
+        return self.challenges.tls_alpn01_context(hello.server_name)
 
 
 def build_ssl_context(server: Server) -> ssl.SSLContext | None:
@@ -107,6 +148,13 @@ class Listener:
     def socket_settings(self) -> tuple:
         return socket_settings(self.server)
 
+    def _picker(self) -> TLSContexts | None:
+        """Per-connection context choice, only where a TLS-ALPN-01 challenge may be answered."""
+        tls = self.tls
+        if tls is None or tls.challenges is None or not any(c.issuer == ACME_ISSUER for c in tls.certificates):
+            return None
+        return tls
+
     @property
     def bound(self) -> list[tuple[str, Any]]:
         out = []
@@ -129,7 +177,7 @@ class Listener:
             else:
                 sock = _bind_socket(address.network, address.host, address.port)
                 try:
-                    site = await self.http.listen(sock, ssl_context)
+                    site = await self.http.listen(sock, ssl_context, picker=self._picker())
                 except BaseException:
                     sock.close()
                     raise
@@ -164,7 +212,12 @@ async def open_listener(
     shutdown_timeout: float,
     access_log: bool = False,
     metrics: Any = None,
+    certificate_files: Callable[[Certificate], tuple[str, str] | None] = _files_given,
+    challenges: Challenges | None = None,
 ) -> Listener:
+    """`certificate_files` says which files serve each certificate now; `challenges`, the
+    ACME challenges in progress, answered on plain-HTTP servers (HTTP-01) and in TLS
+    handshakes (TLS-ALPN-01)."""
     listener = Listener(server, None, routes, shutdown_timeout=shutdown_timeout)
 
     # A plain def handing back the route tree's awaitable: one coroutine less per request.
@@ -187,6 +240,17 @@ async def open_listener(
         finally:
             timer.cancel()
 
+    if challenges is not None and not server.tls:
+        routed = run_routes
+
+        def run_routes(request: Request) -> Awaitable[Response | StreamResponse]:  # type: ignore[no-redef]
+            # RFC 8555 §8.3: the key authorization at the token's path, before any route
+            if request.path.startswith(ACME_HTTP_PREFIX):
+                answer = challenges.http01(request.path[len(ACME_HTTP_PREFIX):])
+                if answer is not None:
+                    return _ready(Response(status=200, text=answer, content_type="text/plain"))
+            return routed(request)
+
     if metrics is not None:
         from ..ops.metrics import measure_request
 
@@ -207,7 +271,7 @@ async def open_listener(
         access_log=AccessLogger() if (access_log or server.access_log) else None,
     )
     if server.certificates:
-        listener.tls = TLSContexts(server)
+        listener.tls = TLSContexts(server, certificate_files, challenges)
     try:
         await listener.start_accepting()
     except BaseException:
