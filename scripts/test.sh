@@ -13,6 +13,11 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
   $SUDO apt-get install -y -q postgresql >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q postgresql >/dev/null; }
 fi
+# The ACME tests run Pebble, Let's Encrypt's test CA, with its mock DNS (tests/acme).
+if ! command -v pebble >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
+  $SUDO apt-get install -y -q pebble >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q pebble >/dev/null; }
+fi
 if [ -f conformance/package.json ]; then
   (cd conformance && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -16,14 +16,11 @@ Everything here is synchronous file and crypto work (milliseconds per certificat
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
 import ipaddress
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -33,6 +30,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..config.certnames import INTERNAL_ISSUER, authority_dir, is_ip, leaf_paths
 from ..config.model import Certificate
+from .cert_storage import StorageLock, write_atomic as _write
 
 ROOT_LIFETIME = dt.timedelta(days=3650)
 INTERMEDIATE_LIFETIME = dt.timedelta(days=7)
@@ -45,44 +43,6 @@ CA_NAME = "durable-streams-server Local Authority"
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _mkdirs(path: str) -> None:
-    """Create `path` and every missing parent 0700 (os.makedirs gives parents the umask's mode)."""
-    missing = []
-    path = os.path.abspath(path)
-    while not os.path.isdir(path):
-        missing.append(path)
-        parent = os.path.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            pass
-        os.chmod(directory, 0o700)
-
-
-def _write(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Atomically: a temp file in the same directory (created `mode`), then rename."""
-    directory = os.path.dirname(path)
-    _mkdirs(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -297,19 +257,14 @@ def ensure_certificates(storage_root: str, certificates: Iterable[Certificate]) 
     return issued
 
 
-@contextlib.contextmanager
-def storage_lock(storage_root: str) -> Iterator[None]:
+CA_LOCK_NAME = "durable_streams_local_ca"
+
+
+def storage_lock(storage_root: str) -> StorageLock:
     """One process at a time makes or renews the CA and its leaves in this storage, so
-    two servers sharing it never end up with two roots. (An flock on a file of our own
-    under `locks/`, not certmagic's lock protocol.)"""
-    directory = os.path.join(storage_root, "locks")
-    _mkdirs(directory)
-    fd = os.open(os.path.join(directory, "durable_streams_local_ca.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
+    two servers sharing it never end up with two roots: certmagic's file lock protocol
+    (cert_storage.StorageLock), under a name of our own (Caddy's pki app takes none)."""
+    return StorageLock(storage_root, CA_LOCK_NAME)
 
 
 def next_renewal_check(storage_root: str, certificates: Iterable[Certificate], *, ceiling: float = 600.0) -> float:
