@@ -179,6 +179,7 @@ def start_pebble(
     nonce_reject: int | None = 0,
     eab_keys: dict[str, str] | None = None,
     env: dict[str, str] | None = None,
+    api_port: int | None = None,
 ) -> Pebble:
     """Start the mock DNS and Pebble; Pebble validates HTTP-01 on `http_port` and
     TLS-ALPN-01 on `tls_port` of 127.0.0.1. `certificate_validity` is in seconds;
@@ -189,7 +190,8 @@ def start_pebble(
     workdir = tempfile.mkdtemp(prefix="pebble-")
     log_path = os.path.join(workdir, "pebble.log")
     api_ca, cert, key = _write_api_certificates(workdir)
-    api_port, mgmt_port, dns_port, dns_mgmt_port = (free_port() for _ in range(4))
+    mgmt_port, dns_port, dns_mgmt_port = (free_port() for _ in range(3))
+    api_port = api_port or free_port()  # given: a CA that comes up where a server already looks
     config: dict = {
         "listenAddress": f"127.0.0.1:{api_port}",
         "managementListenAddress": f"127.0.0.1:{mgmt_port}",

@@ -203,15 +203,6 @@ def test_tls_internal_serves_any_name_picked_by_sni(tmp_path: Path) -> None:
         stop(proc)
 
 
-def test_public_name_is_refused_with_a_clear_error(tmp_path: Path) -> None:
-    config = caddyfile(tmp_path, f"streams.example.com {{\n{ROUTE}}}\n")
-    proc = subprocess.run([str(SCRIPT), "run", "--config", str(config)], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert "site streams.example.com needs HTTPS, but a public name needs an ACME certificate" in proc.stderr
-    assert "tls internal" in proc.stderr
-    assert not (tmp_path / "storage").exists()
-
-
 def test_trust_prints_the_root(tmp_path: Path) -> None:
     config = caddyfile(tmp_path, f"localhost:{free_port()} {{\n{ROUTE}}}\n")
     first = subprocess.run([str(SCRIPT), "trust", "--config", str(config)], capture_output=True, text=True, timeout=60)
@@ -240,7 +231,6 @@ def test_short_leaf_is_renewed_and_swapped_without_dropping_connections(tmp_path
 
     async def main() -> None:
         async with serve(text) as app:
-            app.renewal_check_ceiling = 0.5
             port = port_of(app)
             ctx = client_context(tmp_path)
 
