@@ -17,13 +17,7 @@ from cryptography.x509.oid import ObjectIdentifier
 from josepy.jwk import JWKEC
 
 from acme import messages
-from durable_streams.server.runtime.challenges import (
-    ACME_TLS_ALPN,
-    ChallengeBoard,
-    ClientHello,
-    TLSALPN01,
-    parse_client_hello,
-)
+from durable_streams.server.runtime.challenges import ACME_TLS_ALPN, ChallengeBoard, TLSALPN01
 
 KEY_AUTHORIZATION = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ"
 
@@ -97,36 +91,3 @@ def test_acme_library_parses_tls_alpn01_authorizations() -> None:
     key = JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
     assert body.chall.response(key).to_partial_json() == {}
     assert body.chall.key_authorization(key).startswith(body.chall.encode("token") + ".")
-
-
-def client_hello(server_name: str | None, alpn: list[str] | None) -> bytes:
-    """The ClientHello a real OpenSSL client sends (through memory BIOs)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    if alpn:
-        context.set_alpn_protocols(alpn)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_name)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
-
-
-def test_client_hello_sni_and_alpn_are_read_from_peeked_bytes() -> None:
-    hello = client_hello("streams.example.com", ["acme-tls/1"])
-    parsed = parse_client_hello(hello)
-    assert parsed == ClientHello("streams.example.com", ("acme-tls/1",)) and parsed.wants_acme_tls
-    browser = parse_client_hello(client_hello("streams.example.com", ["h2", "http/1.1"]))
-    assert browser.alpn_protocols == ("h2", "http/1.1") and not browser.wants_acme_tls
-    bare = parse_client_hello(client_hello(None, None))
-    assert bare.server_name is None and bare.alpn_protocols == ()
-    # a partial peek asks for more; the full record is enough even with data after it
-    for cut in (0, 3, 5, len(hello) // 2, len(hello) - 1):
-        assert parse_client_hello(hello[:cut]) is None
-    assert parse_client_hello(hello + b"\x17\x03\x03") == parsed
-    with pytest.raises(ValueError):
-        parse_client_hello(b"GET / HTTP/1.1\r\n\r\n")
-    corrupt = bytearray(hello)
-    corrupt[5] = 0x02  # a ServerHello's type
-    with pytest.raises(ValueError):
-        parse_client_hello(bytes(corrupt))

@@ -7,9 +7,6 @@ running `acme_issuer`) and the listeners (the event loop):
   self-signed certificate for it whose critical id-pe-acmeIdentifier extension holds
   SHA-256(key authorization).
 
-`parse_client_hello` reads SNI and ALPN from a peeked ClientHello, so a listener hands the
-challenge context only to handshakes that ask for `acme-tls/1`.
-
 A challenge stays on the board until its order is finished (the CA may validate several
 times, from several vantage points), then the issuer removes it.
 
@@ -123,79 +120,6 @@ class TLSALPNChallenge:
     key_authorization: str
     certificate: x509.Certificate
     context: ssl.SSLContext
-
-
-# --------------------------------------------------------------------------- ClientHello
-
-@dataclass(frozen=True)
-class ClientHello:
-    server_name: str | None
-    alpn_protocols: tuple[str, ...]
-
-    @property
-    def wants_acme_tls(self) -> bool:
-        return ACME_TLS_ALPN in self.alpn_protocols
-
-
-CLIENT_HELLO_PEEK_BYTES = 5 + 16384  # one TLS record: header and the largest plaintext fragment
-
-
-def parse_client_hello(data: bytes) -> ClientHello | None:
-    """SNI and ALPN of the TLS ClientHello at the start of `data` (bytes peeked with MSG_PEEK
-    before the handshake: `sni_callback` cannot see the ALPN list, and only `acme-tls/1`
-    handshakes may get the challenge certificate). None: more bytes are needed. ValueError:
-    not a TLS ClientHello. Only the first record is read (a ClientHello split over records
-    yields ValueError: treat it as an ordinary handshake)."""
-    if len(data) < 5:
-        return None
-    if data[0] != 0x16 or data[1] != 0x03:
-        raise ValueError("not a TLS handshake record")
-    record_end = 5 + int.from_bytes(data[3:5], "big")
-    if len(data) < record_end:
-        return None
-    body = memoryview(data)[5:record_end]
-    pos = 0
-
-    def take(n: int) -> memoryview:
-        nonlocal pos
-        if pos + n > len(body):
-            raise ValueError("truncated ClientHello")
-        chunk = body[pos:pos + n]
-        pos += n
-        return chunk
-
-    def take_int(n: int) -> int:
-        return int.from_bytes(take(n), "big")
-
-    if take_int(1) != 0x01:
-        raise ValueError("not a ClientHello")
-    take(3)  # handshake length: bounded by the record anyway
-    take(2 + 32)  # legacy version, random
-    take(take_int(1))  # session id
-    take(take_int(2))  # cipher suites
-    take(take_int(1))  # compression methods
-    server_name: str | None = None
-    alpn: list[str] = []
-    if pos == len(body):
-        return ClientHello(None, ())
-    extensions_end = pos + take_int(2)
-    while pos < extensions_end:
-        ext_type, ext_len = take_int(2), take_int(2)
-        ext_end = pos + ext_len
-        if ext_type == 0:  # server_name (RFC 6066 §3)
-            list_end = pos + take_int(2)
-            while pos < list_end:
-                name_type, name = take_int(1), bytes(take(take_int(2)))
-                if name_type == 0 and server_name is None:
-                    server_name = name.decode("ascii", "replace")
-        elif ext_type == 16:  # application_layer_protocol_negotiation (RFC 7301 §3.1)
-            list_end = pos + take_int(2)
-            while pos < list_end:
-                alpn.append(bytes(take(take_int(1))).decode("ascii", "replace"))
-        if pos > ext_end:
-            raise ValueError("malformed ClientHello extension")
-        take(ext_end - pos)
-    return ClientHello(server_name, tuple(alpn))
 
 
 # --------------------------------------------------------------------------- the board
