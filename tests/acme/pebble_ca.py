@@ -183,7 +183,8 @@ def start_pebble(
 ) -> Pebble:
     """Start the mock DNS and Pebble; Pebble validates HTTP-01 on `http_port` and
     TLS-ALPN-01 on `tls_port` of 127.0.0.1. `certificate_validity` is in seconds;
-    `nonce_reject` is Pebble's PEBBLE_WFE_NONCEREJECT percentage (None: Pebble's default, 5)."""
+    `nonce_reject` is Pebble's PEBBLE_WFE_NONCEREJECT percentage (None: Pebble's default, 5);
+    `api_port` fixes the directory's port (a restarted CA at the same URL), else a free one."""
     pebble_bin, challtest_bin = shutil.which("pebble"), shutil.which("pebble-challtestsrv")
     if not pebble_bin or not challtest_bin:
         raise PebbleUnavailable("pebble and pebble-challtestsrv are not installed (apt-get install pebble)")
@@ -191,7 +192,7 @@ def start_pebble(
     log_path = os.path.join(workdir, "pebble.log")
     api_ca, cert, key = _write_api_certificates(workdir)
     mgmt_port, dns_port, dns_mgmt_port = (free_port() for _ in range(3))
-    api_port = api_port or free_port()  # given: a CA that comes up where a server already looks
+    api_port = api_port or free_port()
     config: dict = {
         "listenAddress": f"127.0.0.1:{api_port}",
         "managementListenAddress": f"127.0.0.1:{mgmt_port}",

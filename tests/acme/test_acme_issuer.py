@@ -33,6 +33,7 @@ from durable_streams.server.runtime.acme_issuer import (
     ari_cert_id,
     issuer_key,
 )
+from durable_streams.server.runtime.cert_storage import StorageLock, issue_lock_name
 
 NAME = "streams.example.com"
 
@@ -175,6 +176,23 @@ def test_short_lived_certificate_in_its_renewal_window_is_renewed(
     # a renewal window of the whole lifetime makes the stored one due now
     renewed = AcmeIssuer(settings(pebble, renewal_window_ratio=1.0), storage, board).obtain([NAME])
     assert not renewed.reused and renewed.leaf().serial_number != first.leaf().serial_number
+
+
+def test_account_the_ca_forgot_is_registered_again(tmp_path, pebble_factory, http01_server, board) -> None:
+    """A CA reset (here: Pebble restarted at the same URL) forgets accounts; as certmagic
+    does, the stored one is dropped and a new one registered."""
+    first_ca = pebble_factory(http_port=http01_server.port, tls_port=closed_port())
+    port = int(first_ca.directory_url.split(":")[2].split("/")[0])
+    storage = str(tmp_path / "storage")
+    first = AcmeIssuer(settings(first_ca), storage, board).obtain([NAME])
+    first_ca.stop()
+    second_ca = pebble_factory(http_port=http01_server.port, tls_port=closed_port(), api_port=port)
+    assert second_ca.directory_url == first_ca.directory_url
+    again = AcmeIssuer(settings(second_ca), storage, board).obtain([NAME], replacing=first.leaf())
+    assert not again.reused and again.account_url != first.account_url
+    assert json.loads(Path(account_paths(storage, second_ca.directory_url, None)[0]).read_text())["location"] \
+        == again.account_url
+    assert second_ca.new_account_count() == 1
 
 
 # --------------------------------------------------------------------------- TLS-ALPN-01
@@ -343,3 +361,21 @@ def test_ari_cert_id_is_rfc_9773s() -> None:
             .sign(key, hashes.SHA256()))
     assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
 
+
+
+def test_obtain_waits_for_the_names_lock_and_can_be_cancelled(tmp_path, board) -> None:
+    storage = str(tmp_path)
+    other_process = StorageLock(storage, issue_lock_name(NAME))
+    other_process.acquire()
+    issuer = AcmeIssuer(AcmeSettings(directory=f"https://127.0.0.1:{closed_port()}/dir"), storage, board)
+    cancel = threading.Event()
+    outcome: list[BaseException] = []
+    waiting = threading.Thread(target=lambda: outcome.append(pytest.raises(AcmeError, issuer.obtain, [NAME],
+                                                                           cancel=cancel).value))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive()  # blocked on the lock, not failing on the unreachable CA
+    cancel.set()
+    waiting.join(5)
+    assert "cancelled while waiting for the storage lock" in str(outcome[0])
+    other_process.release()
