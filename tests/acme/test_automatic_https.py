@@ -224,11 +224,27 @@ def test_restart_reuses_the_stored_certificate(tmp_path, pebble_factory, ports) 
     with server(config, xdg) as proc:
         first = wait_for_certificate(proc, https_port, context)
     assert orders(pebble) == 1
+    pebble_log = pebble.log()
+    pebble.stop()  # the CA is down: a stored certificate must not need it
     with server(config, xdg) as proc:
         again = wait_for_certificate(proc, https_port, context)
         assert again == first
         assert "stored, from" in server_log(proc)
-    assert orders(pebble) == 1, "a restart must not order again"
+        assert "could not obtain" not in server_log(proc)
+
+
+def test_without_redirects_tls_alpn_01_is_used(tmp_path, pebble_factory, ports) -> None:
+    """`auto_https disable_redirects`: nothing listens on the HTTP port, so the order is
+    answered through the TLS listener alone."""
+    http_port, https_port = ports
+    pebble = pebble_factory(http_port=http_port, tls_port=https_port)
+    config = production_caddyfile(tmp_path, pebble, http_port=http_port, https_port=https_port)
+    config.write_text(config.read_text().replace("{\n", "{\n\tauto_https disable_redirects\n", 1))
+    with server(config, tmp_path / "xdg") as proc:
+        wait_for_certificate(proc, https_port, trusting(pebble))
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", http_port), timeout=2).close()
+    # Pebble validates HTTP-01 on http_port, where nothing listens: the certificate came by TLS-ALPN-01
 
 
 def test_a_second_process_waits_on_the_storage_lock(tmp_path, pebble_factory, ports) -> None:

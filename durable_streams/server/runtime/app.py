@@ -93,7 +93,7 @@ class ServerApp:
         self._renewer: asyncio.Task[None] | None = None
         self._announcer: asyncio.Task[None] | None = None
         self.challenges = ChallengeBoard()  # ACME challenges being answered now
-        self.certificates = CertificateManager(config.storage_root, obtain=AcmeClients(self.challenges),
+        self.certificates = CertificateManager(config.storage_root, obtain=AcmeClients(self.challenges, self._challenge_types),
                                                on_change=self._certificate_changed)
         self.readiness.add_check("certificates", lambda: self.certificates.ready)
         self._stopped = False
@@ -173,6 +173,18 @@ class ServerApp:
         self.notifier.ready(self._status())
         if not self.certificates.ready:
             self.log.warning("serving without some certificates", waiting=self.certificates.waiting())
+
+    def _challenge_types(self, subject: str) -> tuple[str, ...]:
+        """The ACME challenges the listeners can answer for `subject` (read from a worker
+        thread: it only looks at lists the loop replaces whole)."""
+        config, listeners = self.config, list(self.listeners)
+        types = []
+        if any(not l.server.tls and any(a.port == config.http_port for a in l.server.listen) for l in listeners):
+            types.append("http-01")
+        if any(l.tls is not None and any(a.port == config.https_port for a in l.server.listen)
+               and any(subject in c.hosts for c in l.server.certificates) for l in listeners):
+            types.append("tls-alpn-01")
+        return tuple(types)
 
     def _certificate_changed(self, subject: str) -> None:
         """A managed certificate has new files: load them where they serve (new handshakes

@@ -285,25 +285,39 @@ class CertificateManager:
 
 class AcmeClients:
     """The `Obtain` of ACME issuers: one client per issuer settings and storage (each
-    keeps its account loaded), all answering challenges through one board."""
+    keeps its account loaded), all answering challenges through one board.
 
-    def __init__(self, board: Any) -> None:
+    `challenge_types(subject)` names the challenges this process can answer for the
+    subject now (HTTP-01 needs a plain-HTTP listener on http_port, TLS-ALPN-01 a TLS
+    listener on https_port serving the name); the issuer's own settings can only take
+    some away."""
+
+    def __init__(self, board: Any, challenge_types: Callable[[str], tuple[str, ...]]) -> None:
         self.board = board
-        self._clients: dict[tuple[AcmeIssuerConfig, str], Any] = {}
+        self.challenge_types = challenge_types
+        self._clients: dict[tuple[AcmeIssuerConfig, str, tuple[str, ...]], Any] = {}
         self._lock = threading.Lock()
 
     def __call__(self, issuer: AcmeIssuerConfig, subject: str, storage_root: str) -> None:
         from .acme_issuer import AcmeIssuer, AcmeSettings
 
+        disabled = {"http-01": issuer.disable_http_challenge, "tls-alpn-01": issuer.disable_tlsalpn_challenge}
+        available = self.challenge_types(subject)
+        challenges = tuple(c for c in available if not disabled.get(c))
+        if not challenges:
+            raise RuntimeError(
+                f"no ACME challenge can be answered for {subject}: HTTP-01 needs a plain-HTTP listener on the"
+                " http_port (removed by auto_https disable_redirects?) and TLS-ALPN-01 a TLS listener on the"
+                f" https_port serving {subject}" + (" (both allowed by the issuer)" if not any(disabled.values())
+                                                     else " (the issuer disables the other)"))
+        key = (issuer, storage_root, challenges)
         with self._lock:
-            client = self._clients.get((issuer, storage_root))
+            client = self._clients.get(key)
             if client is None:
-                challenges = tuple(c for c, off in (("http-01", issuer.disable_http_challenge),
-                                                    ("tls-alpn-01", issuer.disable_tlsalpn_challenge)) if not off)
                 settings = AcmeSettings(directory=issuer.directory, email=issuer.email or None,
                                         ca_root=issuer.trusted_roots[0] if issuer.trusted_roots else None,
                                         eab=issuer.eab, challenges=challenges)
-                client = self._clients[(issuer, storage_root)] = AcmeIssuer(settings, storage_root, self.board)
+                client = self._clients[key] = AcmeIssuer(settings, storage_root, self.board)
         # under certmagic's lock for the name: a certificate another process just stored is reused
         client.obtain([subject])
 
