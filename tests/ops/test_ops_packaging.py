@@ -67,6 +67,11 @@ def test_unit_declares_the_production_contract():
     assert settings["LimitNOFILE"] == ["65536"]
     assert "WatchdogSec" in settings and "TimeoutStopSec" in settings
     assert "@system-service" in settings["SystemCallFilter"]
+    # automatic HTTPS: binds :80/:443 with only that capability, and keeps certificates in
+    # the state directory (Caddy's $XDG_DATA_HOME/caddy) since ProtectHome hides ~
+    assert settings["AmbientCapabilities"] == settings["CapabilityBoundingSet"] == ["CAP_NET_BIND_SERVICE"]
+    assert settings["ProtectHome"] == ["yes"] and settings["NoNewPrivileges"] == ["yes"]
+    assert settings["Environment"] == ["XDG_DATA_HOME=/var/lib/durable-streams"]
 
 
 def test_sysusers_and_tmpfiles_create_the_user_and_directories(tmp_path):
