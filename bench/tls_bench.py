@@ -100,7 +100,8 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def make_certificates(directory: Path, kinds: tuple[str, ...]) -> tuple[Path, dict[str, tuple[Path, Path]]]:
+def make_certificates(directory: Path,
+                      kinds: tuple[str, ...]) -> tuple[Path, dict[str, tuple[Path, Path]]]:
     """The CA certificate file, and (cert file, key file) per leaf key type."""
     now = datetime.datetime.now(datetime.timezone.utc)
     valid = dict(not_valid_before=now - datetime.timedelta(minutes=5),
@@ -224,7 +225,8 @@ class TlsServer(hb.ServerProcess):
 # One sample
 
 
-def check_counts(scenario: str, tls: bool, counts: dict, requests: int, settings: Settings) -> str | None:
+def check_counts(scenario: str, tls: bool, counts: dict, requests: int,
+                 settings: Settings) -> str | None:
     """Why the shim's counts contradict the scenario (None when they agree)."""
     close, full = SCENARIOS[scenario]
     # wrk opens its connections once, plus one per request when the server closes them.
@@ -268,7 +270,8 @@ async def measure(server: TlsServer, scenario: str, mode: str, prefix: str, shim
         finally:
             await hb.delete_streams(session, urls)
     if done.returncode != 0:
-        raise RuntimeError(f"wrk exited with {done.returncode}: {(done.stderr or done.stdout)[-500:]}")
+        raise RuntimeError(f"wrk exited with {done.returncode}: "
+                           f"{(done.stderr or done.stdout)[-500:]}")
     result = hb.parse_wrk_output(done.stdout)
     counts = json.loads(counts_file.read_text())
     requests = result["requests"]
@@ -350,8 +353,9 @@ async def run(settings: Settings, work_dir: Path, run_id: str) -> tuple[list[Fig
                     result = {"failed": f"{type(exc).__name__}: {exc}"}
                 result["round"] = r
                 figure.case.samples.setdefault(kind, []).append(result)
-                hb.progress(f"{figure.case.label:<28} {kind:<5} r{r}  {hb.brief(figure.case, result)}"
-                            + (f"  ({result['first_error']})" if result.get("first_error") else ""))
+                why = f"  ({result['first_error']})" if result.get("first_error") else ""
+                hb.progress(f"{figure.case.label:<28} {kind:<5} r{r}  "
+                            f"{hb.brief(figure.case, result)}{why}")
     commands = {f"{kind}-{variant}": s.command for (kind, variant), s in servers.items()}
     for server in servers.values():
         server.stop()
@@ -384,29 +388,37 @@ def handshake_costs(figures: list[Figure]) -> list[dict]:
         rows.append(row)
     # The TLS share alone: a TLS connection's cost minus a plain TCP connection's.
     for row in rows:
-        if row["variant"] != "plain":
+        if row["variant"] != "plain" and plain_cost:
             tls_only = {k: (row["values"][k] - plain_cost[k, row["mode"]]
                             if row["values"][k] is not None and (k, row["mode"]) in plain_cost
                             else None) for k in KINDS}
             row["tls_only"] = tls_only
             ours, node = tls_only["ours"], tls_only["node"]
-            row["tls_only_ratio"] = ours / node if row["clean"] and ours is not None and node else None
+            row["tls_only_ratio"] = (ours / node if row["clean"] and ours is not None and node
+                                     else None)
     return rows
 
 
 def print_costs(rows: list[dict]) -> None:
+    def ratio(value) -> str:
+        return "n/a" if value is None else hb.fmt(value)
+
     print("\nhandshake cost per new connection = srv CPU us/req (close) - (keep-alive), medians:")
     print(f"  {'figure':<30}{'ours':>10}{'node':>10}{'ours/node':>11}"
           f"{'TLS only: ours':>16}{'node':>8}{'ours/node':>11}")
     for row in rows:
-        scenario = row["scenario"].replace(" full", "") if row["variant"] == "plain" else row["scenario"]
+        scenario = row["scenario"]
+        if row["variant"] == "plain":
+            scenario = scenario.replace(" full", "")  # a new TCP connection, no handshake
         label = f"{row['variant']} {scenario} {'GET' if row['mode'] == 'now' else 'POST'}"
-        tls = row.get("tls_only", {})
-        print(f"  {label:<30}{hb.fmt(row['values']['ours']):>10}{hb.fmt(row['values']['node']):>10}"
-              f"{hb.fmt(row['ratio']) if row['ratio'] is not None else 'n/a':>11}"
-              f"{hb.fmt(tls.get('ours')) if tls else '':>16}{hb.fmt(tls.get('node')) if tls else '':>8}"
-              f"{hb.fmt(row.get('tls_only_ratio')) if row.get('tls_only_ratio') is not None else ('n/a' if tls else ''):>11}")
-    print("  (TLS only = the TLS connection's cost minus the plain-HTTP connection's, same target)")
+        line = (f"  {label:<30}{hb.fmt(row['values']['ours']):>10}"
+                f"{hb.fmt(row['values']['node']):>10}{ratio(row['ratio']):>11}")
+        if tls := row.get("tls_only"):
+            line += (f"{hb.fmt(tls['ours']):>16}{hb.fmt(tls['node']):>8}"
+                     f"{ratio(row['tls_only_ratio']):>11}")
+        print(line)
+    print("  (TLS only = the TLS connection's cost minus the plain-HTTP connection's, "
+          "same target)")
 
 
 def parse_args(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
@@ -424,7 +436,8 @@ def parse_args(argv: list[str]) -> tuple[Settings, argparse.Namespace]:
     p.add_argument("--no-plain", action="store_true", help="skip the plain-HTTP pair")
     p.add_argument("--no-resumed", action="store_true", help="skip the resumed-handshake scenario")
     p.add_argument("--output", type=Path, help="JSON path (default bench/results/tls-<utc>.json)")
-    p.add_argument("--keep-logs", action="store_true", help="keep server logs, configs, certificates")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep server logs, configs and certificates")
     args = p.parse_args(argv)
     base = QUICK if args.quick else FULL
     certs = tuple(c.strip() for c in args.certs.split(",") if c.strip())
