@@ -12,6 +12,9 @@
 -- request. With STREAMS = connections each stream has about one request in flight at a
 -- time: the streams are appended to concurrently (the binding to connections is loose).
 --
+-- Headers given to wrk with -H (e.g. "Connection: close", bench/tls_bench.py) go on every
+-- request: wrk.format() would drop them, since the script passes headers of its own.
+--
 -- Every response that is not 2xx is counted (response() below); done() prints one line
 --   WRK_RESULT {json}
 -- with the totals, which the harness parses. Any non-2xx fails the figure.
@@ -38,13 +41,23 @@ function init(args)
    if mode ~= "append" and mode ~= "now" or not prefix or not streams or not nthreads then
       error("usage: -- append|now PREFIX STREAMS THREADS")
    end
+   local function headers(extra)
+      local all = {}
+      for name, value in pairs(wrk.headers) do
+         all[name] = value
+      end
+      for name, value in pairs(extra) do
+         all[name] = value
+      end
+      return all
+   end
    for i = tid, streams - 1, nthreads do
       local path = prefix .. "/s" .. i
       if mode == "append" then
          prepared[#prepared + 1] = wrk.format("POST", path,
-            {["Content-Type"] = "application/octet-stream"}, BODY)
+            headers({["Content-Type"] = "application/octet-stream"}), BODY)
       else
-         prepared[#prepared + 1] = wrk.format("GET", path .. "?offset=now", {}, nil)
+         prepared[#prepared + 1] = wrk.format("GET", path .. "?offset=now", headers({}), nil)
       end
    end
    if #prepared == 0 then
