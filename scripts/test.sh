@@ -18,6 +18,11 @@ if ! command -v pebble >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; th
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
   $SUDO apt-get install -y -q pebble >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q pebble >/dev/null; }
 fi
+# The benchmarks' smoke tests drive both servers with wrk, a C load generator (tests/bench).
+if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
+  $SUDO apt-get install -y -q wrk >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wrk >/dev/null; }
+fi
 if [ -f conformance/package.json ]; then
   (cd conformance && npm ci --no-audit --no-fund --loglevel=error)
 fi
