@@ -26,4 +26,8 @@ fi
 if [ -f conformance/package.json ]; then
   (cd conformance && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The Node reference server, the peer of the benchmarks' smoke tests.
+if [ -f bench/node/package.json ]; then
+  (cd bench/node && npm ci --no-audit --no-fund --loglevel=error)
+fi
 exec .venv/bin/python -m pytest "$@"
