@@ -25,13 +25,15 @@ def managed(text: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.parametrize(
-    "host", ["localhost", "a.localhost", "printer.local", "db.internal", "nas.home.arpa", "127.0.0.1", "10.1.2.3", "::1"]
+    "host", ["localhost", "a.localhost", "printer.local", "db.internal", "nas.home.arpa", "127.0.0.1", "10.1.2.3", "::1",
+             "192.168.1.9", "fd00::1", "*.example"]
 )
 def test_internal_names(host: str) -> None:
     assert is_internal(host)
 
 
-@pytest.mark.parametrize("host", ["example.com", "localhost.example.com", "local", "internal.example"])
+@pytest.mark.parametrize("host", ["example.com", "localhost.example.com", "local", "internal.example", "8.8.8.8",
+                                  "2001:db8::1", "*.example.com"])
 def test_public_names(host: str) -> None:
     assert not is_internal(host)
 

@@ -44,13 +44,31 @@ def qualifies_for_cert(subject: str) -> bool:
     return s.count("*") <= 1 and (s.count("*") == 0 or (s.startswith("*.") and len(s) > 2))
 
 
-def is_internal(subject: str) -> bool:
-    """Served by the local CA automatically (no public CA issues for these names).
+# certmagic's isInternalIP ("::1/7" there is the network ::/7, which holds ::1)
+_INTERNAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "127.0.0.0/8", "0.0.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+    "::/7", "fe80::/10", "fc00::/7",
+))
 
-    certmagic's SubjectIsInternal (localhost, *.localhost, *.local, *.internal, *.home.arpa)
-    plus every IP address."""
+
+def _internal_ip(host: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip.version == net.version and ip in net for net in _INTERNAL_NETWORKS)
+
+
+def is_internal(subject: str) -> bool:
+    """Served by the local CA automatically: certmagic's `!SubjectQualifiesForPublicCert`.
+
+    That is SubjectIsInternal (localhost, *.localhost, *.local, *.internal, *.home.arpa,
+    loopback, private and link-local IP addresses), or a wildcard that is not one
+    left-most label of a name with 3+ labels. Public IP addresses go to ACME, as in Caddy."""
     s = subject.lower().rstrip(".")
-    return s == "localhost" or s.endswith(_INTERNAL_SUFFIXES) or is_ip(s)
+    if s == "localhost" or s.endswith(_INTERNAL_SUFFIXES) or _internal_ip(s):
+        return True
+    return "*" in s and not (s.count("*") == 1 and s.count(".") > 1 and len(s) > 2 and s.startswith("*."))
 
 
 def default_storage_root(env: Mapping[str, str] | None = None) -> str:
