@@ -132,6 +132,13 @@ def https_request(port: int, context: ssl.SSLContext, method: str, path: str, bo
         conn.close()
 
 
+def metric_lines(admin_port: int, name: str) -> list[str]:
+    conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    return [line for line in text.splitlines() if line.startswith(f"durable_streams_{name}{{")]
+
+
 def orders(pebble: Pebble) -> int:
     """Orders Pebble finalized (one log line each)."""
     return pebble.log().count("finalize")
@@ -302,6 +309,8 @@ def test_unreachable_ca_at_start(tmp_path, pebble_factory, ports) -> None:
             time.sleep(0.1)
         assert readiness.get("unavailable") == ["certificates"], readiness
         assert NAME in server_log(proc) and f"127.0.0.1:{api_port}" in server_log(proc)
+        failing = metric_lines(admin_port, "tls_certificate_failed_attempts")
+        assert len(failing) == 1 and f'subject="{NAME}"' in failing[0] and float(failing[0].split()[-1]) >= 1
         conn = http.client.HTTPConnection("127.0.0.1", plain_port, timeout=5)
         conn.request("GET", "/")
         assert conn.getresponse().read() == b"plain"
@@ -312,6 +321,9 @@ def test_unreachable_ca_at_start(tmp_path, pebble_factory, ports) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", admin_port, timeout=2)
         conn.request("GET", "/readyz")
         assert conn.getresponse().status == 200
+        (expiry,) = metric_lines(admin_port, "tls_certificate_expiry_timestamp_seconds")
+        assert f'subject="{NAME}"' in expiry and float(expiry.split()[-1]) > time.time()
+        assert float(metric_lines(admin_port, "tls_certificate_failed_attempts")[0].split()[-1]) == 0
 
 
 def test_renewal_swaps_the_certificate_while_an_sse_reader_stays(tmp_path, pebble_factory, ports) -> None:

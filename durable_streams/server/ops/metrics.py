@@ -113,6 +113,15 @@ class SubscriptionStats(Protocol):
     def leases_held(self) -> int: ...  # wakes whose lease runs (delivered webhooks, claims)
 
 
+class CertificateStats(Protocol):
+    """What the certificate manager knows of each managed name (runtime/certificates.py)."""
+
+    def certificate_states(self) -> Iterable[tuple[str, str, float | None, int]]:
+        """(subject, issuer that issued the served certificate, its expiry as a Unix time or
+        None when there is none, consecutive failed attempts)."""
+        ...
+
+
 class ConnectionStats(Protocol):
     """What an HTTP server counts about its connections (http/server.py has these)."""
 
@@ -250,6 +259,10 @@ class NullMetrics:
         function that stops tracking it (call it when the listener closes)."""
         return _nothing
 
+    def track_certificates(self, certificates: CertificateStats) -> Callable[[], None]:
+        """Export the managed certificates' expiry and failures, read at each scrape."""
+        return _nothing
+
     # -- exposition --
     def render(self, accept: str | None = None, *, openmetrics: bool = True) -> tuple[bytes, str]:
         """Exposition body for a scraper's Accept header, and its content type.
@@ -354,6 +367,29 @@ class _ConnectionCollector(Collector):
             f"{NAMESPACE}_http_connections_refused", "Connections closed at once because max_connections were open.",
             value=sum(s.refused_connections for s in servers),
         )
+
+
+class _CertificateCollector(Collector):
+    """Managed certificates (automatic HTTPS), at scrape time: alert on an expiry that
+    comes close, or on failures that do not stop."""
+
+    def __init__(self, sources: _Tracked) -> None:
+        self._sources = sources
+
+    def collect(self) -> Iterable[Metric]:
+        expiry = GaugeMetricFamily(
+            f"{NAMESPACE}_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate served for a managed name expires (Unix time).", labels=["subject", "issuer"])
+        failures = GaugeMetricFamily(
+            f"{NAMESPACE}_tls_certificate_failed_attempts",
+            "Consecutive failed attempts to obtain or renew a managed name's certificate.", labels=["subject"])
+        for source in list(self._sources):
+            for subject, issuer, not_after, failed in source.certificate_states():
+                if not_after is not None:
+                    expiry.add_metric([subject, issuer], not_after)
+                failures.add_metric([subject], failed)
+        yield expiry
+        yield failures
 
 
 class Metrics(NullMetrics):
@@ -465,6 +501,8 @@ class Metrics(NullMetrics):
         r.register(_SharedStoreCollector(self._shared_stores))
         self._http_servers = _Tracked()
         r.register(_ConnectionCollector(self._http_servers))
+        self._certificates = _Tracked()
+        r.register(_CertificateCollector(self._certificates))
         self._recovery_seconds = Gauge(
             "recovery_duration_seconds", "Duration of the last start-up recovery of the store.",
             namespace=NAMESPACE, registry=r,
@@ -529,6 +567,9 @@ class Metrics(NullMetrics):
 
     def track_connections(self, server: ConnectionStats) -> Callable[[], None]:
         return self._http_servers.add(server)
+
+    def track_certificates(self, certificates: CertificateStats) -> Callable[[], None]:
+        return self._certificates.add(certificates)
 
     def observe_recovery(self, seconds: float) -> None:
         self._recovery_seconds.set(seconds)

@@ -96,6 +96,7 @@ class ServerApp:
         self.certificates = CertificateManager(config.storage_root, obtain=AcmeClients(self.challenges, self._challenge_types),
                                                on_change=self._certificate_changed)
         self.readiness.add_check("certificates", lambda: self.certificates.ready)
+        self.metrics.track_certificates(self.certificates)
         self._stopped = False
         self._closing: set[asyncio.Task[None]] = set()
         self.grace_override: float | None = None

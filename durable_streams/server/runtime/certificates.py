@@ -164,6 +164,11 @@ class CertificateManager:
         return [{"subject": n.subject, "error": n.error or "not obtained yet"}
                 for n in self.names.values() if not n.valid]
 
+    def certificate_states(self) -> list[tuple[str, str, float | None, int]]:
+        """For /metrics (ops.metrics.CertificateStats)."""
+        return [(n.subject, n.issued_by, n.not_after.timestamp() if n.valid and n.not_after else None, n.failures)
+                for n in self.names.values()]
+
     async def first_round(self) -> None:
         """Returns once every name has a certificate or has had one attempt."""
         await self._first_round.wait()
