@@ -231,7 +231,6 @@ def test_restart_reuses_the_stored_certificate(tmp_path, pebble_factory, ports) 
     with server(config, xdg) as proc:
         first = wait_for_certificate(proc, https_port, context)
     assert orders(pebble) == 1
-    pebble_log = pebble.log()
     pebble.stop()  # the CA is down: a stored certificate must not need it
     with server(config, xdg) as proc:
         again = wait_for_certificate(proc, https_port, context)

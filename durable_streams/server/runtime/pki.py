@@ -20,7 +20,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -28,8 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..config.certnames import INTERNAL_ISSUER, authority_dir, is_ip, leaf_paths
-from ..config.model import Certificate
+from ..config.certnames import authority_dir, is_ip, leaf_paths
 from .cert_storage import StorageLock, write_atomic as _write
 
 ROOT_LIFETIME = dt.timedelta(days=3650)
@@ -240,23 +238,6 @@ def _ca_key_usage() -> x509.KeyUsage:
                          encipher_only=False, decipher_only=False)
 
 
-def ensure_certificates(storage_root: str, certificates: Iterable[Certificate]) -> list[str]:
-    """Issue every managed certificate that is missing or due for renewal; returns the
-    subjects issued now (empty: the stored ones are all good)."""
-    managed = [c for c in certificates if c.issuer == INTERNAL_ISSUER]
-    if not managed:
-        return []
-    with storage_lock(storage_root):
-        ca = LocalCA(storage_root)
-        issued = []
-        for cert in managed:
-            for subject in cert.hosts:
-                if ca.leaf_needs_renewal(subject):
-                    ca.issue(subject)
-                    issued.append(subject)
-    return issued
-
-
 CA_LOCK_NAME = "durable_streams_local_ca"
 
 
@@ -265,19 +246,3 @@ def storage_lock(storage_root: str) -> StorageLock:
     two servers sharing it never end up with two roots: certmagic's file lock protocol
     (cert_storage.StorageLock), under a name of our own (Caddy's pki app takes none)."""
     return StorageLock(storage_root, CA_LOCK_NAME)
-
-
-def next_renewal_check(storage_root: str, certificates: Iterable[Certificate], *, ceiling: float = 600.0) -> float:
-    """Seconds until the first managed leaf enters its renewal window (at most `ceiling`)."""
-    soonest = ceiling
-    now = _now()
-    for cert in certificates:
-        if cert.issuer != INTERNAL_ISSUER:
-            continue
-        pair = _load_pair(cert.cert_file, cert.key_file)
-        if pair is None:
-            return 0.0
-        lifetime = _not_after(pair.cert) - _not_before(pair.cert)
-        due = _not_after(pair.cert) - lifetime * LEAF_RENEWAL_RATIO
-        soonest = min(soonest, max(0.0, (due - now).total_seconds()))
-    return soonest
