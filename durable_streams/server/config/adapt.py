@@ -21,9 +21,8 @@ from .errors import AdaptError, prefix_error
 from .matcher_defs import collect_matcher_definitions
 from .matchers import HostMatcher, MatcherSet, PathMatcher
 from .certnames import ACME_ISSUER, INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, qualifies_for_cert
-from .model import (
-    AcmeIssuerConfig, AutomationPolicy, InternalIssuerConfig, IssuerConfig, default_issuers,
-)
+from .model import InternalIssuerConfig, IssuerConfig
+from .tls_automation import Pairing, SiteBlock, build_tls_automation
 from .model import Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
 
 
@@ -87,8 +86,14 @@ def adapt(tree: Caddyfile) -> Config:
             if addr.path:
                 scope.warn(site.block.keys[0], f"Using a path in a site address is deprecated; please use the 'handle' directive instead ({addr})")
 
-    opts["tls_policies"] = _automation_policies(sites, opts, http_port)
-    servers = _build_servers(sites, opts, scope, http_port, https_port)
+    groups = _group_listeners(sites, opts, http_port, https_port)
+    automation = build_tls_automation(
+        [Pairing(tuple(la.port for la in listens), tuple(_site_block(site, keys) for site, keys in entries))
+         for listens, entries in groups],
+        opts,
+    )
+    opts["tls_policies"] = automation.policies
+    servers = _build_servers(groups, opts, scope, http_port, https_port)
     _check_data_dirs(sites)
     return Config(
         servers=tuple(servers),
@@ -106,78 +111,17 @@ def adapt(tree: Caddyfile) -> Config:
         storage=opts.get("storage"),
         storage_root=opts["storage_root"],
         tls_policies=opts["tls_policies"],
+        tls_automate=automation.automate,
     )
 
 
-def _global_acme(opts: dict[str, Any]) -> AcmeIssuerConfig | None:
-    """The ACME settings of the global options (email, acme_ca, acme_ca_root), or None."""
-    if not any(opts.get(k) for k in ("email", "acme_ca", "acme_ca_root")):
-        return None
-    roots = (opts["acme_ca_root"],) if opts.get("acme_ca_root") else ()
-    return AcmeIssuerConfig(ca=opts.get("acme_ca", ""), email=opts.get("email", ""), trusted_roots=roots)
-
-
-def _fill_acme_defaults(issuer: IssuerConfig, defaults: AcmeIssuerConfig | None) -> IssuerConfig:
-    """Caddy's fillInGlobalACMEDefaults: global settings fill what an ACME issuer leaves unset."""
-    if defaults is None or not isinstance(issuer, AcmeIssuerConfig):
-        return issuer
-    return replace(issuer, ca=issuer.ca or defaults.ca, email=issuer.email or defaults.email,
-                   trusted_roots=issuer.trusted_roots or defaults.trusted_roots)
-
-
-def _automation_policies(sites: list[_Site], opts: dict[str, Any], http_port: int) -> tuple[AutomationPolicy, ...]:
-    """What `caddy adapt` shows in apps.tls.automation (Caddy's buildTLSApp, for the
-    options we execute):
-    - `local_certs`: one catch-all internal policy;
-    - global `acme_ca`/`acme_ca_root`: a catch-all ACME policy; global `email` alone:
-      a policy per site for its public names with Caddy's default issuers;
-    - a site's `tls` issuers (`tls internal`, ...): a policy for its names.
-    Names the local CA serves only by Caddy's run-time rules (localhost, IPs, ...) get
-    none unless a catch-all exists, which they would otherwise fall under."""
-    if opts.get("local_certs"):
-        return (AutomationPolicy(),)
-    acme = _global_acme(opts)
-    catch_all: AutomationPolicy | None = None
-    if acme is not None and (acme.ca or acme.trusted_roots):
-        catch_all = AutomationPolicy((), (_fill_acme_defaults(AcmeIssuerConfig(), acme),))
-    policies: list[AutomationPolicy] = []
-    internal_subjects: set[str] = set()
-    for site in sites:
-        hosts = sorted({a.host for a in site.addresses
-                        if a.host and a.scheme != "http" and (a.port or "") != str(http_port)})
-        if not hosts:
-            continue
-        issuers: tuple[IssuerConfig, ...] = ()
-        for *_rest, site_issuers in site.of_kind("tls"):
-            issuers = issuers or tuple(site_issuers or ())
-        if issuers:
-            policies.append(AutomationPolicy(tuple(hosts), tuple(_fill_acme_defaults(i, acme) for i in issuers)))
-            continue
-        public = [h for h in hosts if not is_internal(h)]
-        internal = [h for h in hosts if is_internal(h)]
-        if catch_all is not None:
-            internal_subjects.update(internal)  # else they would fall under the catch-all's CA
-        elif acme is not None and public:
-            policies.append(AutomationPolicy(tuple(public), default_issuers(acme.email)))
-    if internal_subjects:
-        policies.insert(0, AutomationPolicy(tuple(sorted(internal_subjects)), ()))
-    if catch_all is not None:
-        policies.append(catch_all)
-    return _merge_policies(policies)
-
-
-def _merge_policies(policies: list[AutomationPolicy]) -> tuple[AutomationPolicy, ...]:
-    """Caddy's consolidateAutomationPolicies, in part: policies with the same issuers
-    become one with their subjects together."""
-    out: list[AutomationPolicy] = []
-    for p in policies:
-        twin = next((i for i, q in enumerate(out) if q.issuers == p.issuers and bool(q.subjects) == bool(p.subjects)), None)
-        if twin is None:
-            out.append(p)
-        else:
-            q = out[twin]
-            out[twin] = replace(q, subjects=tuple(sorted(set(q.subjects) | set(p.subjects))))
-    return tuple(out)
+def _site_block(site: _Site, keys: list[tuple[Token, SiteAddress]]) -> SiteBlock:
+    return SiteBlock(
+        site=site,
+        addresses=tuple(a for _k, a in keys),
+        issuers=tuple(issuers for *_rest, issuers in site.of_kind("tls")),
+        bind_hosts=tuple(hosts[0].text for hosts, _protocols in site.of_kind("bind") if hosts),
+    )
 
 
 def _check_data_dirs(sites: list[_Site]) -> None:
@@ -265,7 +209,11 @@ def _listeners_for_site(index: int, site: _Site, opts: dict[str, Any], http_port
     return out
 
 
-def _build_servers(sites: list[_Site], opts: dict[str, Any], scope: Scope, http_port: int, https_port: int) -> list[Server]:
+_Group = tuple[list[ListenAddress], list[tuple[_Site, list[tuple[Token, SiteAddress]]]]]
+
+
+def _group_listeners(sites: list[_Site], opts: dict[str, Any], http_port: int, https_port: int) -> list[_Group]:
+    """Listeners serving exactly the same sites (and keys): one server each (Caddy's pairings)."""
     # listener -> [(site, keys of that site served there)], in order of appearance
     by_listener: dict[ListenAddress, list[tuple[_Site, list[tuple[Token, SiteAddress]]]]] = {}
     for i, site in enumerate(sites):
@@ -291,7 +239,10 @@ def _build_servers(sites: list[_Site], opts: dict[str, Any], scope: Scope, http_
                 break
         else:
             groups.append(([la], entries))
+    return groups
 
+
+def _build_servers(groups: list[_Group], opts: dict[str, Any], scope: Scope, http_port: int, https_port: int) -> list[Server]:
     auto_https = set(opts.get("auto_https", ()))
     servers: list[Server] = []
     redirect_hosts: list[tuple[str, int]] = []
@@ -362,15 +313,15 @@ def _needs_https_error(key: Token, reason: str) -> AdaptError:
     )
 
 
-def _managed_certificate(key: Token, addr: SiteAddress, site_issuers: tuple[IssuerConfig, ...],
-                         auto: _Automation) -> Certificate:
+def _managed_certificate(key: Token, addr: SiteAddress, own_issuers: bool, auto: _Automation) -> Certificate:
     """The certificate automatic HTTPS gives this site address, or why it cannot.
 
-    Caddy's rules: a site's own issuers (`tls internal`, `tls { issuer ... }`) always;
-    otherwise, unless auto_https turns certificates off, the automation policy covering
-    the name decides, and without one, names no public CA issues for (localhost,
-    *.localhost, *.local, *.internal, *.home.arpa, IP addresses) get the local CA and
-    every other name ACME (Let's Encrypt)."""
+    Caddy's rules: unless auto_https turns certificates off (then only a site's own
+    `tls internal` / `tls { issuer ... }` still gets one, which Caddy would not do: it
+    serves TLS that no handshake completes), the automation policies decide, as at
+    Caddy's start-up (Config.issuers_for): names no public CA issues for (localhost,
+    *.localhost, *.local, *.internal, *.home.arpa, IP addresses) get the local CA unless
+    a policy names them, every other name the policy covering it, else Let's Encrypt."""
     host = addr.host
     if not host:
         raise _needs_https_error(
@@ -378,11 +329,11 @@ def _managed_certificate(key: Token, addr: SiteAddress, site_issuers: tuple[Issu
         )
     if not qualifies_for_cert(host):
         raise _needs_https_error(key, f"subject does not qualify for certificate: '{host}'")
-    if not site_issuers and not auto.certs:
+    if not own_issuers and not auto.certs:
         # Caddy accepts this and serves TLS that no handshake can complete (no certificate)
         raise _needs_https_error(
             key, "auto_https turns off automatic certificates, and durable-streams-server serves no TLS site without one")
-    issuers = site_issuers or auto.issuers_for(host, is_internal(host))
+    issuers = auto.issuers_for(host, is_internal(host))
     if isinstance(issuers[0], InternalIssuerConfig):
         cert_file, key_file, _meta = leaf_paths(auto.storage_root, host)
         return Certificate(cert_file, key_file, (host,), issuer=INTERNAL_ISSUER)
@@ -409,14 +360,14 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
         for _c, mn, mx, _issuer in tls_values:
             if mn and tls_versions == (None, None):
                 tls_versions = (mn, mx)
-        site_issuers = next((tuple(i) for *_rest, i in tls_values if i), ())
+        own_issuers = any(issuers for *_rest, issuers in tls_values)
         site_needs_tls = False
         for key, addr in keys:
-            if _needs_tls(addr, port, cert is not None or bool(site_issuers), http_port, https_port):
+            if _needs_tls(addr, port, cert is not None or own_issuers, http_port, https_port):
                 site_needs_tls = True
                 tls_key = tls_key or key
                 if cert is None:
-                    managed = _managed_certificate(key, addr, site_issuers, auto)
+                    managed = _managed_certificate(key, addr, own_issuers, auto)
                     if (managed.cert_file, managed.hosts) not in {(c.cert_file, c.hosts) for c in certificates}:
                         certificates.append(managed)
             else:
