@@ -20,7 +20,9 @@ from .directives.global_options import evaluate_global_options
 from .errors import AdaptError, prefix_error
 from .matcher_defs import collect_matcher_definitions
 from .matchers import HostMatcher, MatcherSet, PathMatcher
-from .certnames import ACME_ISSUER, INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, qualifies_for_cert
+from .certnames import (
+    ACME_ISSUER, INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, match_wildcard, qualifies_for_cert,
+)
 from .model import InternalIssuerConfig, IssuerConfig
 from .tls_automation import Pairing, SiteBlock, build_tls_automation
 from .model import Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
@@ -87,12 +89,16 @@ def adapt(tree: Caddyfile) -> Config:
                 scope.warn(site.block.keys[0], f"Using a path in a site address is deprecated; please use the 'handle' directive instead ({addr})")
 
     groups = _group_listeners(sites, opts, http_port, https_port)
+    # in Caddy's order: pairings by listener address, their sites most specific first (as
+    # serversFromPairings leaves them); the policies' order follows it
     automation = build_tls_automation(
-        [Pairing(tuple(la.port for la in listens), tuple(_site_block(site, keys) for site, keys in entries))
-         for listens, entries in groups],
+        [Pairing(tuple(la.port for la in listens),
+                 tuple(_site_block(site, keys) for site, keys in sorted(entries, key=_site_specificity)))
+         for listens, entries in sorted(groups, key=lambda group: min(str(la) for la in group[0]))],
         opts,
     )
     opts["tls_policies"] = automation.policies
+    opts["loaded_certificates"] = _loaded_certificates(sites)
     servers = _build_servers(groups, opts, scope, http_port, https_port)
     _check_data_dirs(sites)
     return Config(
@@ -113,6 +119,16 @@ def adapt(tree: Caddyfile) -> Config:
         tls_policies=opts["tls_policies"],
         tls_automate=automation.automate,
     )
+
+
+def _loaded_certificates(sites: list[_Site]) -> tuple[Certificate, ...]:
+    out = []
+    for site in sites:
+        cert = next((c for c, *_rest in site.of_kind("tls") if c is not None), None)
+        hosts = tuple(dict.fromkeys(a.host for a in site.addresses if a.host and a.scheme != "http"))
+        if cert is not None and hosts:
+            out.append(Certificate(cert.cert_file, cert.key_file, hosts))
+    return tuple(out)
 
 
 def _site_block(site: _Site, keys: list[tuple[Token, SiteAddress]]) -> SiteBlock:
@@ -302,6 +318,17 @@ class _Automation:
     storage_root: str
     certs: bool  # False under `auto_https off` / `disable_certs`
     issuers_for: Callable[[str, bool], tuple[IssuerConfig, ...]]  # Config.issuers_for, from the policies
+    # `tls <cert> <key>` of every site, with that site's names; Caddy manages no name that a
+    # loaded certificate covers, and serves the loaded one (unless ignore_loaded_certs)
+    loaded: tuple[Certificate, ...] = ()
+    ignore_loaded: bool = False
+
+    def loaded_covering(self, host: str) -> Certificate | None:
+        """The loaded certificate that serves `host` instead of a managed one. Caddy asks
+        the certificates' SANs; here a site's names stand for its certificate's SANs."""
+        if self.ignore_loaded or not host:
+            return None
+        return next((c for c in self.loaded if any(match_wildcard(host, h) for h in c.hosts)), None)
 
 
 def _needs_https_error(key: Token, reason: str) -> AdaptError:
@@ -345,6 +372,8 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
         storage_root=opts["storage_root"],
         certs=not set(opts.get("auto_https", ())) & {"off", "disable_certs"},
         issuers_for=Config(tls_policies=opts["tls_policies"]).issuers_for,
+        loaded=opts["loaded_certificates"],
+        ignore_loaded="ignore_loaded_certs" in opts.get("auto_https", ()),
     )
     entries = sorted(entries, key=_site_specificity)
     port = listens[0].port
@@ -354,8 +383,10 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
     plain_key: Token | None = None
     tls_key: Token | None = None
     access_log = False
+    conn_settings = False
     for site, keys in entries:
         tls_values = site.of_kind("tls")
+        conn_settings = conn_settings or any(c is not None or mn for c, mn, *_rest in tls_values)
         cert = next((c for c, *_rest in tls_values if c is not None), None)
         for _c, mn, mx, _issuer in tls_values:
             if mn and tls_versions == (None, None):
@@ -367,9 +398,13 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
                 site_needs_tls = True
                 tls_key = tls_key or key
                 if cert is None:
-                    managed = _managed_certificate(key, addr, own_issuers, auto)
-                    if (managed.cert_file, managed.hosts) not in {(c.cert_file, c.hosts) for c in certificates}:
-                        certificates.append(managed)
+                    covering = auto.loaded_covering(addr.host)
+                    if covering is not None:
+                        given = Certificate(covering.cert_file, covering.key_file, (addr.host,))
+                    else:
+                        given = _managed_certificate(key, addr, own_issuers, auto)
+                    if (given.cert_file, given.hosts) not in {(c.cert_file, c.hosts) for c in certificates}:
+                        certificates.append(given)
             else:
                 plain_key = plain_key or key
         if site_needs_tls and cert is not None:
@@ -378,6 +413,12 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
         site_routes = build_subroute([v for v in site.values if v.kind == "route"], site.scope, sort=True)
         routes.extend(_site_routes(_site_matchers(keys), site_routes, alone=len(entries) == 1))
         access_log = access_log or bool(site.of_kind("log"))
+    explicit_http = any(a.scheme == "http" or port == http_port for _site, keys in entries for _k, a in keys)
+    if explicit_http and conn_settings:
+        # Caddy's detectConflictingSchemes: a `tls` directive with settings of its own
+        # (certificate files, protocols) makes a connection policy, which an HTTP server cannot have
+        raise AdaptError(f"server listening on [{' '.join(str(la) for la in listens)}] is HTTP, but attempts to"
+                         " configure TLS connection policies")
     if plain_key is not None and tls_key is not None:
         raise AdaptError(
             f"{tls_key.file}:{tls_key.line}: listener {listens[0]} would serve both HTTP ({plain_key.text}) and HTTPS"

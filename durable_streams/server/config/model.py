@@ -11,6 +11,7 @@ from typing import Any
 
 from .addresses import ListenAddress
 from .certnames import is_internal as _is_internal
+from .certnames import match_wildcard
 from .durations import format_duration
 from .matchers import MatcherSet
 
@@ -365,16 +366,6 @@ def default_issuers(email: str = "") -> tuple[IssuerConfig, ...]:
     return (AcmeIssuerConfig(),)
 
 
-def match_wildcard(subject: str, pattern: str) -> bool:
-    """certmagic.MatchWildcard: `pattern` equals `subject` or is a `*.` label covering its first label."""
-    subject, pattern = subject.lower(), pattern.lower()
-    if subject == pattern:
-        return True
-    if pattern.startswith("*.") and "." in subject:
-        return subject.split(".", 1)[1] == pattern[2:]
-    return False
-
-
 @dataclass(frozen=True, slots=True)
 class AutomationPolicy:
     """One of Caddy's `apps.tls.automation.policies`: which issuers serve which subjects.
@@ -519,6 +510,9 @@ class Config:
         - otherwise the policy certmagic picks decides; one without issuers means the
           local CA if all its subjects are internal, else Let's Encrypt alone;
         - no policy: the local CA for internal names, Let's Encrypt (no email) for others.
+
+        An ACME issuer's alt_*_port, when set, is always this config's http_port or
+        https_port (the adapter refuses others), so challenges are answered there.
         """
         listed = any(subject == s for p in self.tls_policies for s in p.subjects)
         if internal and not listed:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .addresses import SiteAddress
-from .certnames import is_internal
+from .certnames import is_internal, match_wildcard
 from .directives.issuers import SiteIssuers
 from .errors import AdaptError
 from .model import AcmeIssuerConfig, AutomationPolicy, InternalIssuerConfig, IssuerConfig, default_issuers
@@ -86,23 +86,6 @@ def qualifies_for_public_cert(subject: str) -> bool:
     """Caddy's subjectQualifiesForPublicCert (no on-demand): no IP, no internal name, at
     most one wildcard label."""
     return not is_internal(subject) and subject.count("*.") < 2
-
-
-def match_wildcard(subject: str, wildcard: str) -> bool:
-    """certmagic.MatchWildcard: `wildcard` is `subject` with leading labels replaced by `*`."""
-    subject, wildcard = subject.lower(), wildcard.lower()
-    if subject == wildcard:
-        return True
-    if "*" not in wildcard:
-        return False
-    labels = subject.split(".")
-    for i, label in enumerate(labels):
-        if label == "":
-            continue
-        labels[i] = "*"
-        if ".".join(labels) == wildcard:
-            return True
-    return False
 
 
 # --------------------------------------------------------------------------- issuers

@@ -108,6 +108,12 @@ def _acme(line: Directive, rest: tuple[Token, ...], scope: Scope) -> AcmeIssuerC
                 what = "lifetime" if name == "lifetime" else "timeout duration"
                 raise errf(sub.args[0], f"invalid {what} {text}: {exc}") from None
             scope.warn(sub.name, policy.ignored_message("acme issuer option", name))
+        elif name == "distributed":
+            if not sub.args:
+                raise arg_error(sub.name)
+            if sub.args[0].text != "false":
+                raise errf(sub.args[0], "only accepted value is 'false'")
+            scope.warn(sub.name, policy.ignored_message("acme issuer option", name))
         elif name in policy.IGNORED_ACME_OPTIONS:
             scope.warn(sub.name, policy.ignored_message("acme issuer option", name))
         elif name in policy.REJECTED_ACME_OPTIONS:
