@@ -297,3 +297,56 @@ def test_auto_https_off_and_disable_certs_refuse_uncovered_sites() -> None:
     for word in ("off", "disable_certs"):
         with pytest.raises(CaddyfileError, match="auto_https turns off automatic certificates"):
             load_config(G(f"auto_https {word}") + S("a.example.com", R))
+
+
+# --------------------------------------------------------------------------- generated mixes
+
+
+_GLOBALS = ["email ops@example.com", "acme_ca https://ca.test/dir", "acme_ca_root /ca.pem", "local_certs",
+            "acme_eab {\n\t\tkey_id k\n\t\tmac_key m\n\t}", "cert_issuer acme https://g.test/dir", "cert_issuer internal",
+            "https_port 8443", "http_port 8080", "auto_https disable_redirects", "auto_https ignore_loaded_certs",
+            "default_bind 127.0.0.1"]
+_HOSTS = ["a.example.com", "b.example.com", "*.example.com", "localhost", "*.localhost", "127.0.0.1", "db.internal",
+          "c.test", "x.a.example.com", "*.a.example.com"]
+_PORTS = ["", "", "", ":8443", ":443", ":80"]
+_SITE_TLS = ["", "", "", "tls internal", "tls me@example.com", "tls {\n\t\tca https://s.test/dir\n\t}",
+             "tls {\n\t\tissuer acme {\n\t\t\tdisable_http_challenge\n\t\t}\n\t}",
+             "tls {\n\t\tissuer internal\n\t\tissuer acme\n\t}", "tls {\n\t\tca_root /r.pem\n\t}", "tls /c.pem /k.pem",
+             "bind 10.0.0.1", "tls {\n\t\teab k2 m2\n\t}"]
+
+
+def _generated(seed: int) -> str:
+    """A Caddyfile mixing global issuer options with sites of every kind (deterministic)."""
+    import random
+
+    rnd = random.Random(seed)
+    options = rnd.sample(_GLOBALS, rnd.randint(0, 3))
+    text = G(*options) if options else ""
+    used: set[str] = set()
+    for _ in range(rnd.randint(1, 4)):
+        keys = []
+        for _ in range(rnd.randint(1, 2)):
+            key = rnd.choice(["", "", "", "http://"]) + rnd.choice(_HOSTS) + rnd.choice(_PORTS)
+            if key not in used:
+                used.add(key)
+                keys.append(key)
+        if keys:
+            line = rnd.choice(_SITE_TLS)
+            text += S(", ".join(keys), *([line] if line else []), R)
+    return text
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_generated_mixes_agree_with_real_caddy(seed: int, tmp_path) -> None:
+    text = _generated(seed)
+    accepted, out = caddy_adapt(text, tmp_path)
+    try:
+        config = load_config(text)
+    except CaddyfileError as exc:
+        # our refusals say so; HTTP and HTTPS on one listener is refused on purpose (see adapt._server)
+        ours_on_purpose = "durable-streams-server" in str(exc) or "would serve both HTTP" in str(exc)
+        assert not accepted or ours_on_purpose, f"Caddy accepts this; we said: {exc}"
+        return
+    assert accepted, f"Caddy rejects this ({out}); we accepted it"
+    if not config.warnings:
+        assert _automation(config.to_json()) == _automation(json.loads(out))
