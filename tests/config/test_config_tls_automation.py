@@ -73,6 +73,9 @@ ORACLE_CASES = [
     S("a.example.com", "tls /c.pem /k.pem {\n\t\tissuer internal\n\t}", R),
     G("email ops@example.com") + S("a.example.com, b.example.com", R) + S("a.example.com:8443", R),
     S("a.example.com", "tls {\n\t\tissuer acme {\n\t\t\talt_http_port 80\n\t\t}\n\t}", R),
+    S(":443, a.example.com, localhost", "tls /c.pem /k.pem", R),
+    G("auto_https disable_certs") + S(":443, a.example.com", "tls /c.pem /k.pem", R),
+    G("email ops@example.com") + S("*.example.com", "tls /w.crt /w.key", R) + S("a.example.com", R),
 ]
 
 

@@ -494,6 +494,8 @@ class Config:
     tls_policies: tuple[AutomationPolicy, ...] = ()
     # apps.tls.certificates.automate: names Caddy manages although no route matcher names
     # them (a site with a key without host and keys with hosts); shown as Caddy shows them.
+    # Such a site serves its own `tls <cert> <key>` (we refuse it without one), so the
+    # runtime need not obtain these: Caddy would, and never serve them.
     tls_automate: tuple[str, ...] = ()
 
     def policy_for(self, subject: str) -> AutomationPolicy | None:
