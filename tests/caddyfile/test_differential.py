@@ -6,7 +6,8 @@ For every corpus file:
 - pipeline: `load_config()` must accept what Caddy accepts (or refuse it on purpose, by
   the daemon's documented policy) and reject what Caddy rejects; when both accept, the
   listener addresses must match `caddy adapt`, and so must the number of routes per
-  server unless the daemon warned that it ignored something;
+  server and the TLS automation (policies, automated names) unless the daemon warned
+  that it ignored something;
 - fmt: `format_caddyfile()` must print exactly what `caddy fmt` prints.
 
 Real Caddy lacks the durable_streams plugin, so for the pipeline oracle a
@@ -70,6 +71,7 @@ class CaddyAnswer:
     message: str = ""
     servers: tuple[tuple[tuple[str, ...], int], ...] = ()  # (sorted listen addresses, route count)
     formatted: bool | None = None  # no "input is not formatted" warning (known only when ok)
+    tls: str = ""  # apps.tls automation (policies, automated names) as JSON (known only when ok)
 
     @property
     def syntax_error(self) -> bool:
@@ -79,6 +81,14 @@ class CaddyAnswer:
 def _servers(config: dict) -> tuple[tuple[tuple[str, ...], int], ...]:
     servers = config.get("apps", {}).get("http", {}).get("servers", {})
     return tuple(sorted((tuple(sorted(s.get("listen", []))), len(s.get("routes", []))) for s in servers.values()))
+
+
+def _tls_automation(config: dict) -> str:
+    """The TLS automation of an adapted config; loaded certificate files are left out (we
+    keep them on the server, not in Caddy's load_files shape)."""
+    tls = config.get("apps", {}).get("tls", {})
+    shown = {"automation": tls.get("automation"), "automate": tls.get("certificates", {}).get("automate")}
+    return json.dumps(shown, sort_keys=True)
 
 
 class _AdminAdapter:
@@ -119,7 +129,8 @@ class _AdminAdapter:
             message = json.load(exc).get("error", "")
             return CaddyAnswer(False, message.removeprefix("adapting config using caddyfile adapter: "))
         warned = any("not formatted" in w.get("message", "") for w in body.get("warnings") or ())
-        return CaddyAnswer(True, servers=_servers(body.get("result") or {}), formatted=not warned)
+        result = body.get("result") or {}
+        return CaddyAnswer(True, servers=_servers(result), formatted=not warned, tls=_tls_automation(result))
 
     def close(self) -> None:
         self.process.terminate()
@@ -139,7 +150,8 @@ def _run_cli_adapt(path: Path) -> CaddyAnswer:
         timeout=60,
     )
     if done.returncode == 0:
-        return CaddyAnswer(True, servers=_servers(json.loads(done.stdout or "{}")))
+        result = json.loads(done.stdout or "{}")
+        return CaddyAnswer(True, servers=_servers(result), tls=_tls_automation(result))
     errors = []
     for line in done.stderr.splitlines():
         try:
@@ -344,6 +356,7 @@ def test_pipeline_agrees_with_caddy(case: Path, oracle: dict[str, Oracle], in_co
     assert sorted(a for s in ours for a in s[0]) == sorted(a for s in caddy.servers for a in s[0])
     if not config.warnings:  # an accepted-but-ignored directive legitimately removes a route
         assert ours == caddy.servers
+        assert _tls_automation(config.to_json()) == caddy.tls
 
 
 @pytest.mark.parametrize("case", FMT_SAMPLE, ids=[c.stem for c in FMT_SAMPLE])
@@ -368,7 +381,7 @@ def test_fmt_cleanliness_agrees_with_caddy(oracle: dict[str, Oracle]) -> None:
 @pytest.mark.parametrize("case", CLI_SAMPLE, ids=[c.stem for c in CLI_SAMPLE])
 def test_admin_adapt_matches_cli_adapt(case: Path, oracle: dict[str, Oracle]) -> None:
     cli, admin = oracle[case.name].cli, oracle[case.name].original
-    assert (cli.ok, cli.message, cli.servers) == (admin.ok, admin.message, admin.servers)
+    assert (cli.ok, cli.message, cli.servers, cli.tls) == (admin.ok, admin.message, admin.servers, admin.tls)
 
 
 def test_plugin_stub_keeps_line_numbers() -> None:

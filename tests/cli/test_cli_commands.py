@@ -108,6 +108,25 @@ def test_validate(tmp_path) -> None:
     assert (proc.returncode, proc.stdout) == (0, "Valid configuration\n")
 
 
+def test_validate_reports_automatic_certificates_and_their_issuers(tmp_path) -> None:
+    store = tmp_path / "store"
+    (tmp_path / "Caddyfile").write_text(
+        f"{{\n\temail ops@example.com\n\tstorage file_system {store}\n}}\n"
+        "streams.example.com {\n\trespond a\n}\n"
+        "localhost:4437 {\n\trespond b\n}\n"
+        "b.example.com {\n\ttls {\n\t\tissuer acme https://ca.test/dir\n\t\tissuer internal\n\t}\n}\n"
+        "c.example.com {\n\ttls internal\n}\n"
+    )
+    proc = run_cli("validate", "--config", "Caddyfile", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "Valid configuration\n")
+    assert sorted(proc.stderr.splitlines()) == [
+        "automatic HTTPS: b.example.com: ACME https://ca.test/dir (then local CA)",
+        f"automatic HTTPS: c.example.com: local CA, stored in {store}/certificates/local/c.example.com",
+        f"automatic HTTPS: localhost: local CA, stored in {store}/certificates/local/localhost",
+        "automatic HTTPS: streams.example.com: ACME https://acme-v02.api.letsencrypt.org/directory (then ZeroSSL)",
+    ]
+
+
 def test_validate_loads_certificates(tmp_path) -> None:
     (tmp_path / "Caddyfile").write_text("a.test:8443 {\n\ttls missing.crt missing.key\n\trespond hi\n}\n")
     proc = run_cli("validate", "--config", "Caddyfile", cwd=tmp_path)

@@ -100,6 +100,11 @@ ORACLE_CASES = [
     "b.example.com, a.example.com {\n\ttls internal\n\trespond hi\n}\n",
     "{\n\tlocal_certs\n}\nstreams.example.com {\n\trespond hi\n}\nlocalhost:4437 {\n\trespond x\n}\n",
     "{\n\tauto_https disable_redirects\n}\nlocalhost:4437, x.internal:4437 {\n\trespond hi\n}\n",
+    "127.0.0.1:4437, localhost:4437, a.example.com:4437 {\n\trespond hi\n}\n",
+    "*.localhost {\n\trespond hi\n}\nlocalhost {\n\ttls internal\n\trespond x\n}\n",
+    "{\n\tlocal_certs\n}\nhttp://a.example.com {\n\trespond hi\n}\nb.example.com:8443 {\n\trespond x\n}\n",
+    "{\n\tlocal_certs\n\thttps_port 8443\n}\na.example.com {\n\trespond hi\n}\n[::1] {\n\trespond x\n}\n",
+    "{\n\tcert_issuer internal\n}\na.example.com {\n\trespond hi\n}\nlocalhost {\n\trespond x\n}\n",
 ]
 
 

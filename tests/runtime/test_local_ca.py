@@ -273,6 +273,6 @@ def test_validate_names_the_local_ca_sites(tmp_path: Path) -> None:
     proc = subprocess.run([str(SCRIPT), "validate", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "Valid configuration\n"
-    assert "automatic HTTPS: localhost gets a certificate from the local CA" in proc.stderr
-    assert "automatic HTTPS: 127.0.0.1 gets a certificate from the local CA" in proc.stderr
+    assert "automatic HTTPS: localhost: local CA, stored in " in proc.stderr
+    assert "automatic HTTPS: 127.0.0.1: local CA, stored in " in proc.stderr
     assert not (tmp_path / "storage").exists()  # validating issues nothing

@@ -184,11 +184,38 @@ def _load_validated(args: argparse.Namespace):
     return config, source
 
 
+def _issuer_name(issuer) -> str:
+    from ..config.model import LETS_ENCRYPT_DIRECTORY, ZEROSSL_DIRECTORY, AcmeIssuerConfig
+
+    if isinstance(issuer, AcmeIssuerConfig):
+        return {LETS_ENCRYPT_DIRECTORY: "Let's Encrypt", ZEROSSL_DIRECTORY: "ZeroSSL"}.get(issuer.directory,
+                                                                                         issuer.describe())
+    return issuer.describe()
+
+
+def automatic_https_report(config) -> list[str]:
+    """One line per name that gets a certificate automatically: from which issuer, and the
+    fallbacks tried in order when it fails (Config.issuers_for, what the runtime uses)."""
+    from ..config.certnames import is_internal
+    from ..config.model import InternalIssuerConfig
+
+    lines = []
+    for cert in config.managed_certificates:
+        for host in cert.hosts:
+            first, *fallbacks = config.issuers_for(host, is_internal(host))
+            text = f"{host}: {first.describe()}"
+            if fallbacks:
+                text += f" (then {', then '.join(_issuer_name(i) for i in fallbacks)})"
+            if isinstance(first, InternalIssuerConfig) and cert.cert_file:
+                text += f", stored in {os.path.dirname(cert.cert_file)}"
+            lines.append(text)
+    return lines
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     config, _source = _load_validated(args)
-    for cert in config.managed_certificates:
-        print(f"automatic HTTPS: {', '.join(cert.hosts)} gets a certificate from the local CA"
-              f" (stored in {os.path.dirname(cert.cert_file)})", file=sys.stderr)
+    for line in automatic_https_report(config):
+        print(f"automatic HTTPS: {line}", file=sys.stderr)
     print("Valid configuration")
     return EXIT_OK
 

@@ -20,10 +20,11 @@ from .directives.global_options import evaluate_global_options
 from .errors import AdaptError, prefix_error
 from .matcher_defs import collect_matcher_definitions
 from .matchers import HostMatcher, MatcherSet, PathMatcher
-from .certnames import ACME_ISSUER, INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, qualifies_for_cert
-from .model import (
-    AcmeIssuerConfig, AutomationPolicy, InternalIssuerConfig, IssuerConfig, default_issuers,
+from .certnames import (
+    ACME_ISSUER, INTERNAL_ISSUER, default_storage_root, is_internal, leaf_paths, match_wildcard, qualifies_for_cert,
 )
+from .model import InternalIssuerConfig, IssuerConfig
+from .tls_automation import Pairing, SiteBlock, build_tls_automation
 from .model import Certificate, Config, DurableStreams, Route, Server, StaticResponse, Subroute, Timeouts
 
 
@@ -87,8 +88,18 @@ def adapt(tree: Caddyfile) -> Config:
             if addr.path:
                 scope.warn(site.block.keys[0], f"Using a path in a site address is deprecated; please use the 'handle' directive instead ({addr})")
 
-    opts["tls_policies"] = _automation_policies(sites, opts, http_port)
-    servers = _build_servers(sites, opts, scope, http_port, https_port)
+    groups = _group_listeners(sites, opts, http_port, https_port)
+    # in Caddy's order: pairings by listener address, their sites most specific first (as
+    # serversFromPairings leaves them); the policies' order follows it
+    automation = build_tls_automation(
+        [Pairing(tuple(la.port for la in listens),
+                 tuple(_site_block(site, keys) for site, keys in sorted(entries, key=_site_specificity)))
+         for listens, entries in sorted(groups, key=lambda group: min(str(la) for la in group[0]))],
+        opts,
+    )
+    opts["tls_policies"] = automation.policies
+    opts["loaded_certificates"] = _loaded_certificates(sites)
+    servers = _build_servers(groups, opts, scope, http_port, https_port)
     _check_data_dirs(sites)
     return Config(
         servers=tuple(servers),
@@ -106,78 +117,27 @@ def adapt(tree: Caddyfile) -> Config:
         storage=opts.get("storage"),
         storage_root=opts["storage_root"],
         tls_policies=opts["tls_policies"],
+        tls_automate=automation.automate,
     )
 
 
-def _global_acme(opts: dict[str, Any]) -> AcmeIssuerConfig | None:
-    """The ACME settings of the global options (email, acme_ca, acme_ca_root), or None."""
-    if not any(opts.get(k) for k in ("email", "acme_ca", "acme_ca_root")):
-        return None
-    roots = (opts["acme_ca_root"],) if opts.get("acme_ca_root") else ()
-    return AcmeIssuerConfig(ca=opts.get("acme_ca", ""), email=opts.get("email", ""), trusted_roots=roots)
-
-
-def _fill_acme_defaults(issuer: IssuerConfig, defaults: AcmeIssuerConfig | None) -> IssuerConfig:
-    """Caddy's fillInGlobalACMEDefaults: global settings fill what an ACME issuer leaves unset."""
-    if defaults is None or not isinstance(issuer, AcmeIssuerConfig):
-        return issuer
-    return replace(issuer, ca=issuer.ca or defaults.ca, email=issuer.email or defaults.email,
-                   trusted_roots=issuer.trusted_roots or defaults.trusted_roots)
-
-
-def _automation_policies(sites: list[_Site], opts: dict[str, Any], http_port: int) -> tuple[AutomationPolicy, ...]:
-    """What `caddy adapt` shows in apps.tls.automation (Caddy's buildTLSApp, for the
-    options we execute):
-    - `local_certs`: one catch-all internal policy;
-    - global `acme_ca`/`acme_ca_root`: a catch-all ACME policy; global `email` alone:
-      a policy per site for its public names with Caddy's default issuers;
-    - a site's `tls` issuers (`tls internal`, ...): a policy for its names.
-    Names the local CA serves only by Caddy's run-time rules (localhost, IPs, ...) get
-    none unless a catch-all exists, which they would otherwise fall under."""
-    if opts.get("local_certs"):
-        return (AutomationPolicy(),)
-    acme = _global_acme(opts)
-    catch_all: AutomationPolicy | None = None
-    if acme is not None and (acme.ca or acme.trusted_roots):
-        catch_all = AutomationPolicy((), (_fill_acme_defaults(AcmeIssuerConfig(), acme),))
-    policies: list[AutomationPolicy] = []
-    internal_subjects: set[str] = set()
+def _loaded_certificates(sites: list[_Site]) -> tuple[Certificate, ...]:
+    out = []
     for site in sites:
-        hosts = sorted({a.host for a in site.addresses
-                        if a.host and a.scheme != "http" and (a.port or "") != str(http_port)})
-        if not hosts:
-            continue
-        issuers: tuple[IssuerConfig, ...] = ()
-        for *_rest, site_issuers in site.of_kind("tls"):
-            issuers = issuers or tuple(site_issuers or ())
-        if issuers:
-            policies.append(AutomationPolicy(tuple(hosts), tuple(_fill_acme_defaults(i, acme) for i in issuers)))
-            continue
-        public = [h for h in hosts if not is_internal(h)]
-        internal = [h for h in hosts if is_internal(h)]
-        if catch_all is not None:
-            internal_subjects.update(internal)  # else they would fall under the catch-all's CA
-        elif acme is not None and public:
-            policies.append(AutomationPolicy(tuple(public), default_issuers(acme.email)))
-    if internal_subjects:
-        policies.insert(0, AutomationPolicy(tuple(sorted(internal_subjects)), ()))
-    if catch_all is not None:
-        policies.append(catch_all)
-    return _merge_policies(policies)
-
-
-def _merge_policies(policies: list[AutomationPolicy]) -> tuple[AutomationPolicy, ...]:
-    """Caddy's consolidateAutomationPolicies, in part: policies with the same issuers
-    become one with their subjects together."""
-    out: list[AutomationPolicy] = []
-    for p in policies:
-        twin = next((i for i, q in enumerate(out) if q.issuers == p.issuers and bool(q.subjects) == bool(p.subjects)), None)
-        if twin is None:
-            out.append(p)
-        else:
-            q = out[twin]
-            out[twin] = replace(q, subjects=tuple(sorted(set(q.subjects) | set(p.subjects))))
+        cert = next((c for c, *_rest in site.of_kind("tls") if c is not None), None)
+        hosts = tuple(dict.fromkeys(a.host for a in site.addresses if a.host and a.scheme != "http"))
+        if cert is not None and hosts:
+            out.append(Certificate(cert.cert_file, cert.key_file, hosts))
     return tuple(out)
+
+
+def _site_block(site: _Site, keys: list[tuple[Token, SiteAddress]]) -> SiteBlock:
+    return SiteBlock(
+        site=site,
+        addresses=tuple(a for _k, a in keys),
+        issuers=tuple(issuers for *_rest, issuers in site.of_kind("tls")),
+        bind_hosts=tuple(hosts[0].text for hosts, _protocols in site.of_kind("bind") if hosts),
+    )
 
 
 def _check_data_dirs(sites: list[_Site]) -> None:
@@ -265,7 +225,11 @@ def _listeners_for_site(index: int, site: _Site, opts: dict[str, Any], http_port
     return out
 
 
-def _build_servers(sites: list[_Site], opts: dict[str, Any], scope: Scope, http_port: int, https_port: int) -> list[Server]:
+_Group = tuple[list[ListenAddress], list[tuple[_Site, list[tuple[Token, SiteAddress]]]]]
+
+
+def _group_listeners(sites: list[_Site], opts: dict[str, Any], http_port: int, https_port: int) -> list[_Group]:
+    """Listeners serving exactly the same sites (and keys): one server each (Caddy's pairings)."""
     # listener -> [(site, keys of that site served there)], in order of appearance
     by_listener: dict[ListenAddress, list[tuple[_Site, list[tuple[Token, SiteAddress]]]]] = {}
     for i, site in enumerate(sites):
@@ -291,7 +255,10 @@ def _build_servers(sites: list[_Site], opts: dict[str, Any], scope: Scope, http_
                 break
         else:
             groups.append(([la], entries))
+    return groups
 
+
+def _build_servers(groups: list[_Group], opts: dict[str, Any], scope: Scope, http_port: int, https_port: int) -> list[Server]:
     auto_https = set(opts.get("auto_https", ()))
     servers: list[Server] = []
     redirect_hosts: list[tuple[str, int]] = []
@@ -351,6 +318,17 @@ class _Automation:
     storage_root: str
     certs: bool  # False under `auto_https off` / `disable_certs`
     issuers_for: Callable[[str, bool], tuple[IssuerConfig, ...]]  # Config.issuers_for, from the policies
+    # `tls <cert> <key>` of every site, with that site's names; Caddy manages no name that a
+    # loaded certificate covers, and serves the loaded one (unless ignore_loaded_certs)
+    loaded: tuple[Certificate, ...] = ()
+    ignore_loaded: bool = False
+
+    def loaded_covering(self, host: str) -> Certificate | None:
+        """The loaded certificate that serves `host` instead of a managed one. Caddy asks
+        the certificates' SANs; here a site's names stand for its certificate's SANs."""
+        if self.ignore_loaded or not host:
+            return None
+        return next((c for c in self.loaded if any(match_wildcard(host, h) for h in c.hosts)), None)
 
 
 def _needs_https_error(key: Token, reason: str) -> AdaptError:
@@ -362,15 +340,15 @@ def _needs_https_error(key: Token, reason: str) -> AdaptError:
     )
 
 
-def _managed_certificate(key: Token, addr: SiteAddress, site_issuers: tuple[IssuerConfig, ...],
-                         auto: _Automation) -> Certificate:
+def _managed_certificate(key: Token, addr: SiteAddress, own_issuers: bool, auto: _Automation) -> Certificate:
     """The certificate automatic HTTPS gives this site address, or why it cannot.
 
-    Caddy's rules: a site's own issuers (`tls internal`, `tls { issuer ... }`) always;
-    otherwise, unless auto_https turns certificates off, the automation policy covering
-    the name decides, and without one, names no public CA issues for (localhost,
-    *.localhost, *.local, *.internal, *.home.arpa, IP addresses) get the local CA and
-    every other name ACME (Let's Encrypt)."""
+    Caddy's rules: unless auto_https turns certificates off (then only a site's own
+    `tls internal` / `tls { issuer ... }` still gets one, which Caddy would not do: it
+    serves TLS that no handshake completes), the automation policies decide, as at
+    Caddy's start-up (Config.issuers_for): names no public CA issues for (localhost,
+    *.localhost, *.local, *.internal, *.home.arpa, IP addresses) get the local CA unless
+    a policy names them, every other name the policy covering it, else Let's Encrypt."""
     host = addr.host
     if not host:
         raise _needs_https_error(
@@ -378,11 +356,11 @@ def _managed_certificate(key: Token, addr: SiteAddress, site_issuers: tuple[Issu
         )
     if not qualifies_for_cert(host):
         raise _needs_https_error(key, f"subject does not qualify for certificate: '{host}'")
-    if not site_issuers and not auto.certs:
+    if not own_issuers and not auto.certs:
         # Caddy accepts this and serves TLS that no handshake can complete (no certificate)
         raise _needs_https_error(
             key, "auto_https turns off automatic certificates, and durable-streams-server serves no TLS site without one")
-    issuers = site_issuers or auto.issuers_for(host, is_internal(host))
+    issuers = auto.issuers_for(host, is_internal(host))
     if isinstance(issuers[0], InternalIssuerConfig):
         cert_file, key_file, _meta = leaf_paths(auto.storage_root, host)
         return Certificate(cert_file, key_file, (host,), issuer=INTERNAL_ISSUER)
@@ -394,6 +372,8 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
         storage_root=opts["storage_root"],
         certs=not set(opts.get("auto_https", ())) & {"off", "disable_certs"},
         issuers_for=Config(tls_policies=opts["tls_policies"]).issuers_for,
+        loaded=opts["loaded_certificates"],
+        ignore_loaded="ignore_loaded_certs" in opts.get("auto_https", ()),
     )
     entries = sorted(entries, key=_site_specificity)
     port = listens[0].port
@@ -403,22 +383,28 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
     plain_key: Token | None = None
     tls_key: Token | None = None
     access_log = False
+    conn_settings = False
     for site, keys in entries:
         tls_values = site.of_kind("tls")
+        conn_settings = conn_settings or any(c is not None or mn for c, mn, *_rest in tls_values)
         cert = next((c for c, *_rest in tls_values if c is not None), None)
         for _c, mn, mx, _issuer in tls_values:
             if mn and tls_versions == (None, None):
                 tls_versions = (mn, mx)
-        site_issuers = next((tuple(i) for *_rest, i in tls_values if i), ())
+        own_issuers = any(issuers for *_rest, issuers in tls_values)
         site_needs_tls = False
         for key, addr in keys:
-            if _needs_tls(addr, port, cert is not None or bool(site_issuers), http_port, https_port):
+            if _needs_tls(addr, port, cert is not None or own_issuers, http_port, https_port):
                 site_needs_tls = True
                 tls_key = tls_key or key
                 if cert is None:
-                    managed = _managed_certificate(key, addr, site_issuers, auto)
-                    if (managed.cert_file, managed.hosts) not in {(c.cert_file, c.hosts) for c in certificates}:
-                        certificates.append(managed)
+                    covering = auto.loaded_covering(addr.host)
+                    if covering is not None:
+                        given = Certificate(covering.cert_file, covering.key_file, (addr.host,))
+                    else:
+                        given = _managed_certificate(key, addr, own_issuers, auto)
+                    if (given.cert_file, given.hosts) not in {(c.cert_file, c.hosts) for c in certificates}:
+                        certificates.append(given)
             else:
                 plain_key = plain_key or key
         if site_needs_tls and cert is not None:
@@ -427,6 +413,12 @@ def _server(name: str, listens: list[ListenAddress], entries, opts, scope: Scope
         site_routes = build_subroute([v for v in site.values if v.kind == "route"], site.scope, sort=True)
         routes.extend(_site_routes(_site_matchers(keys), site_routes, alone=len(entries) == 1))
         access_log = access_log or bool(site.of_kind("log"))
+    explicit_http = any(a.scheme == "http" or port == http_port for _site, keys in entries for _k, a in keys)
+    if explicit_http and conn_settings:
+        # Caddy's detectConflictingSchemes: a `tls` directive with settings of its own
+        # (certificate files, protocols) makes a connection policy, which an HTTP server cannot have
+        raise AdaptError(f"server listening on [{' '.join(str(la) for la in listens)}] is HTTP, but attempts to"
+                         " configure TLS connection policies")
     if plain_key is not None and tls_key is not None:
         raise AdaptError(
             f"{tls_key.file}:{tls_key.line}: listener {listens[0]} would serve both HTTP ({plain_key.text}) and HTTPS"

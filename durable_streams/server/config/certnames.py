@@ -71,6 +71,23 @@ def is_internal(subject: str) -> bool:
     return "*" in s and not (s.count("*") == 1 and s.count(".") > 1 and len(s) > 2 and s.startswith("*."))
 
 
+def match_wildcard(subject: str, wildcard: str) -> bool:
+    """certmagic.MatchWildcard: `wildcard` is `subject` with leading labels replaced by `*`."""
+    subject, wildcard = subject.lower(), wildcard.lower()
+    if subject == wildcard:
+        return True
+    if "*" not in wildcard:
+        return False
+    labels = subject.split(".")
+    for i, label in enumerate(labels):
+        if label == "":
+            continue
+        labels[i] = "*"
+        if ".".join(labels) == wildcard:
+            return True
+    return False
+
+
 def default_storage_root(env: Mapping[str, str] | None = None) -> str:
     """Caddy's default file storage: $XDG_DATA_HOME/caddy, else $HOME/.local/share/caddy."""
     env = os.environ if env is None else env

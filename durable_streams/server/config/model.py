@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import ListenAddress
+from .certnames import is_internal as _is_internal
+from .certnames import match_wildcard
 from .durations import format_duration
 from .matchers import MatcherSet
 
@@ -303,15 +305,32 @@ class AcmeIssuerConfig:
     eab: tuple[str, str] | None = None  # External Account Binding: (key_id, mac_key)
     disable_http_challenge: bool = False
     disable_tlsalpn_challenge: bool = False
+    # The ports the CA validates on (Caddy fills them in from the global http_port and
+    # https_port). They are always the ports of our own listeners: the adapter refuses
+    # anything else, so the runtime answers HTTP-01 on http_port and TLS-ALPN-01 on the
+    # site's TLS listener and needs no solver listener of its own. 0 = the default port.
+    alt_http_port: int = 0
+    alt_tlsalpn_port: int = 0
+    # Caddy binds its challenge solvers to this host (from `bind` / `default_bind`);
+    # shown as Caddy shows it. Our challenges are answered by the site's own listeners.
+    bind_host: str = ""
 
     @property
     def directory(self) -> str:
         return self.ca or LETS_ENCRYPT_DIRECTORY
 
+    @property
+    def challenges(self) -> tuple[str, ...]:
+        """The challenge types this issuer may use, in certmagic's order of preference."""
+        return tuple(name for name, off in (("tls-alpn-01", self.disable_tlsalpn_challenge),
+                                            ("http-01", self.disable_http_challenge)) if not off)
+
     def config(self) -> dict[str, Any]:
         challenges = _compact({
-            "http": {"disabled": True} if self.disable_http_challenge else None,
-            "tls-alpn": {"disabled": True} if self.disable_tlsalpn_challenge else None,
+            "http": _compact({"disabled": self.disable_http_challenge, "alternate_port": self.alt_http_port}) or None,
+            "tls-alpn": _compact({"disabled": self.disable_tlsalpn_challenge,
+                                  "alternate_port": self.alt_tlsalpn_port}) or None,
+            "bind_host": self.bind_host,
         })
         return _compact({
             "ca": self.ca or None,
@@ -322,6 +341,9 @@ class AcmeIssuerConfig:
             "trusted_roots_pem_files": list(self.trusted_roots) or None,
         })
 
+    def describe(self) -> str:
+        return f"ACME {self.directory}"
+
 
 @dataclass(frozen=True, slots=True)
 class InternalIssuerConfig:
@@ -329,6 +351,9 @@ class InternalIssuerConfig:
 
     def config(self) -> dict[str, Any]:
         return {"module": "internal"}
+
+    def describe(self) -> str:
+        return "local CA"
 
 
 IssuerConfig = AcmeIssuerConfig | InternalIssuerConfig
@@ -343,25 +368,17 @@ def default_issuers(email: str = "") -> tuple[IssuerConfig, ...]:
 
 @dataclass(frozen=True, slots=True)
 class AutomationPolicy:
-    """One of Caddy's `apps.tls.automation.policies`: which issuers serve which subjects
-    (no subjects: every name without a more specific policy; no issuers: the defaults,
-    i.e. the local CA for internal names and `default_issuers()` for public ones)."""
+    """One of Caddy's `apps.tls.automation.policies`: which issuers serve which subjects.
+
+    No subjects: a catch-all, for every name no earlier policy covers. No issuers: Caddy's
+    run-time defaults (the local CA when every subject is internal, else Let's Encrypt)."""
 
     subjects: tuple[str, ...] = ()
-    issuers: tuple[IssuerConfig, ...] = (InternalIssuerConfig(),)
+    issuers: tuple[IssuerConfig, ...] = ()
 
     def covers(self, subject: str) -> bool:
-        """certmagic's MatchWildcard over the policy's subjects (catch-all: always)."""
-        if not self.subjects:
-            return True
-        name = subject.lower()
-        for pattern in self.subjects:
-            pattern = pattern.lower()
-            if pattern == name:
-                return True
-            if pattern.startswith("*.") and "." in name and name.split(".", 1)[1] == pattern[2:]:
-                return True
-        return False
+        """Whether certmagic picks this policy for `subject` (catch-all: always)."""
+        return not self.subjects or any(match_wildcard(subject, s) for s in self.subjects)
 
     def config(self) -> dict[str, Any]:
         return _compact({"subjects": list(self.subjects), "issuers": [i.config() for i in self.issuers]})
@@ -475,19 +492,49 @@ class Config:
     storage: str | None = None
     storage_root: str = ""
     tls_policies: tuple[AutomationPolicy, ...] = ()
+    # apps.tls.certificates.automate: names Caddy manages although no route matcher names
+    # them (a site with a key without host and keys with hosts); shown as Caddy shows them.
+    # Such a site serves its own `tls <cert> <key>` (we refuse it without one), so the
+    # runtime need not obtain these: Caddy would, and never serve them.
+    tls_automate: tuple[str, ...] = ()
 
     def policy_for(self, subject: str) -> AutomationPolicy | None:
-        """The automation policy certmagic would use for `subject`: the first whose
-        subjects cover it, else the first catch-all."""
-        specific = next((p for p in self.tls_policies if p.subjects and p.covers(subject)), None)
-        return specific or next((p for p in self.tls_policies if not p.subjects), None)
+        """The policy certmagic's getAutomationPolicyForName picks: the first, in order,
+        that covers `subject` (the adapter puts catch-alls last)."""
+        return next((p for p in self.tls_policies if p.covers(subject)), None)
 
     def issuers_for(self, subject: str, internal: bool) -> tuple[IssuerConfig, ...]:
-        """The issuers tried in order for `subject` (`internal`: a name no public CA serves)."""
+        """The issuers tried in order for `subject` (`internal`: a name no public CA serves,
+        certnames.is_internal), as Caddy's automatic HTTPS settles them at start-up:
+
+        - an internal name that no policy lists by name gets a policy of its own with the
+          local CA, placed before any policy that would cover it otherwise;
+        - otherwise the policy certmagic picks decides; one without issuers means the
+          local CA if all its subjects are internal, else Let's Encrypt alone;
+        - no policy: the local CA for internal names, Let's Encrypt (no email) for others.
+
+        An ACME issuer's alt_*_port, when set, is always this config's http_port or
+        https_port (the adapter refuses others), so challenges are answered there.
+        """
+        listed = any(subject == s for p in self.tls_policies for s in p.subjects)
+        if internal and not listed:
+            return (InternalIssuerConfig(),)
         policy = self.policy_for(subject)
-        if policy is not None and policy.issuers:
+        if policy is None:
+            return (InternalIssuerConfig(),) if internal else default_issuers()
+        if policy.issuers:
             return policy.issuers
-        return (InternalIssuerConfig(),) if internal else default_issuers()
+        if policy.subjects and all(_is_internal(s) for s in policy.subjects):
+            return (InternalIssuerConfig(),)
+        return default_issuers()
+
+    @property
+    def ignore_loaded_certs(self) -> bool:
+        """`auto_https ignore_loaded_certs`: Caddy manages a site's name even when a
+        certificate loaded from files (`tls <cert> <key>`) already covers it. Without it,
+        a managed certificate whose name a loaded certificate covers (by its SANs, which
+        only the runtime reads) is not obtained, and the loaded one is served."""
+        return "ignore_loaded_certs" in self.auto_https
 
     @property
     def managed_certificates(self) -> tuple[Certificate, ...]:
@@ -535,6 +582,11 @@ class Config:
         if self.auto_https:
             http["automatic_https"] = list(self.auto_https)
         out["apps"] = {"http": http}
+        tls: dict[str, Any] = {}
+        if self.tls_automate:
+            tls["certificates"] = {"automate": list(self.tls_automate)}
         if self.tls_policies:
-            out["apps"]["tls"] = {"automation": {"policies": [p.config() for p in self.tls_policies]}}
+            tls["automation"] = {"policies": [p.config() for p in self.tls_policies]}
+        if tls:
+            out["apps"]["tls"] = tls
         return out

@@ -18,6 +18,7 @@ from ..model import LogConfig, Timeouts
 from ..sizes import parse_size
 from . import policy
 from .base import CADDY_DIRECTIVES, Scope, all_args
+from .issuers import parse_issuer
 
 OptionFunc = Callable[[Directive, dict[str, Any], Scope], None]
 GLOBAL_OPTIONS: dict[str, OptionFunc] = {}
@@ -149,6 +150,29 @@ def _acme_ca(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
 @option("acme_ca_root")
 def _acme_ca_root(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
     opts["acme_ca_root"] = _single(d).text  # PEM file trusted for the CA's HTTPS
+
+
+@option("acme_eab")
+def _acme_eab(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    """`acme_eab { key_id <id> mac_key <key> }`: External Account Binding of every ACME issuer."""
+    if d.args:
+        raise arg_error(d.args[0])
+    fields = {"key_id": "", "mac_key": ""}
+    for sub in d.block or ():
+        if sub.name.text not in fields:
+            raise errf(sub.name, f"unrecognized parameter '{sub.name.text}'")
+        if not sub.args:
+            raise arg_error(sub.name)
+        fields[sub.name.text] = sub.args[0].text
+    opts["acme_eab"] = (fields["key_id"], fields["mac_key"])
+
+
+@option("cert_issuer")
+def _cert_issuer(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
+    """`cert_issuer <module> ...`, repeatable: the default issuers, tried in order."""
+    if not d.args:
+        raise arg_error(d.name)
+    opts.setdefault("cert_issuer", []).append(parse_issuer(d, d.args[0], d.args[1:], scope))
 
 
 @option("storage")

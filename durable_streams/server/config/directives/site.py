@@ -12,7 +12,6 @@ from ..model import (
     Certificate,
     InternalIssuerConfig,
     IssuerConfig,
-    default_issuers,
     Handler,
     HeaderOp,
     Headers,
@@ -27,6 +26,7 @@ from ..model import (
 from ..matchers import MatcherSet, PathMatcher
 from ..sizes import parse_size
 from . import policy
+from .issuers import SiteIssuers, parse_issuer
 from .base import (
     DIRECTIVES,
     Scope,
@@ -294,21 +294,22 @@ def metrics(d: Directive, args: list[Token], scope: Scope) -> Handler:
 
 @directive("tls")
 def tls(d: Directive, scope: Scope) -> list[Value]:
-    """The value is (cert, min_version, max_version, issuers): `issuers` the site's own
-    issuer list (empty: the global settings and defaults decide)."""
+    """The value is (cert, min_version, max_version, SiteIssuers): the site's own word on
+    its issuers (empty: the global settings and defaults decide). Caddy's parseTLS."""
     args = d.args
-    issuers: list[IssuerConfig] = []
-    acme_fields: dict[str, Any] = {}  # `tls <email>`, `ca`, `ca_root`: settings of the site's ACME issuer
+    explicit: list[IssuerConfig] = []
+    internal = False
+    shortcut: dict[str, Any] | None = None  # `tls <email>`, `ca`, `ca_root`, `eab`: the implicit ACME issuers
     if len(args) == 1:
         word = args[0].text
         if word == "internal":
-            issuers = [InternalIssuerConfig()]  # a certificate from the local CA, for any name
-        elif "@" in word:
-            acme_fields["email"] = word
+            internal = True  # a certificate from the local CA, for any name
         elif word == "force_automate":
             raise errf(args[0], "tls force_automate is not supported by durable-streams-server")
-        else:
+        elif "@" not in word:
             raise errf(args[0], "single argument must either be 'internal', 'force_automate', or an email address")
+        else:
+            shortcut = {"email": word}
     if len(args) > 2:
         raise arg_error(args[-1])
     min_version = max_version = None
@@ -317,19 +318,20 @@ def tls(d: Directive, scope: Scope) -> list[Value]:
         if name == "issuer":
             if not sub.args:
                 raise arg_error(sub.name)
-            kind = sub.args[0].text
-            if kind == "internal":
-                if len(sub.args) > 1 or sub.block:
-                    raise errf(sub.args[0], "tls issuer internal: options of the internal issuer are not supported")
-                issuers.append(InternalIssuerConfig())
-            elif kind == "acme":
-                issuers.append(_acme_issuer_block(sub))
-            else:
-                raise errf(sub.args[0], f"tls issuer {kind} is not supported by durable-streams-server (acme, internal)")
+            explicit.append(parse_issuer(sub, sub.args[0], sub.args[1:], scope))
         elif name in ("ca", "ca_root"):
             if len(sub.args) != 1:
                 raise arg_error(sub.args[-1] if sub.args else sub.name)
-            acme_fields[name] = sub.args[0].text
+            shortcut = shortcut or {}
+            if name == "ca":
+                shortcut["ca"] = sub.args[0].text
+            else:
+                shortcut["trusted_roots"] = (*shortcut.get("trusted_roots", ()), sub.args[0].text)
+        elif name == "eab":
+            if len(sub.args) != 2:
+                raise arg_error(sub.args[-1] if sub.args else sub.name)
+            shortcut = shortcut or {}
+            shortcut["eab"] = (sub.args[0].text, sub.args[1].text)
         elif name == "protocols":
             if not 1 <= len(sub.args) <= 2:
                 raise arg_error(sub.args[-1] if sub.args else sub.name)
@@ -341,49 +343,26 @@ def tls(d: Directive, scope: Scope) -> list[Value]:
             max_version = versions[1] if len(versions) == 2 else None
         elif name in ("ciphers", "curves", "alpn"):
             scope.warn(sub.name, policy.ignored_message("tls option", name))
+        elif name in policy.REJECTED_ACME_OPTIONS:
+            raise policy.rejected_acme_option(sub, f"tls option '{name}'")
         else:
             raise errf(sub.name, f"tls option '{name}' is not supported by durable-streams-server")
-    if acme_fields:
-        if issuers:
-            raise errf(d.name, "tls: an email, ca or ca_root cannot be combined with explicit issuers here")
-        site_acme = AcmeIssuerConfig(ca=acme_fields.get("ca", ""), email=acme_fields.get("email", ""),
-                                     trusted_roots=(acme_fields["ca_root"],) if "ca_root" in acme_fields else ())
-        # Caddy: an email alone keeps the default issuers (Let's Encrypt, then ZeroSSL), with it
-        issuers = [site_acme] if site_acme.ca or site_acme.trusted_roots else list(default_issuers(site_acme.email))
+    if not args and not d.block:
+        raise arg_error(d.name)  # Caddy: a naked tls directive is not allowed
+    if explicit and (shortcut is not None or internal):
+        raise errf(block_end(d),
+                   "cannot mix issuer subdirective (explicit issuers) with other issuer-specific subdirectives"
+                   " (implicit issuers)")
+    if shortcut is not None and internal:
+        raise errf(block_end(d), "cannot create both ACME and internal certificate issuers")
+    issuers = SiteIssuers(
+        explicit=tuple(explicit) or ((InternalIssuerConfig(),) if internal else ()),
+        acme_shortcut=AcmeIssuerConfig(**shortcut) if shortcut is not None else None,
+    )
     if len(args) == 2:
         cert = Certificate(args[0].text, args[1].text)
-        return [Value("tls", (cert, min_version, max_version, ()))]
-    return [Value("tls", (None, min_version, max_version, tuple(issuers)))]
-
-
-def _acme_issuer_block(d: Directive) -> AcmeIssuerConfig:
-    """`issuer acme [<dir>] { dir, email, trusted_roots, eab, disable_http_challenge, ... }`."""
-    fields: dict[str, Any] = {}
-    if len(d.args) > 2:
-        raise arg_error(d.args[2])
-    if len(d.args) == 2:
-        fields["ca"] = d.args[1].text
-    for sub in d.block or ():
-        name = sub.name.text
-        if name in ("dir", "email"):
-            if len(sub.args) != 1:
-                raise arg_error(sub.args[-1] if sub.args else sub.name)
-            fields["ca" if name == "dir" else "email"] = sub.args[0].text
-        elif name == "trusted_roots":
-            if not sub.args:
-                raise arg_error(sub.name)
-            fields["trusted_roots"] = tuple(a.text for a in sub.args)
-        elif name == "eab":
-            if len(sub.args) != 2:
-                raise arg_error(sub.args[-1] if sub.args else sub.name)
-            fields["eab"] = (sub.args[0].text, sub.args[1].text)
-        elif name in ("disable_http_challenge", "disable_tlsalpn_challenge"):
-            if sub.args:
-                raise arg_error(sub.args[0])
-            fields[name] = True
-        else:
-            raise errf(sub.name, f"acme issuer option '{name}' is not supported by durable-streams-server")
-    return AcmeIssuerConfig(**fields)
+        return [Value("tls", (cert, min_version, max_version, issuers))]
+    return [Value("tls", (None, min_version, max_version, issuers))]
 
 
 @directive("bind")
