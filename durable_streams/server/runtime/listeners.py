@@ -10,13 +10,14 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from ..config.addresses import ListenAddress
 from ..config.certnames import ACME_ISSUER
 from ..config.model import Certificate, Server
 from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
 from ..http.client_hello import ClientHello
+from .challenges import ACME_TLS_ALPN, ChallengeBoard
 from ..ops.health import LIVENESS_PATH, READINESS_PATH, liveness_handler, readiness_handler
 from ..ops.metrics import METRICS_PATH, metrics_handler
 from .access_log import AccessLogger
@@ -46,20 +47,6 @@ async def _empty_response(request: Request) -> Response:
     return Response(status=200)
 
 
-ACME_TLS_ALPN = "acme-tls/1"  # RFC 8737
-ACME_HTTP_PREFIX = "/.well-known/acme-challenge/"  # RFC 8555 §8.3
-
-
-class Challenges(Protocol):
-    """The ACME challenges being answered now (runtime/challenges.py has them)."""
-
-    def http01(self, token: str) -> str | None: ...
-
-    def has_tls_alpn01(self) -> bool: ...
-
-    def tls_alpn01_context(self, server_name: str) -> ssl.SSLContext | None: ...
-
-
 def _files_given(cert: Certificate) -> tuple[str, str] | None:
     return (cert.cert_file, cert.key_file) if cert.cert_file else None
 
@@ -76,7 +63,7 @@ class TLSContexts:
     """
 
     def __init__(self, server: Server, resolve: Callable[[Certificate], tuple[str, str] | None] = _files_given,
-                 challenges: Challenges | None = None) -> None:
+                 challenges: ChallengeBoard | None = None) -> None:
         self.certificates = server.certificates
         self.resolve = resolve
         self.challenges = challenges
@@ -213,7 +200,7 @@ async def open_listener(
     access_log: bool = False,
     metrics: Any = None,
     certificate_files: Callable[[Certificate], tuple[str, str] | None] = _files_given,
-    challenges: Challenges | None = None,
+    challenges: ChallengeBoard | None = None,
 ) -> Listener:
     """`certificate_files` says which files serve each certificate now; `challenges`, the
     ACME challenges in progress, answered on plain-HTTP servers (HTTP-01) and in TLS
@@ -245,10 +232,9 @@ async def open_listener(
 
         def run_routes(request: Request) -> Awaitable[Response | StreamResponse]:  # type: ignore[no-redef]
             # RFC 8555 §8.3: the key authorization at the token's path, before any route
-            if request.path.startswith(ACME_HTTP_PREFIX):
-                answer = challenges.http01(request.path[len(ACME_HTTP_PREFIX):])
-                if answer is not None:
-                    return _ready(Response(status=200, text=answer, content_type="text/plain"))
+            answer = challenges.http01_for_path(request.path)
+            if answer is not None:
+                return _ready(Response(status=200, text=answer, content_type="text/plain"))
             return routed(request)
 
     if metrics is not None:
