@@ -366,3 +366,23 @@ def test_renewal_swaps_the_certificate_while_an_sse_reader_stays(tmp_path, pebbl
             time.sleep(0.05)
         assert any(b"after-renewal" in line for line in received), received
         reader.close()
+
+
+def test_stopping_while_an_order_waits_on_the_lock_is_prompt(tmp_path, pebble_factory, ports) -> None:
+    """The order's worker thread gives up when the server stops (else the process would
+    wait for it at exit, here for as long as the other holder keeps the lock)."""
+    http_port, https_port = ports
+    pebble = pebble_factory(http_port=http_port, tls_port=https_port)
+    config = production_caddyfile(tmp_path, pebble, http_port=http_port, https_port=https_port)
+    xdg = tmp_path / "xdg"
+    lock = StorageLock(str(xdg / "caddy"), issue_lock_name(NAME))
+    lock.acquire()
+    try:
+        with server(config, xdg) as proc:
+            time.sleep(2)
+            stopped = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0, server_log(proc)
+            assert time.monotonic() - stopped < 12  # the grace period (10 s) bounds it, not the lock
+    finally:
+        lock.release()

@@ -93,8 +93,8 @@ class ServerApp:
         self._renewer: asyncio.Task[None] | None = None
         self._announcer: asyncio.Task[None] | None = None
         self.challenges = ChallengeBoard()  # ACME challenges being answered now
-        self.certificates = CertificateManager(config.storage_root, obtain=AcmeClients(self.challenges, self._challenge_types),
-                                               on_change=self._certificate_changed)
+        self._acme = AcmeClients(self.challenges, self._challenge_types)
+        self.certificates = CertificateManager(config.storage_root, obtain=self._acme, on_change=self._certificate_changed)
         self.readiness.add_check("certificates", lambda: self.certificates.ready)
         self.metrics.track_certificates(self.certificates)
         self._stopped = False
@@ -337,6 +337,7 @@ class ServerApp:
         self.readiness.mark_stopping()
         self.notifier.stopping("stopping")
         await SystemdNotifier.stop_watchdog(self._watchdog)
+        self._acme.stopping.set()
         for task in (self._renewer, self._announcer):
             if task is not None:
                 task.cancel()

@@ -302,6 +302,9 @@ class AcmeClients:
         self.challenge_types = challenge_types
         self._clients: dict[tuple[AcmeIssuerConfig, str, tuple[str, ...]], Any] = {}
         self._lock = threading.Lock()
+        # set at shutdown: an order or a lock wait in a worker thread gives up at once
+        # (a thread cannot be cancelled, and the process would wait for it at exit)
+        self.stopping = threading.Event()
 
     def __call__(self, issuer: AcmeIssuerConfig, subject: str, storage_root: str) -> None:
         from .acme_issuer import AcmeIssuer, AcmeSettings
@@ -324,7 +327,7 @@ class AcmeClients:
                                         eab=issuer.eab, challenges=challenges)
                 client = self._clients[key] = AcmeIssuer(settings, storage_root, self.board)
         # under certmagic's lock for the name: a certificate another process just stored is reused
-        client.obtain([subject])
+        client.obtain([subject], cancel=self.stopping)
 
 
 def _managed(servers) -> list[Certificate]:
