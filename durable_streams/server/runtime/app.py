@@ -94,7 +94,8 @@ class ServerApp:
         self._announcer: asyncio.Task[None] | None = None
         self.challenges = ChallengeBoard()  # ACME challenges being answered now
         self._acme = AcmeClients(self.challenges, self._challenge_types)
-        self.certificates = CertificateManager(config.storage_root, obtain=self._acme, on_change=self._certificate_changed)
+        self.certificates = CertificateManager(config.storage_root, obtain=self._acme, renewal_info=self._acme.renewal_info,
+                                               on_change=self._certificate_changed)
         self.readiness.add_check("certificates", lambda: self.certificates.ready)
         self.metrics.track_certificates(self.certificates)
         self._stopped = False

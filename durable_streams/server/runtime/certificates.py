@@ -40,8 +40,14 @@ from .pki import LEAF_RENEWAL_RATIO, LocalCA, storage_lock
 RETRY_INTERVALS = (5.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 MAX_SLEEP = 600.0  # look again at least this often (clock jumps, files changed by others)
 
-# (issuer, subject, storage root): stores a certificate for subject; blocking, run in a thread
-Obtain = Callable[[AcmeIssuerConfig, str, str], None]
+# (issuer, subject, storage root, current cert file or ""): stores a new certificate for
+# subject (replacing the current one, which the caller deems due); blocking, in a thread
+Obtain = Callable[[AcmeIssuerConfig, str, str, str], None]
+# (issuer, cert file): the CA's ACME Renewal Info as (window start, end, ask again after),
+# or None when the CA has none; blocking, in a thread
+RenewalInfo = Callable[[AcmeIssuerConfig, str], "tuple[dt.datetime, dt.datetime, dt.datetime | None] | None"]
+ARI_DEFAULT_RECHECK = 6 * 3600.0  # RFC 9773's suggestion when the CA sends no Retry-After
+ARI_FAILED_RECHECK = 3600.0
 
 
 @dataclass
@@ -59,6 +65,8 @@ class ManagedName:
     next_attempt: float = 0.0  # monotonic; 0 = as soon as due
     attempted: bool = False  # at least one attempt finished since start (or a valid cert was found)
     issued_by: str = ""
+    ari_next: float = 0.0  # monotonic time to ask the CA's ACME Renewal Info again (0: now)
+    ari_renew_at: dt.datetime | None = None  # the CA's suggestion, when it gave one
 
     @property
     def valid(self) -> bool:
@@ -92,9 +100,11 @@ def _covers(cert: x509.Certificate, subject: str) -> bool:
 
 class CertificateManager:
     def __init__(self, storage_root: str, *, obtain: Obtain | None = None,
+                 renewal_info: RenewalInfo | None = None,
                  on_change: Callable[[str], None] = lambda subject: None) -> None:
         self.storage_root = storage_root
         self._obtain = obtain
+        self._renewal_info = renewal_info
         self.on_change = on_change
         self.names: dict[str, ManagedName] = {}
         self._wake = asyncio.Event()
@@ -204,6 +214,8 @@ class CertificateManager:
         name.not_before, name.not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
         lifetime = name.not_after - name.not_before
         name.renew_at = name.not_after - lifetime * LEAF_RENEWAL_RATIO
+        if changed:  # a new certificate: its own renewal info is asked for afresh
+            name.ari_next, name.ari_renew_at = 0.0, None
         name.issued_by = label
         name.attempted = True
         if changed:
@@ -218,6 +230,8 @@ class CertificateManager:
             self._wake.clear()
             now = time.monotonic()
             for name in list(self.names.values()):
+                if name.kind == ACME_ISSUER and name.valid and name.ari_next <= now and self._renewal_info:
+                    await self._ask_renewal_info(name)
                 if name.next_attempt > now or not name.due():
                     continue
                 await self._attempt(name)
@@ -233,6 +247,8 @@ class CertificateManager:
         now = _now()
         soonest = MAX_SLEEP
         for name in self.names.values():
+            if name.kind == ACME_ISSUER and name.valid and self._renewal_info:
+                soonest = min(soonest, max(0.0, name.ari_next - now_m))
             if name.next_attempt > now_m:
                 soonest = min(soonest, name.next_attempt - now_m)
             elif name.renew_at is not None:
@@ -240,6 +256,31 @@ class CertificateManager:
             else:
                 soonest = min(soonest, 1.0)
         return max(soonest, 0.05)
+
+    async def _ask_renewal_info(self, name: ManagedName) -> None:
+        """RFC 9773: renew at a random time in the window the CA suggests (sooner or later
+        than the last third of the lifetime), and ask again when it says to."""
+        issuer = next((i for i in name.issuers if isinstance(i, AcmeIssuerConfig) and i.directory == name.issued_by), None)
+        if issuer is None or self._renewal_info is None:
+            name.ari_next = float("inf")  # not from one of its ACME issuers (e.g. the local CA fallback)
+            return
+        try:
+            answer = await asyncio.to_thread(self._renewal_info, issuer, name.cert_file)
+        except Exception as exc:  # noqa: BLE001 - the lifetime rule still holds; ask later
+            name.ari_next = time.monotonic() + ARI_FAILED_RECHECK
+            self.log.warning("could not read ACME renewal info", subject=name.subject, error=str(exc))
+            return
+        if answer is None:
+            name.ari_next = float("inf")  # the CA offers none
+            return
+        start, end, retry_after = answer
+        if name.ari_renew_at is None or not (start <= name.ari_renew_at <= end):
+            name.ari_renew_at = start + (end - start) * random.random()
+        name.renew_at = name.ari_renew_at
+        recheck = (retry_after - _now()).total_seconds() if retry_after else ARI_DEFAULT_RECHECK
+        name.ari_next = time.monotonic() + max(60.0, recheck)
+        self.log.info("ACME renewal info", subject=name.subject, window_start=str(start), window_end=str(end),
+                      renew_at=str(name.renew_at))
 
     async def _attempt(self, name: ManagedName) -> None:
         try:
@@ -269,7 +310,8 @@ class CertificateManager:
                 elif self._obtain is None:
                     raise RuntimeError("no ACME client configured")
                 else:
-                    await asyncio.to_thread(self._obtain, issuer, name.subject, self.storage_root)
+                    await asyncio.to_thread(self._obtain, issuer, name.subject, self.storage_root,
+                                            name.cert_file if name.valid else "")
             except Exception as exc:  # noqa: BLE001 - the next issuer may succeed
                 errors.append(f"{label}: {exc}")
                 continue
@@ -306,9 +348,7 @@ class AcmeClients:
         # (a thread cannot be cancelled, and the process would wait for it at exit)
         self.stopping = threading.Event()
 
-    def __call__(self, issuer: AcmeIssuerConfig, subject: str, storage_root: str) -> None:
-        from .acme_issuer import AcmeIssuer, AcmeSettings
-
+    def __call__(self, issuer: AcmeIssuerConfig, subject: str, storage_root: str, current: str) -> None:
         disabled = {"http-01": issuer.disable_http_challenge, "tls-alpn-01": issuer.disable_tlsalpn_challenge}
         available = self.challenge_types(subject)
         challenges = tuple(c for c in available if not disabled.get(c))
@@ -318,6 +358,19 @@ class AcmeClients:
                 " http_port (removed by auto_https disable_redirects?) and TLS-ALPN-01 a TLS listener on the"
                 f" https_port serving {subject}" + (" (both allowed by the issuer)" if not any(disabled.values())
                                                      else " (the issuer disables the other)"))
+        replacing = _load_cert(current) if current else None
+        # under certmagic's lock for the name: a certificate another process just stored is reused
+        self._client(issuer, storage_root, challenges).obtain([subject], replacing=replacing, cancel=self.stopping)
+
+    def renewal_info(self, issuer: AcmeIssuerConfig, cert_file: str) -> tuple[dt.datetime, dt.datetime, dt.datetime | None] | None:
+        with open(cert_file, "rb") as f:
+            chain = f.read()
+        window = self._client(issuer, "", ("http-01",)).renewal_window(chain)
+        return None if window is None else (window.start, window.end, window.retry_after)
+
+    def _client(self, issuer: AcmeIssuerConfig, storage_root: str, challenges: tuple[str, ...]) -> Any:
+        from .acme_issuer import AcmeIssuer, AcmeSettings
+
         key = (issuer, storage_root, challenges)
         with self._lock:
             client = self._clients.get(key)
@@ -326,8 +379,7 @@ class AcmeClients:
                                         ca_root=issuer.trusted_roots[0] if issuer.trusted_roots else None,
                                         eab=issuer.eab, challenges=challenges)
                 client = self._clients[key] = AcmeIssuer(settings, storage_root, self.board)
-        # under certmagic's lock for the name: a certificate another process just stored is reused
-        client.obtain([subject], cancel=self.stopping)
+            return client
 
 
 def _managed(servers) -> list[Certificate]:
