@@ -8,7 +8,7 @@ import socket
 import ssl
 import threading
 
-from durable_streams.server.runtime.challenges import ACME_TLS_ALPN, ChallengeBoard
+from durable_streams.server.runtime.tls.challenges import ACME_TLS_ALPN, ChallengeBoard
 
 
 class HTTP01Server:

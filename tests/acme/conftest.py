@@ -14,7 +14,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from challenge_servers import HTTP01Server, TLSALPNServer  # noqa: E402
 from pebble_ca import Pebble, PebbleUnavailable, start_pebble  # noqa: E402
 
-from durable_streams.server.runtime.challenges import ChallengeBoard  # noqa: E402
+from durable_streams.server.runtime.tls.challenges import ChallengeBoard  # noqa: E402
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from cryptography.x509.oid import ObjectIdentifier
 from josepy.jwk import JWKEC
 
 from acme import messages
-from durable_streams.server.runtime.challenges import ACME_TLS_ALPN, ChallengeBoard, TLSALPN01
+from durable_streams.server.runtime.tls.challenges import ACME_TLS_ALPN, ChallengeBoard, TLSALPN01
 
 KEY_AUTHORIZATION = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.nP1qzpXGymHBrUEepNY9HCsQk7K8KhOypzEt62jcerQ"
 

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pebble_ca import EXAMPLE_EAB_KEYS, Pebble
 
-from durable_streams.server.runtime.acme_issuer import (
+from durable_streams.server.runtime.tls.acme import (
     LETS_ENCRYPT_PRODUCTION,
     AcmeError,
     AcmeIssuer,
@@ -33,7 +33,7 @@ from durable_streams.server.runtime.acme_issuer import (
     ari_cert_id,
     issuer_key,
 )
-from durable_streams.server.runtime.cert_storage import StorageLock, issue_lock_name
+from durable_streams.server.runtime.tls.storage import StorageLock, issue_lock_name
 
 NAME = "streams.example.com"
 

@@ -30,7 +30,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from pebble_ca import Pebble, free_port  # noqa: E402
 
-from durable_streams.server.runtime.cert_storage import StorageLock, issue_lock_name  # noqa: E402
+from durable_streams.server.runtime.tls.storage import StorageLock, issue_lock_name  # noqa: E402
 
 SCRIPT = Path(sys.executable).parent / "durable-streams-server"
 NAME = "streams.example.com"

@@ -30,7 +30,7 @@ from pebble_ca import _write_api_certificates, free_port  # noqa: E402
 from test_automatic_https import NAME, server, server_log  # noqa: E402
 
 from durable_streams.server.config.certnames import acme_issuer_key, leaf_paths  # noqa: E402
-from durable_streams.server.runtime.acme_issuer import ari_cert_id  # noqa: E402
+from durable_streams.server.runtime.tls.acme import ari_cert_id  # noqa: E402
 
 
 class FakeCA(http.server.ThreadingHTTPServer):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from durable_streams.server.runtime import pki
-from durable_streams.server.runtime.cert_storage import (
+from durable_streams.server.runtime.tls import local_ca as pki
+from durable_streams.server.runtime.tls.storage import (
     StorageLock,
     StorageLockTimeout,
     issue_lock_name,
@@ -27,7 +27,7 @@ from durable_streams.server.runtime.cert_storage import (
 
 HOLDER = """
 import sys, time
-from durable_streams.server.runtime.cert_storage import StorageLock
+from durable_streams.server.runtime.tls.storage import StorageLock
 lock = StorageLock(sys.argv[1], sys.argv[2], poll_interval=0.05, freshness_interval=float(sys.argv[3]))
 lock.acquire()
 print("locked", flush=True)

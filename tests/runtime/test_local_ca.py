@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from durable_streams.server.runtime import pki
+from durable_streams.server.runtime.tls import local_ca as pki
 
 from .helpers import free_port, port_of, serve
 from .process import SCRIPT

@@ -223,7 +223,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_trust(args: argparse.Namespace) -> int:
     """Print the local CA's root certificate (made now if there is none yet)."""
     from ..config.certnames import default_storage_root
-    from ..runtime.pki import LocalCA, storage_lock
+    from ..runtime.tls.local_ca import LocalCA, storage_lock
 
     if args.config or Path("Caddyfile").is_file():
         root = _load(args.config, args.envfile)[0].storage_root

@@ -114,7 +114,7 @@ class SubscriptionStats(Protocol):
 
 
 class CertificateStats(Protocol):
-    """What the certificate manager knows of each managed name (runtime/certificates.py)."""
+    """What the certificate manager knows of each managed name (runtime/tls/manager.py)."""
 
     def certificate_states(self) -> Iterable[tuple[str, str, float | None, int]]:
         """(subject, issuer that issued the served certificate, its expiry as a Unix time or

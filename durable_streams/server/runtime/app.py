@@ -32,8 +32,8 @@ from ..ops.logging import use_stderr_by_default
 from ..ops.metrics import create_metrics
 from ..ops.systemd import SystemdNotifier
 from .listeners import Listener, OpsListener, build_ssl_context, open_listener, open_ops_listener, socket_settings
-from .certificates import AcmeClients, CertificateManager
-from .challenges import ChallengeBoard
+from .tls.manager import AcmeClients, CertificateManager
+from .tls.challenges import ChallengeBoard
 from .routing import Compiler, Factory
 
 DEFAULT_GRACE_PERIOD = 10.0  # Caddy's default is unbounded; a daemon wants an upper bound

@@ -17,7 +17,7 @@ from ..config.certnames import ACME_ISSUER
 from ..config.model import Certificate, Server
 from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
 from ..http.client_hello import ClientHello
-from .challenges import ACME_TLS_ALPN, ChallengeBoard
+from .tls.challenges import ACME_TLS_ALPN, ChallengeBoard
 from ..ops.health import LIVENESS_PATH, READINESS_PATH, liveness_handler, readiness_handler
 from ..ops.metrics import METRICS_PATH, metrics_handler
 from .access_log import AccessLogger

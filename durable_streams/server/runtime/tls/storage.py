@@ -1,4 +1,4 @@
-"""Certificate storage shared by the local CA (pki.py) and the ACME issuer (acme_issuer.py),
+"""Certificate storage shared by the local CA (local_ca.py) and the ACME issuer (acme.py),
 on disk as Caddy's (certmagic's) FileStorage keeps it, so the two can share a directory:
 
 - `mkdirs`/`write_atomic`: directories 0700, files written atomically (temp file, fsync,
@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 
-from ..config.certnames import safe_key
+from ...config.certnames import safe_key
 
 LOCK_FRESHNESS_INTERVAL = 5.0  # certmagic lockFreshnessInterval
 LOCK_POLL_INTERVAL = 1.0  # certmagic fileLockPollInterval

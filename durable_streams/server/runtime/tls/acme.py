@@ -50,8 +50,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from ..config.certnames import is_ip, leaf_paths, qualifies_for_cert, safe_key
-from .cert_storage import StorageLock, StorageLockTimeout, issue_lock_name, mkdirs, write_atomic
+from ...config.certnames import is_ip, leaf_paths, qualifies_for_cert, safe_key
+from .storage import StorageLock, StorageLockTimeout, issue_lock_name, mkdirs, write_atomic
 from .challenges import HTTP01, TLS_ALPN01, ChallengeBoard
 
 log = logging.getLogger("durable_streams.server.acme")

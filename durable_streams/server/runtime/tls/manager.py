@@ -31,9 +31,9 @@ from typing import Any
 import structlog
 from cryptography import x509
 
-from ..config.certnames import ACME_ISSUER, INTERNAL_ISSUER, acme_issuer_key, is_internal, leaf_paths
-from ..config.model import AcmeIssuerConfig, Certificate, Config, InternalIssuerConfig, IssuerConfig
-from .pki import LEAF_RENEWAL_RATIO, LocalCA, storage_lock
+from ...config.certnames import ACME_ISSUER, INTERNAL_ISSUER, acme_issuer_key, is_internal, leaf_paths
+from ...config.model import AcmeIssuerConfig, Certificate, Config, InternalIssuerConfig, IssuerConfig
+from .local_ca import LEAF_RENEWAL_RATIO, LocalCA, storage_lock
 
 # seconds between attempts after failures (certmagic starts at 1 minute; a first quick
 # retry helps the common case of a CA or network that was down for a moment)
@@ -369,7 +369,7 @@ class AcmeClients:
         return None if window is None else (window.start, window.end, window.retry_after)
 
     def _client(self, issuer: AcmeIssuerConfig, storage_root: str, challenges: tuple[str, ...]) -> Any:
-        from .acme_issuer import AcmeIssuer, AcmeSettings
+        from .acme import AcmeIssuer, AcmeSettings
 
         key = (issuer, storage_root, challenges)
         with self._lock:

@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..config.certnames import authority_dir, is_ip, leaf_paths
-from .cert_storage import StorageLock, write_atomic as _write
+from ...config.certnames import authority_dir, is_ip, leaf_paths
+from .storage import StorageLock, write_atomic as _write
 
 ROOT_LIFETIME = dt.timedelta(days=3650)
 INTERMEDIATE_LIFETIME = dt.timedelta(days=7)
