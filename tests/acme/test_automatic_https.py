@@ -144,6 +144,18 @@ def orders(pebble: Pebble) -> int:
     return pebble.log().count("finalize")
 
 
+@contextlib.contextmanager
+def name_locked_by_another_process(xdg: Path) -> Iterator[StorageLock]:
+    """certmagic's lock on NAME in the storage, held as another Caddy or server would."""
+    lock = StorageLock(str(xdg / "caddy"), issue_lock_name(NAME))
+    lock.acquire()
+    try:
+        yield lock
+    finally:
+        if lock.held:
+            lock.release()
+
+
 @pytest.fixture
 def ports() -> tuple[int, int]:
     return free_port(), free_port()
@@ -260,18 +272,12 @@ def test_a_second_process_waits_on_the_storage_lock(tmp_path, pebble_factory, po
     pebble = pebble_factory(http_port=http_port, tls_port=https_port)
     config = production_caddyfile(tmp_path, pebble, http_port=http_port, https_port=https_port)
     xdg = tmp_path / "xdg"
-    lock = StorageLock(str(xdg / "caddy"), issue_lock_name(NAME))
-    lock.acquire()
-    try:
-        with server(config, xdg) as proc:
-            time.sleep(4)  # what we assert is that nothing happens in this time
-            assert orders(pebble) == 0 and served_certificate(https_port, trusting(pebble)) is None
-            lock.release()
-            wait_for_certificate(proc, https_port, trusting(pebble))
-            assert orders(pebble) == 1
-    finally:
-        if lock.held:
-            lock.release()
+    with name_locked_by_another_process(xdg) as lock, server(config, xdg) as proc:
+        time.sleep(4)  # what we assert is that nothing happens in this time
+        assert orders(pebble) == 0 and served_certificate(https_port, trusting(pebble)) is None
+        lock.release()
+        wait_for_certificate(proc, https_port, trusting(pebble))
+        assert orders(pebble) == 1
 
 
 def test_unreachable_ca_at_start(tmp_path, pebble_factory, ports) -> None:
@@ -375,14 +381,9 @@ def test_stopping_while_an_order_waits_on_the_lock_is_prompt(tmp_path, pebble_fa
     pebble = pebble_factory(http_port=http_port, tls_port=https_port)
     config = production_caddyfile(tmp_path, pebble, http_port=http_port, https_port=https_port)
     xdg = tmp_path / "xdg"
-    lock = StorageLock(str(xdg / "caddy"), issue_lock_name(NAME))
-    lock.acquire()
-    try:
-        with server(config, xdg) as proc:
-            time.sleep(2)
-            stopped = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) == 0, server_log(proc)
-            assert time.monotonic() - stopped < 12  # the grace period (10 s) bounds it, not the lock
-    finally:
-        lock.release()
+    with name_locked_by_another_process(xdg), server(config, xdg) as proc:
+        time.sleep(2)
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0, server_log(proc)
+        assert time.monotonic() - stopped < 12  # the grace period (10 s) bounds it, not the lock

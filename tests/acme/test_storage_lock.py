@@ -4,7 +4,6 @@ stale lock (its holder was killed), and waiting from the event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -201,30 +200,6 @@ def test_release_leaves_a_lock_someone_else_took_over(tmp_path: Path) -> None:
     Path(ours.path).write_text(json.dumps(theirs))
     ours.release()
     assert json.loads(Path(ours.path).read_text()) == theirs
-
-
-async def test_async_wait_keeps_the_event_loop_running(tmp_path: Path) -> None:
-    held = StorageLock(str(tmp_path), "async")
-    held.acquire()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0.01)
-
-    tick_task = asyncio.create_task(ticker())
-    waiter = StorageLock(str(tmp_path), "async", poll_interval=0.05)
-    acquire = asyncio.create_task(waiter.acquire_async(timeout=10))
-    await asyncio.sleep(0.2)
-    assert not acquire.done() and ticks >= 5
-    await asyncio.to_thread(held.release)
-    await asyncio.wait_for(acquire, 5)
-    async with StorageLock(str(tmp_path), "async2"):
-        pass
-    waiter.release()
-    tick_task.cancel()
 
 
 def test_local_ca_uses_the_certmagic_lock(tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ on disk as Caddy's (certmagic's) FileStorage keeps it, so the two can share a di
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import os
@@ -110,9 +109,8 @@ class StorageLockTimeout(TimeoutError):
 
 
 class StorageLock:
-    """One named lock in a storage. Use `with lock:` from a thread, `async with lock:` from
-    the event loop (which waits with asyncio.sleep, so the loop keeps running); while held, a
-    daemon thread keeps the file fresh in both cases. Not reentrant."""
+    """One named lock in a storage, for worker threads (`with lock:`; waiting blocks);
+    while held, a daemon thread keeps the file fresh. Not reentrant."""
 
     def __init__(self, storage_root: str, name: str, *, poll_interval: float = LOCK_POLL_INTERVAL,
                  freshness_interval: float = LOCK_FRESHNESS_INTERVAL, timeout: float | None = None) -> None:
@@ -207,18 +205,6 @@ class StorageLock:
             elif wait:
                 time.sleep(wait)
 
-    async def acquire_async(self, timeout: float | None = None) -> None:
-        """`acquire` for the event loop: the file operations are quick; the waits are asyncio's."""
-        timeout = self.timeout if timeout is None else timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            wait = self._attempt()
-            if wait is None:
-                return
-            if deadline is not None and time.monotonic() + wait > deadline:
-                raise StorageLockTimeout(f"lock {self.name!r} ({self.path}) still held after {timeout:g} s")
-            await asyncio.sleep(wait)
-
     # ------------------------------------------------------------------ holding
 
     def _start_refresher(self) -> None:
@@ -278,12 +264,5 @@ class StorageLock:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.release()
-
-    async def __aenter__(self) -> StorageLock:
-        await self.acquire_async()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
         self.release()
 
