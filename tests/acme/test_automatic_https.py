@@ -387,3 +387,37 @@ def test_stopping_while_an_order_waits_on_the_lock_is_prompt(tmp_path, pebble_fa
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, server_log(proc)
         assert time.monotonic() - stopped < 12  # the grace period (10 s) bounds it, not the lock
+
+
+def test_docs_static_api_key_example(tmp_path, pebble_factory, ports) -> None:
+    """The deployment docs' `api.example.com` example (a bearer key checked by a matcher),
+    with only the CA options, the ports and data_dir added."""
+    http_port, https_port = ports
+    pebble = pebble_factory(http_port=http_port, tls_port=https_port)
+    docs = (REPO / "tests" / "caddyfile" / "corpus" / "ds-doc-05-docs-deployment.caddy").read_text()
+    assert docs.startswith("api.example.com {") and "data_dir ./data" in docs
+    config = tmp_path / "Caddyfile"
+    config.write_text(
+        f"{{\n\tacme_ca {pebble.directory_url}\n\tacme_ca_root {pebble.api_ca_path}\n"
+        f"\thttp_port {http_port}\n\thttps_port {https_port}\n}}\n"
+        + docs.replace("data_dir ./data", f"data_dir {tmp_path / 'data'}")
+    )
+    context = trusting(pebble)
+    with server(config, tmp_path / "xdg") as proc:
+        deadline = time.monotonic() + 60
+        while served_certificate(https_port, context, "api.example.com") is None and time.monotonic() < deadline:
+            assert proc.poll() is None, server_log(proc)
+            time.sleep(0.1)
+
+        def call(headers: dict) -> int:
+            conn = http.client.HTTPSConnection("127.0.0.1", https_port, context=context, timeout=10)
+            conn.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", https_port), 10),
+                                            server_hostname="api.example.com")
+            conn.request("PUT", "/v1/stream/keyed", headers={"Host": "api.example.com",
+                                                            "Content-Type": "text/plain", **headers})
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        assert call({}) == 401
+        assert call({"Authorization": "Bearer my-secret-key"}) == 201
