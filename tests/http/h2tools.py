@@ -95,8 +95,9 @@ class H2Client:
     acknowledged until `ack()`: the server must then stop at the window."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                 initial_window: int, auto_ack: bool) -> None:
+                 initial_window: int, auto_ack: bool, authority: str) -> None:
         self.reader, self.writer = reader, writer
+        self.authority = authority
         self.auto_ack = auto_ack
         self.conn = _ClientConnection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
@@ -114,11 +115,11 @@ class H2Client:
 
     @classmethod
     async def connect(cls, port: int, tls: TLSFiles, *, initial_window: int = 65535, auto_ack: bool = True,
-                      alpn: list[str] = ["h2"]) -> "H2Client":
+                      alpn: list[str] = ["h2"], authority: str = "localhost") -> "H2Client":
         reader, writer = await asyncio.wait_for(asyncio.open_connection(
             "127.0.0.1", port, ssl=tls.client_context(alpn), server_hostname="localhost"), GUARD)
         assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-        return cls(reader, writer, initial_window=initial_window, auto_ack=auto_ack)
+        return cls(reader, writer, initial_window=initial_window, auto_ack=auto_ack, authority=authority)
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
@@ -175,7 +176,7 @@ class H2Client:
         sid = self.conn.get_next_available_stream_id()
         self.streams[sid] = StreamState()
         self.conn.send_headers(sid, [(":method", method), (":path", path), (":scheme", "https"),
-                                     (":authority", "localhost"), *headers], end_stream=end)
+                                     (":authority", self.authority), *headers], end_stream=end)
         self._flush()
         return sid
 
