@@ -369,8 +369,11 @@ class H2Connection(asyncio.Protocol):
             refusal = ParseError(405, "CONNECT is not supported")
         headers = CIMultiDictProxy(CIMultiDict(fields))
         stream.remote_ended = event.stream_ended is not None
-        expect_continue = not stream.remote_ended and headers.get("Expect", "").lower() == "100-continue"
-        body = BodyReader(stream, not stream.remote_ended, expect_continue)
+        # `content-length: 0` is an empty body, as on HTTP/1.1, even before END_STREAM comes
+        # (undici ends such a stream only after the response); h2 refuses DATA beyond it.
+        has_body = not stream.remote_ended and headers.get("Content-Length") != "0"
+        expect_continue = has_body and headers.get("Expect", "").lower() == "100-continue"
+        body = BodyReader(stream, has_body, expect_continue)
         stream.body = body
         stream.request = Request(stream, method, path or "/", HTTP_2, headers, body, True)
         if refusal is not None:
@@ -378,7 +381,7 @@ class H2Connection(asyncio.Protocol):
             stream.handled = True
             self._forget_if_done(stream)
             return
-        if not stream.remote_ended:
+        if has_body:
             stream.body_started = self.loop.time()
             stream.body_timer = self.loop.call_later(self.server.settings.body_rate_grace,
                                                      self._check_body_rate, stream)
