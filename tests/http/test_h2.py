@@ -335,3 +335,19 @@ async def test_the_connection_cap_applies_to_h2(serve_h2, tls):
         pass
     writer.close()
     assert server.refused_connections == 1
+
+
+async def test_connection_close_in_a_response_ends_the_connection_gracefully(serve_h2):
+    """As Go's server does: the field is not sent, a GOAWAY is, and the connection closes
+    once its streams are done."""
+    async def handler(request):
+        return Response(text="bye", headers={"Connection": "close"})
+
+    server, port = await serve_h2(handler)
+    client = await serve_h2.connect(port)
+    sid = client.start("GET", "/")
+    answer = await client.response(sid)
+    assert answer.status == 200 and bytes(answer.data) == b"bye" and "connection" not in answer.headers
+    await client.until(lambda: client.eof)
+    assert client.goaway is not None and client.goaway.error_code == 0 and client.goaway.last_stream_id == sid
+    await wait_until(lambda: server.open_connections == 0)

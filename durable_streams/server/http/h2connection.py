@@ -198,6 +198,7 @@ class H2Connection(asyncio.Protocol):
         self.closed = False
         self.streams: dict[int, H2Stream] = {}
         self._writing_paused = False
+        self._flush_pending = False
         self._goaway_sent_at: int | None = None  # last stream id of our GOAWAY
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -277,10 +278,9 @@ class H2Connection(asyncio.Protocol):
                 self._pump_all()  # the initial window may have grown
             elif kind is h2.events.ConnectionTerminated:
                 # The peer's GOAWAY: h2 sends nothing more after it, so nothing can finish.
-                self._flush()
                 self.close_transport()
                 return
-        self._flush()
+        self.flush_soon()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -301,7 +301,6 @@ class H2Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._writing_paused = False
         self._pump_all()
-        self._flush()
 
     # ------------------------------------------------------------ what HTTPServer needs
 
@@ -326,6 +325,7 @@ class H2Connection(asyncio.Protocol):
 
     def close_transport(self) -> None:
         if self.transport is not None and not self.closed:
+            self._flush()
             self.transport.close()
 
     @property
@@ -342,7 +342,6 @@ class H2Connection(asyncio.Protocol):
             return
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
-        self._stop_idle_wait()
         method = path = authority = ""
         fields: list[tuple[str, str]] = []
         refusal: ParseError | None = None
@@ -416,7 +415,7 @@ class H2Connection(asyncio.Protocol):
         if self.closed:
             return
         self.h2.acknowledge_received_data(size, stream_id)
-        self._flush()
+        self.flush_soon()
 
     def _check_body_rate(self, stream: H2Stream) -> None:
         """min_body_rate, as on HTTP/1.1: a body that trickles in is answered 408."""
@@ -478,7 +477,7 @@ class H2Connection(asyncio.Protocol):
             stream.handled = True
             self._stop_body_timer(stream)
             self._forget_if_done(stream)
-            self._flush()
+            self.flush_soon()
 
     def _head(self, stream: H2Stream, request: Request, response: Response | StreamResponse,
               content_length: int | None) -> list[tuple[bytes, bytes]]:
@@ -516,11 +515,11 @@ class H2Connection(asyncio.Protocol):
         stream.headers_sent = True
         if end_stream:
             stream.ended = stream.end_pending = True
-        self._flush()
+        self.flush_soon()
 
     def send_informational(self, stream: H2Stream, status: int) -> None:
         self.h2.send_headers(stream.id, [(b":status", _STATUS[status])])
-        self._flush()
+        self.flush_soon()
 
     def _send_response(self, stream: H2Stream, request: Request, response: Response) -> None:
         status = response.status
@@ -572,6 +571,7 @@ class H2Connection(asyncio.Protocol):
         out = stream.out
         if out and not self._writing_paused:
             max_frame = conn.max_outbound_frame_size
+            unflushed = 0
             while out:
                 window = conn.local_flow_control_window(stream.id)
                 if window <= 0:
@@ -589,8 +589,10 @@ class H2Connection(asyncio.Protocol):
                 conn.send_data(stream.id, piece, end_stream=last)
                 if last:
                     stream.ended = True
-                if self.transport is not None and self.transport.get_write_buffer_size() > STREAM_HIGH_WATER:
+                unflushed += size
+                if unflushed >= STREAM_HIGH_WATER:  # hand it to the socket, and stop if that is full
                     self._flush()
+                    unflushed = 0
                     if self._writing_paused:
                         break
         if not out and stream.end_pending and not stream.ended:
@@ -598,7 +600,7 @@ class H2Connection(asyncio.Protocol):
             stream.ended = True
         if stream.drain_waiters and stream.out_size <= stream.high_water:
             stream.wake_drainers()
-        self._flush()
+        self.flush_soon()
         if stream.ended:
             self._forget_if_done(stream)
 
@@ -609,7 +611,15 @@ class H2Connection(asyncio.Protocol):
                 if self._writing_paused:
                     return
 
+    def flush_soon(self) -> None:
+        """Write what h2 has queued once this turn of the event loop is over: the frames
+        of several streams (and of several writes to one) go out in one TLS write."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.loop.call_soon(self._flush)
+
     def _flush(self) -> None:
+        self._flush_pending = False
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -623,7 +633,7 @@ class H2Connection(asyncio.Protocol):
             self.h2.reset_stream(stream.id, code)
         except h2.exceptions.StreamClosedError:
             pass
-        self._flush()
+        self.flush_soon()
         self._stream_gone(stream)
 
     def _stream_gone(self, stream: H2Stream, error: BaseException | None = None) -> None:
@@ -665,7 +675,6 @@ class H2Connection(asyncio.Protocol):
         if not self.streams:
             self._idle_since = self.loop.time()
             if self._goaway_sent_at is not None:
-                self._flush()
                 self.close_transport()
             elif self._idle_timer is None and not self.closed:
                 self._arm_idle_timer(self._idle_since + self.server.settings.keepalive_timeout)
@@ -682,20 +691,20 @@ class H2Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(GoAwayFrame(stream_id=0, last_stream_id=last, error_code=0).serialize())
 
-    def _stop_idle_wait(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-
     def _arm_idle_timer(self, when: float) -> None:
         self._idle_timer = self.loop.call_at(when, self._check_idle)
 
     def _check_idle(self) -> None:
+        """keepalive_timeout: the time a connection may stay without a stream. One timer
+        per connection, moved on when it fires, not per stream."""
         self._idle_timer = None
-        if self.closed or self.streams:
+        if self.closed:
             return
-        deadline = self._idle_since + self.server.settings.keepalive_timeout
-        if self.loop.time() >= deadline:
+        timeout = self.server.settings.keepalive_timeout
+        now = self.loop.time()
+        if self.streams:
+            self._arm_idle_timer(now + timeout)
+        elif now >= self._idle_since + timeout:
             self.begin_shutdown()
         else:
-            self._arm_idle_timer(deadline)
+            self._arm_idle_timer(self._idle_since + timeout)
