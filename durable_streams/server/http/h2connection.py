@@ -156,6 +156,8 @@ class H2Stream:
             self.conn.pump(self)
 
     def write_parts(self, *parts: bytes) -> None:
+        if self.closed or self.end_pending:
+            return
         for part in parts:
             if part:
                 self.out.append(part)
