@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import ssl
 
 import pytest
@@ -351,3 +352,34 @@ async def test_connection_close_in_a_response_ends_the_connection_gracefully(ser
     await client.until(lambda: client.eof)
     assert client.goaway is not None and client.goaway.error_code == 0 and client.goaway.last_stream_id == sid
     await wait_until(lambda: server.open_connections == 0)
+
+
+async def test_a_client_that_floods_pings_and_never_reads_is_cut(serve_h2, tls):
+    """h2 answers every PING; the answers of a client that never reads must not pile up."""
+    import h2.config
+    import h2.connection
+
+    async def handler(request):
+        return Response(text="ok")
+
+    server, port = await serve_h2(handler)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: a small window
+    sock.connect(("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=tls.client_context(["h2"]), server_hostname="localhost")
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    writer.write(client.data_to_send())
+    for n in range(20000):
+        client.ping(n.to_bytes(8, "big"))
+    batch = client.data_to_send()
+    try:
+        for _ in range(40):  # 800,000 PINGs at most, 13.6 MB of answers
+            writer.write(batch)
+            await asyncio.wait_for(writer.drain(), GUARD)
+            if server.open_connections == 0:
+                break
+    except (ConnectionError, ssl.SSLError):
+        pass
+    await wait_until(lambda: server.open_connections == 0, GUARD)
+    writer.close()

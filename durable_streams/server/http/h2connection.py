@@ -50,6 +50,10 @@ MAX_CONCURRENT_STREAMS = 250  # Go's (and so Caddy's) default
 CONNECTION_WINDOW = 1 << 20  # bytes of request bodies in flight on one connection
 STREAM_HIGH_WATER = 64 << 10  # queued response bytes above which drain() waits (asyncio's default)
 BODY_RATE_CHECK = 5.0  # as connection.py
+# Bytes waiting in the socket's buffer past which a client that sends but does not read
+# (a PING or SETTINGS flood: h2 answers every one) is cut. Responses never come near it:
+# they wait while the buffer is above the transport's mark, and stop within a frame or so.
+MAX_UNREAD = 1 << 20
 _NO_BODY_STATUSES = frozenset([204, 304])
 # RFC 9113 §8.2.2: never sent in HTTP/2.
 _CONNECTION_SPECIFIC = frozenset(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"])
@@ -625,6 +629,9 @@ class H2Connection(asyncio.Protocol):
         data = self.h2.data_to_send()
         if data and self.transport is not None and not self.closed:
             self.transport.write(data)
+            if self._writing_paused and self.transport.get_write_buffer_size() > MAX_UNREAD:
+                log.warning("HTTP/2 client %s sends but does not read; closing the connection", self.remote)
+                self.transport.abort()
 
     # ------------------------------------------------------------ stream ends
 
