@@ -383,3 +383,29 @@ async def test_a_client_that_floods_pings_and_never_reads_is_cut(serve_h2, tls):
         pass
     await wait_until(lambda: server.open_connections == 0, GUARD)
     writer.close()
+
+
+async def test_the_clients_goaway_lets_its_open_streams_finish(serve_h2):
+    """A client closing gracefully (Node's session.close()) sends GOAWAY and still reads
+    the responses of the streams it opened before."""
+    from hyperframe.frame import GoAwayFrame
+
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(request):
+        started.set()
+        await release.wait()
+        return Response(text="late but whole")
+
+    server, port = await serve_h2(handler)
+    client = await serve_h2.connect(port)
+    sid = client.start("GET", "/")
+    await asyncio.wait_for(started.wait(), GUARD)
+    # Written by hand: h2 would close the client's own state machine on sending it.
+    client.writer.write(GoAwayFrame(stream_id=0, last_stream_id=0, error_code=0).serialize())
+    await asyncio.sleep(0.05)  # the server has read it (if not, the response still must come)
+    release.set()
+    answer = await client.response(sid)
+    assert answer.status == 200 and bytes(answer.data) == b"late but whole"
+    await client.until(lambda: client.eof)  # then the server closes the connection
+    await wait_until(lambda: server.open_connections == 0)

@@ -70,6 +70,17 @@ def _date() -> bytes:
     return _date_cache[1]
 
 
+class _ServerConnection(h2.connection.H2Connection):
+    def _receive_goaway_frame(self, frame):  # type: ignore[no-untyped-def]
+        # h2 closes its state machine on the peer's GOAWAY and then refuses to send
+        # anything, but the streams the peer opened before it may finish (RFC 9113 §6.8;
+        # Node's session.close() waits for them): keep the state open.
+        state = self.state_machine.state
+        events = super()._receive_goaway_frame(frame)
+        self.state_machine.state = state
+        return events
+
+
 class H2Stream:
     """One request and its response: the Link (messages.py) they talk to."""
 
@@ -206,13 +217,14 @@ class H2Connection(asyncio.Protocol):
         self._writing_paused = False
         self._flush_pending = False
         self._goaway_sent_at: int | None = None  # last stream id of our GOAWAY
+        self._peer_goaway = False
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
         settings = server.settings
         self._max_fields = settings.max_header_fields
         self._max_field = settings.max_field_size
         self._max_path = settings.max_line_size
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.h2 = _ServerConnection(h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,  # bytes: decoded here, the way connection.py decodes
             validate_inbound_headers=True,  # rejects connection-specific and malformed fields
@@ -283,13 +295,16 @@ class H2Connection(asyncio.Protocol):
             elif kind is h2.events.RemoteSettingsChanged:
                 self._pump_all()  # the initial window may have grown
             elif kind is h2.events.ConnectionTerminated:
-                # The peer's GOAWAY: h2 sends nothing more after it, so nothing can finish.
-                self.close_transport()
-                return
+                # The peer's GOAWAY: it opens no more streams; those open finish, unless it
+                # reports an error.
+                if event.error_code or not self.streams:  # type: ignore[attr-defined]
+                    self.close_transport()
+                    return
+                self._peer_goaway = True
         self.flush_soon()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = True  # (already, if we closed it)
         self.server.connection_closed(self)  # type: ignore[arg-type]
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -330,8 +345,13 @@ class H2Connection(asyncio.Protocol):
             self.transport.abort()
 
     def close_transport(self) -> None:
+        """Close after what is queued is written. Streams still open (after a protocol
+        error, or the peer's GOAWAY with an error) end now: nothing more is sent for them."""
         if self.transport is not None and not self.closed:
             self._flush()
+            self.closed = True
+            for stream in list(self.streams.values()):
+                self._stream_gone(stream, ConnectionResetError("connection closed"))
             self.transport.close()
 
     @property
@@ -683,7 +703,7 @@ class H2Connection(asyncio.Protocol):
             self.h2.acknowledge_received_data(unacked, stream.id)
         if not self.streams:
             self._idle_since = self.loop.time()
-            if self._goaway_sent_at is not None:
+            if self._goaway_sent_at is not None or self._peer_goaway:
                 self.close_transport()
             elif self._idle_timer is None and not self.closed:
                 self._arm_idle_timer(self._idle_since + self.server.settings.keepalive_timeout)
