@@ -23,6 +23,11 @@ if ! command -v wrk >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
   $SUDO apt-get install -y -q wrk >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q wrk >/dev/null; }
 fi
+# h2load (nghttp2-client): the HTTP/2 benchmark's load generator (tests/bench/test_h2_bench.py).
+if ! command -v h2load >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  SUDO=$([ "$(id -u)" = 0 ] && echo "" || echo "sudo")
+  $SUDO apt-get install -y -q nghttp2-client >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q nghttp2-client >/dev/null; }
+fi
 if [ -f conformance/package.json ]; then
   (cd conformance && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -2,7 +2,9 @@
 pinned in conformance/package.json) run against a real server process.
 
 conformance/suite.test.mjs runs it with the reserved subscription APIs enabled (its CLI
-runner never enables them): all 338 tests must pass, none skipped."""
+runner never enables them): all 338 tests must pass, none skipped. Over HTTP/1.1 on both
+stores, and once over HTTP/2 (TLS, ALPN h2; conformance/h2-dispatcher.mjs has the suite's
+fetch use undici's h2), where every connection the server accepted must have been h2."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,8 @@ EXPECTED_SKIPPED = 0
 # Guards against a hung run, not performance expectations.
 START_GUARD = 30
 SUITE_GUARD = 600
+H2_PRELOAD = ROOT / "conformance" / "h2-dispatcher.mjs"
+SITE = "http://:{$DS_PORT:4437} {\n\t# Tests listen on loopback only.\n\tbind 127.0.0.1\n"
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or shutil.which("npm") is None,
@@ -51,19 +56,40 @@ def wait_until_serving(port: int, process: subprocess.Popen) -> None:
     raise AssertionError("server did not start listening")
 
 
-@pytest.fixture(params=["memory", "file"])
-def server_url(request, tmp_path):
-    """`durable-streams-server run --config tests/conformance/Caddyfile` on a free port,
-    once on the in-memory store and once on the file store."""
+@pytest.fixture(params=["memory", "file", "memory-h2"])
+def served(request, tmp_path):
+    """`durable-streams-server run` with tests/conformance/Caddyfile on a free port, on the
+    in-memory store and on the file store; "-h2": the same site over TLS (a test CA), with
+    the admin address for its metrics. Yields the origin, and the environment for the suite."""
+    store, _, protocol = request.param.partition("-")
     port = free_port()
-    env = {**os.environ, "DS_PORT": str(port), "DS_STORE": request.param, "DS_DATA_DIR": str(tmp_path / "data")}
+    config, suite_env, admin = CADDYFILE, {}, None
+    if protocol == "h2":
+        sys.path.insert(0, str(ROOT / "tests" / "http"))
+        from h2tools import write_tls_files
+
+        tls = write_tls_files(tmp_path)
+        admin = free_port()
+        text = CADDYFILE.read_text()
+        assert SITE in text and "\tadmin off\n" in text
+        config = tmp_path / "Caddyfile"
+        config.write_text(text.replace(SITE, f"https://127.0.0.1:{port} {{\n\ttls {tls.cert} {tls.key}\n")
+                          .replace("\tadmin off\n", f"\tadmin 127.0.0.1:{admin}\n"))
+        suite_env = {"H2_CA": str(tls.ca),
+                     "NODE_OPTIONS": f"{os.environ.get('NODE_OPTIONS', '')} --import {H2_PRELOAD}".strip()}
+    env = {**os.environ, "DS_PORT": str(port), "DS_STORE": store, "DS_DATA_DIR": str(tmp_path / "data")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "durable_streams.server.cli.main", "run", "--config", str(CADDYFILE)],
+        [sys.executable, "-m", "durable_streams.server.cli.main", "run", "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )
     try:
         wait_until_serving(port, process)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if protocol else 'http'}://127.0.0.1:{port}", suite_env
+        if admin is not None:
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=START_GUARD).read().decode()
+            accepted = dict(re.findall(r'^durable_streams_http_connections_accepted_total\{protocol="(h[12])"\} (\S+)$',
+                                       metrics, re.MULTILINE))
+            assert float(accepted["h1"]) == 0 and float(accepted["h2"]) > 0, accepted
     finally:
         process.terminate()
         try:
@@ -74,14 +100,15 @@ def server_url(request, tmp_path):
         assert "Traceback" not in errors, errors
 
 
-def test_official_conformance_suite(server_url):
+def test_official_conformance_suite(served):
+    server_url, suite_env = served
     # A longer per-test budget than vitest's 5 s default: "chunk-size pagination" makes
     # 102,400 expect() calls, which a loaded 2-core CI machine can take longer than 5 s
     # over. It only loosens time limits; every assertion of the suite still applies.
     result = subprocess.run(
         ["bash", str(RUN_SH), server_url, "--testTimeout=15000"],
         capture_output=True, text=True, timeout=SUITE_GUARD,
-        env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"},
+        env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0", **suite_env},
     )
     output = re.sub(r"\x1b\[[0-9;]*m", "", result.stdout + result.stderr)
     summary = re.search(r"^\s*Tests\s+(.*)$", output, re.MULTILINE)

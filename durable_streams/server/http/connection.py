@@ -44,10 +44,13 @@ class Owner(Protocol):
     shutting_down: bool
 
     partial_head_bytes: int
+    accepted_connections: int
 
     def connection_closed(self, conn: "Connection") -> None: ...
 
     def connection_refused(self) -> None: ...
+
+    def serve_h2(self, transport: asyncio.BaseTransport) -> None: ...  # ALPN chose h2
 
 log = logging.getLogger("durable_streams.server.http")
 
@@ -115,6 +118,12 @@ class Connection(asyncio.Protocol):
             self.server.connection_refused()
             transport.abort()
             return
+        self.server.accepted_connections += 1
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self.closed = self._stopped_parsing = True  # this object is out of the picture
+            self.server.serve_h2(transport)
+            return
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if isinstance(peer, (list, tuple)) else ""
@@ -122,7 +131,7 @@ class Connection(asyncio.Protocol):
         if isinstance(sock, (list, tuple)):
             host = str(sock[0])
             self.local_host = f"[{host}]:{sock[1]}" if ":" in host else f"{host}:{sock[1]}"
-        self.secure = transport.get_extra_info("sslcontext") is not None
+        self.secure = ssl_object is not None
         self.server.connections.add(self)
         self._idle_since = self._loop.time()
         self._arm_idle_timer(self._idle_since + self.server.settings.keepalive_timeout)
@@ -349,6 +358,12 @@ class Connection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return not self._busy and not self._requests
+
+    def begin_shutdown(self) -> None:
+        """The server is shutting down: an idle connection closes now, a busy one after
+        its response (which says `Connection: close`)."""
+        if self.idle:
+            self.close()
 
     # ------------------------------------------------------------ idle timeout
 

@@ -21,8 +21,9 @@ from .framer import HttpVersion
 
 class Link(Protocol):
     """What a request and its response need from their connection (connection.py has
-    it). Nothing outside http/ sees a transport: layers above use Request.abort(),
-    Request.local_port and StreamResponse's writer methods."""
+    it; on HTTP/2 each stream has its own, h2connection.H2Stream). Nothing outside http/
+    sees a transport: layers above use Request.abort(), Request.local_port and
+    StreamResponse's writer methods."""
 
     remote: str
     local_host: str
@@ -234,6 +235,11 @@ class BodyReader:
             waiter.set_result(None)
 
     # --- the handler's side ---
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet taken by the handler."""
+        return self._size
 
     @property
     def failed(self) -> bool:

@@ -6,11 +6,19 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Iterable
 from typing import Protocol
 
 from .client_hello import ClientHello, peek_client_hello
 from .connection import AccessLog, Connection, Handler, PrepareHook
+from .h2connection import H2Connection
 from .settings import ServerSettings
+
+
+def alpn_protocols(protocols: Iterable[str]) -> list[str]:
+    """What a TLS listener offers by ALPN for `servers { protocols }` (empty: Caddy's
+    default, h1 h2 h3). h3 is not served, nor h2c (HTTP/2 without TLS)."""
+    return ["h2", "http/1.1"] if "h2" in (protocols or ("h1", "h2", "h3")) else ["http/1.1"]
 
 
 log = logging.getLogger("durable_streams.server.http")
@@ -89,14 +97,16 @@ class HTTPServer:
         self.settings = settings
         self.prepare_hook = prepare_hook  # called on every response just before its head is sent
         self.access_log = access_log
-        self.connections: set[Connection] = set()
+        self.connections: set[Connection | H2Connection] = set()
         self.shutting_down = False
         self.partial_head_bytes = 0  # held in incomplete request heads, all connections
         self.refused_connections = 0  # closed at once: max_connections were open
+        self.accepted_connections = 0  # served (not refused), HTTP/2 ones included
+        self.h2_connections = 0  # accepted ones that chose h2 by ALPN
         self._listeners: list[asyncio.AbstractServer] = []
         self._all_closed: asyncio.Future | None = None  # set while shutdown waits
 
-    def connection_closed(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection | H2Connection) -> None:
         self.connections.discard(conn)
         if not self.connections and self._all_closed is not None and not self._all_closed.done():
             self._all_closed.set_result(None)
@@ -110,6 +120,14 @@ class HTTPServer:
 
     def _protocol(self) -> Connection:
         return Connection(self)
+
+    def serve_h2(self, transport: asyncio.BaseTransport) -> None:
+        """A TLS connection that chose h2 by ALPN, handed over by its Connection right
+        after the handshake."""
+        self.h2_connections += 1
+        conn = H2Connection(self)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
 
     async def listen(self, sock: socket.socket, ssl_context: ssl.SSLContext | None = None,
                      picker: ContextPicker | None = None) -> asyncio.AbstractServer:
@@ -139,12 +157,12 @@ class HTTPServer:
 
     async def shutdown(self, timeout: float) -> None:
         """Stop accepting, close idle connections, give requests in progress `timeout`
-        seconds to finish (their responses say `Connection: close`), then cut the rest."""
+        seconds to finish (their responses say `Connection: close`; HTTP/2 connections get
+        GOAWAY), then cut the rest."""
         await self.stop_listening()
         self.shutting_down = True
         for conn in list(self.connections):
-            if conn.idle:
-                conn.close()
+            conn.begin_shutdown()  # HTTP/2: GOAWAY, and the streams already open finish
         if self.connections:
             self._all_closed = asyncio.get_running_loop().create_future()
             try:

@@ -131,6 +131,12 @@ class ConnectionStats(Protocol):
     @property
     def refused_connections(self) -> int: ...  # closed at once: the connection cap was reached
 
+    @property
+    def accepted_connections(self) -> int: ...  # served, whatever the protocol
+
+    @property
+    def h2_connections(self) -> int: ...  # accepted ones that chose HTTP/2
+
 
 def operation_of(method: str, query: Mapping[str, str] | None = None, path: str = "") -> str:
     """The protocol operation a request performs, from its method and query (and its path:
@@ -367,6 +373,14 @@ class _ConnectionCollector(Collector):
             f"{NAMESPACE}_http_connections_refused", "Connections closed at once because max_connections were open.",
             value=sum(s.refused_connections for s in servers),
         )
+        accepted = CounterMetricFamily(
+            f"{NAMESPACE}_http_connections_accepted", "Connections accepted, by the protocol they chose.",
+            labels=["protocol"],
+        )
+        h2 = sum(s.h2_connections for s in servers)
+        accepted.add_metric(["h1"], sum(s.accepted_connections for s in servers) - h2)
+        accepted.add_metric(["h2"], h2)
+        yield accepted
 
 
 class _CertificateCollector(Collector):

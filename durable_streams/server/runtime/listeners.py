@@ -15,7 +15,7 @@ from typing import Any
 from ..config.addresses import ListenAddress
 from ..config.certnames import ACME_ISSUER
 from ..config.model import Certificate, Server
-from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse
+from ..http import HTTPServer, Request, Response, ServerSettings, StreamResponse, alpn_protocols
 from ..http.client_hello import ClientHello
 from .tls.challenges import ACME_TLS_ALPN, ChallengeBoard
 from ..ops.health import LIVENESS_PATH, READINESS_PATH, liveness_handler, readiness_handler
@@ -83,7 +83,7 @@ class TLSContexts:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if server.tls_min_version == "tls1.3" else ssl.TLSVersion.TLSv1_2
         if server.tls_max_version == "tls1.2":
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.set_alpn_protocols(alpn_protocols(server.protocols))
         return ctx
 
     def reload(self) -> None:
@@ -189,7 +189,7 @@ def socket_settings(server: Server) -> tuple:
     """What cannot change without re-binding: addresses, TLS and connection limits."""
     return (server.listen, server.certificates, server.tls_min_version, server.tls_max_version,
             server.timeouts.idle, server.timeouts.read_header, server.max_header_size, server.access_log,
-            server.max_header_fields, server.max_connections, server.min_body_rate)
+            server.max_header_fields, server.max_connections, server.min_body_rate, server.protocols)
 
 
 async def open_listener(

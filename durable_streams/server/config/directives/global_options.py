@@ -345,8 +345,9 @@ def _servers(d: Directive, opts: dict[str, Any], scope: Scope) -> None:
                 protos.append(a.text)
             if "h1" not in protos:
                 raise errf(sub.name, "protocols without h1 are not supported by durable-streams-server")
-            if len(protos) > 1:
-                scope.warn(sub.name, "only HTTP/1.1 is served by durable-streams daemon; h2/h2c/h3 are ignored")
+            ignored = [p for p in protos if p in ("h2c", "h3")]
+            if ignored:
+                scope.warn(sub.name, f"durable-streams-server serves h1, and h2 over TLS; {'/'.join(ignored)} ignored")
             found["protocols"] = tuple(protos)
         elif key == "trusted_proxies":
             if not sub.args:
