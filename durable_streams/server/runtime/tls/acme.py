@@ -171,6 +171,38 @@ def account_paths(storage_root: str, directory: str, email: str | None) -> tuple
             os.path.join(users, safe_key(username or "private") + ".key"))
 
 
+ZEROSSL_EAB_ENDPOINT = "https://api.zerossl.com/acme/eab-credentials-email"
+
+
+def needs_zerossl_eab(settings: AcmeSettings, storage_root: str) -> bool:
+    """ZeroSSL's ACME CA takes only accounts bound to one of its accounts (EAB); Caddy makes
+    the binding from the email by itself, when it has no stored account to reuse."""
+    if settings.eab is not None or not settings.directory.startswith("https://acme.zerossl.com/"):
+        return False
+    return not os.path.exists(account_paths(storage_root, settings.directory, settings.email)[1])
+
+
+def zerossl_eab_credentials(email: str | None, endpoint: str = ZEROSSL_EAB_ENDPOINT,
+                            timeout: float = 30.0) -> tuple[str, str]:
+    """(key id, MAC key) that ZeroSSL's API gives for an email (caddytls'
+    generateZeroSSLEABCredentials); AcmeError when it will not."""
+    if not (email or "").strip():
+        raise AcmeError("your email address is required to use ZeroSSL's ACME endpoint (the global `email` option)")
+    try:
+        response = requests.post(endpoint, data={"email": email.strip()}, timeout=timeout)
+        result = response.json()
+    except (requests.RequestException, ValueError) as exc:
+        raise AcmeError(f"getting ZeroSSL EAB credentials from {endpoint}: {exc}") from None
+    error = result.get("error") or {}
+    if error.get("code"):  # ZeroSSL's API answers errors with 200
+        raise AcmeError(f"failed getting ZeroSSL EAB credentials: HTTP {response.status_code}: "
+                        f"{error.get('type', '')} (code {error['code']})")
+    if response.status_code != 200 or not result.get("eab_kid") or not result.get("eab_hmac_key"):
+        raise AcmeError(f"failed getting ZeroSSL EAB credentials: HTTP {response.status_code}")
+    log.info("generated ZeroSSL EAB credentials", extra={"ds_fields": {"key_id": result["eab_kid"]}})
+    return result["eab_kid"], result["eab_hmac_key"]
+
+
 def _normalize(names: Iterable[str]) -> list[str]:
     seen: list[str] = []
     for name in names:

@@ -369,7 +369,9 @@ class AcmeClients:
         return None if window is None else (window.start, window.end, window.retry_after)
 
     def _client(self, issuer: AcmeIssuerConfig, storage_root: str, challenges: tuple[str, ...]) -> Any:
-        from .acme import AcmeIssuer, AcmeSettings
+        from dataclasses import replace
+
+        from .acme import AcmeIssuer, AcmeSettings, needs_zerossl_eab, zerossl_eab_credentials
 
         key = (issuer, storage_root, challenges)
         with self._lock:
@@ -378,6 +380,8 @@ class AcmeClients:
                 settings = AcmeSettings(directory=issuer.directory, email=issuer.email or None,
                                         ca_root=issuer.trusted_roots[0] if issuer.trusted_roots else None,
                                         eab=issuer.eab, challenges=challenges)
+                if storage_root and needs_zerossl_eab(settings, storage_root):
+                    settings = replace(settings, eab=zerossl_eab_credentials(settings.email))
                 client = self._clients[key] = AcmeIssuer(settings, storage_root, self.board)
             return client
 
