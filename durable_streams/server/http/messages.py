@@ -318,6 +318,11 @@ def json_response(data: Any, *, status: int = 200, headers: Any = None) -> Respo
     return Response(status=status, body=json.dumps(data).encode(), headers=headers, content_type="application/json")
 
 
+def as_chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk (what `StreamResponse.write_nowait` sends)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 class StreamResponse:
     """A response whose body is written piece by piece after `prepare` sent the head:
     chunked on HTTP/1.1, delimited by closing the connection on HTTP/1.0."""
@@ -364,6 +369,19 @@ class StreamResponse:
             conn.write_parts(b"%x\r\n" % len(data), data, b"\r\n")
         else:
             conn.write(data)
+
+    def write_shared(self, data: bytes, chunk: bytes) -> None:
+        """`write_nowait(data)`, given `chunk` = `as_chunk(data)`: one piece sent to many
+        responses is framed once, not once per response."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("write() before prepare()")
+        if conn.closed:
+            raise ConnectionResetError("connection lost")
+        if not data or self._head_only:
+            return
+        self.body_length += len(data)
+        conn.write(chunk if self._chunked else data)
 
     def set_high_water(self, nbytes: int) -> None:
         """Above this many bytes queued, `must_drain` turns true (a prepared response)."""

@@ -55,9 +55,10 @@ from . import headers as parse
 from ..subscriptions.manager import SubscriptionManager
 from .control import ControlRoutes, control_root
 from .cursor import next_cursor
+from .sse_fanout import SseFanout, SseReader
 from .errors import EARLIEST_OFFSET, HttpError, from_engine, from_store
 from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
-from .sse import control_event, data_event, needs_base64
+from .sse import data_event, needs_base64
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,7 @@ class DurableStreamsHandler:
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
         self._live: dict[asyncio.Task, Request] = {}
+        self._fanouts: dict[StreamView, SseFanout] = {}  # streams with SSE readers at the tail
         self._background: list[asyncio.Task] = []  # expiry sweeper, retention
         self._methods = {
             "GET": self._get, "HEAD": self._head, "PUT": self._put,
@@ -387,7 +389,6 @@ class DurableStreamsHandler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.sse_reconnect_interval
         position = stream.state.tail if start is None else start
-        client_cursor = request.query.get("cursor")
         response = StreamResponse(status=200)
         response.headers.update(COMMON_HEADERS)
         response.headers.update({
@@ -399,48 +400,40 @@ class DurableStreamsHandler:
             response.headers["Stream-SSE-Data-Encoding"] = "base64"
         await response.prepare(request)
         response.set_high_water(SSE_HIGH_WATER)
-        last_cursor = 0
-
-        def control(next_offset: int, up_to_date: bool, closed: bool) -> bytes:
-            nonlocal last_cursor
-            fields: dict = {"streamNextOffset": format_offset(next_offset)}
-            if closed:
-                fields["streamClosed"] = True
-                fields["upToDate"] = True
-            else:
-                # Cursors never go backwards within one connection.
-                last_cursor = max(last_cursor, int(next_cursor(client_cursor, self.engine.clock())))
-                fields["streamCursor"] = str(last_cursor)
-                if up_to_date:
-                    fields["upToDate"] = True
-            return control_event(fields)
-
-        announced_up_to_date = False
+        reader = SseReader(response, position, request.query.get("cursor"), deadline)
         try:
             with stream.sse_cache.subscribed():  # shared encodings live while watched
                 while not (self.engine.stopping or stream.removed or stream.state.soft_deleted):
                     tail, closed = stream.state.tail, stream.state.closed
+                    position = reader.position
                     if position < tail:
                         event, chunk = await stream.sse_cache.get(
                             (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
                         )
-                        await self._send(request, response, event + control(chunk.next, chunk.up_to_date, chunk.closed))
+                        control = reader.control(chunk.next, chunk.up_to_date, chunk.closed, self.engine.clock())
+                        await self._send(request, response, event + control)
                         self.metrics.served(len(chunk.data))
-                        position = chunk.next
-                        announced_up_to_date = chunk.up_to_date
+                        reader.position = chunk.next
+                        reader.announced = chunk.up_to_date
                         if chunk.closed:
                             break
                         continue
                     if closed:
-                        await self._send(request, response, control(position, True, True))
+                        await self._send(request, response, reader.control(position, True, True, 0.0))
                         break
-                    if not announced_up_to_date:
-                        await self._send(request, response, control(position, True, False))
-                        announced_up_to_date = True
+                    if not reader.announced:
+                        control = reader.control(position, True, False, self.engine.clock())
+                        await self._send(request, response, control)
+                        reader.announced = True
                     if loop.time() >= deadline:
                         break  # periodic reconnect lets CDNs collapse readers
-                    await self.engine.wait(stream, position, deadline)
-                    self.engine.touch(stream)
+                    # At the tail: the stream's fan-out sends what comes next (sse_fanout.py)
+                    # and hands the reader back when this loop has something else to do.
+                    drain = await self._fanout(stream).park(reader)
+                    if reader.ended:
+                        break
+                    if drain:
+                        await self._drain(request, response, drain)
             await response.write_eof()
         except (ConnectionResetError, StreamError):
             pass  # the client left, or the stream went away: the connection just ends
@@ -448,6 +441,18 @@ class DurableStreamsHandler:
             log.exception("SSE stream %s ended by an unexpected error", stream.path)
             response.force_close()
         return response
+
+    def _fanout(self, stream: StreamView) -> SseFanout:
+        fanout = self._fanouts.get(stream)
+        if fanout is None:
+            fanout = self._fanouts[stream] = SseFanout(
+                self.engine, stream, lambda position, snapshot: self._sse_batch(stream, position, snapshot),
+                self.metrics.served, lambda idle: self._fanout_idle(stream, idle))
+        return fanout
+
+    def _fanout_idle(self, stream: StreamView, fanout: SseFanout) -> None:
+        if self._fanouts.get(stream) is fanout:
+            del self._fanouts[stream]
 
     async def _send(self, request: Request, response: StreamResponse, frame: bytes) -> None:
         """Write one SSE frame. The write only waits while the connection's buffer is
