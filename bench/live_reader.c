@@ -447,6 +447,17 @@ int main(int argc, char **argv) {
         if (ready && (done == g_readers || now > stop_at)) break;
     }
 
+    if (getenv("LIVE_READER_DEBUG")) { /* each reader's median latency, in reader order */
+        float *mine = malloc(sizeof(float) * (size_t)(g_messages + 1));
+        for (int i = 0; i < g_readers; i++) {
+            size_t k = 0;
+            for (int s = 0; s < g_messages; s++)
+                if (g_r[i].latency_ms[s] >= 0) mine[k++] = g_r[i].latency_ms[s];
+            qsort(mine, k, sizeof *mine, by_value);
+            fprintf(stderr, "%d %.3f\n", i, k ? mine[k / 2] : -1);
+        }
+        free(mine);
+    }
     size_t total = 0, missing = 0;
     float *all = malloc(sizeof(float) * ((size_t)g_readers * (size_t)g_messages + 1));
     float max = 0;

@@ -45,6 +45,8 @@ class Link(Protocol):
 
     def stream_finished(self, response: "StreamResponse") -> None: ...
 
+    def answer_now(self, request: "Request", response: "Response") -> bool: ...
+
     def set_write_high_water(self, nbytes: int) -> None: ...
 
     def write(self, data: bytes) -> None: ...
@@ -128,6 +130,12 @@ class Request:
     def abort(self) -> None:
         """Drop the connection at once, with whatever it still had queued."""
         self._conn.abort()
+
+    def answer_now(self, response: "Response") -> bool:
+        """Send `response` now, before the handler returns it (it must then return this
+        very object). Lets one task answer many waiting requests back to back; False when
+        the connection cannot take it now (the handler then just returns a response)."""
+        return self._conn.answer_now(self, response)
 
     # --- the body ---
 

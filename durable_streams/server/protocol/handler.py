@@ -32,11 +32,14 @@ Limits that keep one client from hurting others (extensions, not in the protocol
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 from typing import Awaitable, Callable
 from urllib.parse import unquote
+
+from multidict import CIMultiDict
 
 from ..config.model import DurableStreams
 from ..http import ParseError, Request, Response, StreamResponse
@@ -55,9 +58,9 @@ from . import headers as parse
 from ..subscriptions.manager import SubscriptionManager
 from .control import ControlRoutes, control_root
 from .cursor import next_cursor
-from .sse_fanout import SseFanout, SseReader
+from .live_fanout import PollFanout, PollWaiter, SseFanout, SseReader
 from .errors import EARLIEST_OFFSET, HttpError, from_engine, from_store
-from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
+from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, common_fields, plain
 from .sse import data_event, needs_base64
 
 log = logging.getLogger(__name__)
@@ -99,7 +102,9 @@ class DurableStreamsHandler:
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
         self._live: dict[asyncio.Task, Request] = {}
-        self._fanouts: dict[StreamView, SseFanout] = {}  # streams with SSE readers at the tail
+        # Streams with live readers at the tail, and what serves them (live_fanout.py).
+        self._sse_fanouts: dict[StreamView, SseFanout] = {}
+        self._poll_fanouts: dict[StreamView, PollFanout] = {}
         self._background: list[asyncio.Task] = []  # expiry sweeper, retention
         self._methods = {
             "GET": self._get, "HEAD": self._head, "PUT": self._put,
@@ -376,14 +381,45 @@ class DurableStreamsHandler:
     async def _long_poll(self, request: Request, stream: StreamView, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         position = stream.state.tail if start is None else start
-        await self.engine.wait(stream, position, loop.time() + self.settings.long_poll_timeout)
-        self.engine.touch(stream)
-        cursor = next_cursor(request.query.get("cursor"), self.engine.clock())
-        if stream.state.tail > position:
-            chunk = await self.engine.read(stream, position, self.settings.max_read_bytes)
-            extra = {} if chunk.closed else {"Stream-Cursor": cursor}
-            return self._chunk_response(request, stream, chunk, extra)
-        return self._at_tail(stream, status=204, cursor=cursor)
+        deadline = loop.time() + self.settings.long_poll_timeout
+        with stream.sse_cache.subscribed():  # answers shared by the readers woken together
+            state = stream.state
+            if state.tail <= position and not state.closed and "If-None-Match" not in request.headers:
+                # At the tail: the stream's fan-out answers when data comes (live_fanout.py)
+                # and hands the request back for anything else.
+                sent = await self._poll_fanout(stream).park(PollWaiter(request, position, deadline))
+                if sent is not None:
+                    return sent
+            await self.engine.wait(stream, position, deadline)
+            self.engine.touch(stream)
+            cursor = next_cursor(request.query.get("cursor"), self.engine.clock())
+            tail, closed = stream.state.tail, stream.state.closed
+            if tail <= position:
+                return self._at_tail(stream, status=204, cursor=cursor)
+            if "If-None-Match" in request.headers:  # conditional: answered on its own
+                chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, (tail, closed))
+                extra = {} if chunk.closed else {"Stream-Cursor": cursor}
+                return self._chunk_response(request, stream, chunk, extra)
+            key = ("long-poll", position, tail, closed)  # as the fan-out shares it
+            answer = stream.sse_cache.ready(key)
+            if answer is None:
+                answer = await self._poll_answer(stream, position, (tail, closed))
+                stream.sse_cache.keep(key, answer)
+            fields, body, size, chunk_closed = answer
+            response = Response(status=200, body=body, headers=fields)
+            if not chunk_closed:
+                response.headers["Stream-Cursor"] = cursor
+            self.metrics.served(size)
+            return response
+
+    async def _poll_answer(self, stream: StreamView, position: int,
+                           snapshot: tuple[int, bool]) -> tuple[CIMultiDict, bytes, int, bool]:
+        """A long-poll answer from `position` without its cursor, as `_chunk_response`
+        renders it: (header fields, body, bytes of stream data, whether it closes)."""
+        chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
+        fields = common_fields(_range_headers(stream, chunk.start, chunk.next, chunk.up_to_date, chunk.closed))
+        body = json_array(chunk.data) if stream.framing is Framing.JSON else chunk.data
+        return fields, body, len(chunk.data), chunk.closed
 
     async def _sse(self, request: Request, stream: StreamView, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
@@ -427,9 +463,9 @@ class DurableStreamsHandler:
                         reader.announced = True
                     if loop.time() >= deadline:
                         break  # periodic reconnect lets CDNs collapse readers
-                    # At the tail: the stream's fan-out sends what comes next (sse_fanout.py)
+                    # At the tail: the stream's fan-out sends what comes next (live_fanout.py)
                     # and hands the reader back when this loop has something else to do.
-                    drain = await self._fanout(stream).park(reader)
+                    drain = await self._sse_fanout(stream).park(reader)
                     if reader.ended:
                         break
                     if drain:
@@ -442,17 +478,21 @@ class DurableStreamsHandler:
             response.force_close()
         return response
 
-    def _fanout(self, stream: StreamView) -> SseFanout:
-        fanout = self._fanouts.get(stream)
+    def _sse_fanout(self, stream: StreamView) -> SseFanout:
+        fanout = self._sse_fanouts.get(stream)
         if fanout is None:
-            fanout = self._fanouts[stream] = SseFanout(
+            fanout = self._sse_fanouts[stream] = SseFanout(
                 self.engine, stream, lambda position, snapshot: self._sse_batch(stream, position, snapshot),
-                self.metrics.served, lambda idle: self._fanout_idle(stream, idle))
+                self.metrics.served, functools.partial(_forget, self._sse_fanouts, stream))
         return fanout
 
-    def _fanout_idle(self, stream: StreamView, fanout: SseFanout) -> None:
-        if self._fanouts.get(stream) is fanout:
-            del self._fanouts[stream]
+    def _poll_fanout(self, stream: StreamView) -> PollFanout:
+        fanout = self._poll_fanouts.get(stream)
+        if fanout is None:
+            fanout = self._poll_fanouts[stream] = PollFanout(
+                self.engine, stream, lambda position, snapshot: self._poll_answer(stream, position, snapshot),
+                self.metrics.served, functools.partial(_forget, self._poll_fanouts, stream))
+        return fanout
 
     async def _send(self, request: Request, response: StreamResponse, frame: bytes) -> None:
         """Write one SSE frame. The write only waits while the connection's buffer is
@@ -481,6 +521,12 @@ class DurableStreamsHandler:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
         return data_event(stream.framing, chunk.data), chunk
+
+
+def _forget(registry: dict, stream: StreamView, fanout) -> None:
+    """A fan-out's last reader left: drop it (unless a newer one took its place)."""
+    if registry.get(stream) is fanout:
+        del registry[stream]
 
 
 # -------------------------------------------------------------------- request parsing

@@ -1,16 +1,17 @@
-"""SSE fan-out: the readers of a stream that are waiting at its tail are served by one
-task per stream, which reads and frames each new batch once and writes it straight to
-every waiting connection.
+"""Live fan-out: the readers of a stream that are waiting at its tail (SSE connections
+and long-polls) are served by one task per stream and kind, which reads and renders each
+new batch once and writes it to every waiting connection back to back.
 
 Without it, an append woke every reader's task, and each one read the (shared) batch,
-built its control event, framed its chunk and armed a new wait: at 1,000 readers that
-was most of the cost of a delivery. A reader's task still runs everything else: catch-up,
-the first up-to-date control, the final control of a closed stream, back-pressure, its
-reconnect deadline. It hands itself to the fan-out only in the steady state (at the
-tail, up-to-date announced), and the fan-out hands it back whenever anything but "send
-this batch and wait again" is due: a batch that is not up to date, a closed stream, a
-full connection buffer, a passed deadline, a stream that went away, or a server that
-stops. What a reader receives is exactly what its own task would have sent."""
+rendered its answer and, for SSE, armed a new wait, one reader after the other: at 100
+long-polls or 1,000 SSE readers that was most of the cost and of the latency of a
+delivery. A reader's task still runs everything else: catch-up, SSE's first up-to-date
+control and the final control of a closed stream, back-pressure, deadlines, errors. It
+hands itself to the fan-out only in the steady state (at the tail, nothing else due),
+and the fan-out hands it back whenever anything but "send this batch" is due: a batch
+that is not up to date, a closed stream, a full connection buffer, a passed deadline, a
+stream that went away, or a server that stops. What a reader receives is exactly what
+its own task would have sent."""
 
 from __future__ import annotations
 
@@ -18,17 +19,21 @@ import asyncio
 import logging
 from typing import Awaitable, Callable
 
+from multidict import CIMultiDict
+
 from ..engine.errors import StreamError
 from ..engine.offsets import format_offset
 from ..engine.stream import StreamView
 from ..engine.streams import Chunk, StreamEngine
-from ..http import StreamResponse, as_chunk
-from .cursor import advance, current_interval, echoed_cursor
+from ..http import Request, Response, StreamResponse, as_chunk
+from .cursor import advance, current_interval, echoed_cursor, next_cursor
 from .sse import control_event
 
 log = logging.getLogger(__name__)
 
 Batch = Callable[[int, tuple[int, bool]], Awaitable[tuple[bytes, Chunk]]]
+# A long-poll answer without its cursor: (header fields, body, bytes of stream data, closes)
+Answer = Callable[[int, tuple[int, bool]], Awaitable[tuple[CIMultiDict, bytes, int, bool]]]
 
 
 class SseReader:
@@ -62,23 +67,22 @@ class SseReader:
         return position_control(next_offset, up_to_date, closed, cursor)
 
 
-class SseFanout:
-    """The waiting SSE readers of one stream and the task that serves them."""
+class _Fanout:
+    """The waiting readers of one stream and the task that serves them. A reader is
+    anything with `position`, `deadline` (loop time) and a `_handback` slot."""
 
-    def __init__(self, engine: StreamEngine, stream: StreamView, batch: Batch,
-                 served: Callable[[int], None], idle: Callable[[SseFanout], None]) -> None:
+    def __init__(self, engine: StreamEngine, stream: StreamView, served: Callable[[int], None],
+                 idle: Callable[[_Fanout], None]) -> None:
         self._engine = engine
         self._stream = stream
-        self._batch = batch  # reads and encodes the data event of [position, snapshot)
         self._served = served  # metrics: bytes of stream data delivered
         self._idle = idle  # called when the last reader leaves
-        self._parked: dict[SseReader, None] = {}  # insertion order = wake order
+        self._parked: dict = {}  # readers, in the order they parked (= wake order)
         self._pump: asyncio.Task | None = None
 
-    async def park(self, reader: SseReader) -> int:
-        """Wait at the tail, the fan-out sending new batches meanwhile; returns, with
-        `reader` updated, when its task has to act: the bytes of the last frame when the
-        connection's buffer must drain first, else 0."""
+    async def park(self, reader):
+        """Wait at the tail, the fan-out serving the reader meanwhile; returns, with
+        `reader` updated, what `_hand_back` was given when its task has to act."""
         reader._handback = asyncio.get_running_loop().create_future()
         self._parked[reader] = None
         if self._pump is None:
@@ -94,11 +98,11 @@ class SseFanout:
                     self._pump = None
                 self._idle(self)
 
-    def _hand_back(self, reader: SseReader, drain: int = 0) -> None:
+    def _hand_back(self, reader, result: object = None) -> None:
         self._parked.pop(reader, None)
         handback = reader._handback
         if handback is not None and not handback.done():
-            handback.set_result(drain)
+            handback.set_result(result)
 
     def _hand_back_all(self) -> None:
         for reader in list(self._parked):
@@ -131,11 +135,24 @@ class SseFanout:
             pass  # the stream went away: the readers' tasks see it and end
         except Exception:
             # Each reader's task retries the read on its own and answers the error there.
-            log.warning("SSE fan-out of %s handed its readers back", stream.path, exc_info=True)
+            log.warning("live fan-out of %s handed its readers back", stream.path, exc_info=True)
         finally:
             if self._pump is asyncio.current_task():
                 self._pump = None
             self._hand_back_all()
+
+    async def _deliver(self, behind: list, tail: int) -> None:
+        raise NotImplementedError
+
+
+class SseFanout(_Fanout):
+    """SSE readers at the tail. `park` returns the bytes of the last frame when the
+    connection's buffer must drain before the reader goes on, else None."""
+
+    def __init__(self, engine: StreamEngine, stream: StreamView, batch: Batch,
+                 served: Callable[[int], None], idle: Callable[[_Fanout], None]) -> None:
+        super().__init__(engine, stream, served, idle)
+        self._batch = batch  # reads and encodes the data event of [position, snapshot)
 
     async def _deliver(self, behind: list[SseReader], tail: int) -> None:
         """Send [position, tail) to the readers behind, one read and one framing per
@@ -191,3 +208,55 @@ def position_control(next_offset: int, up_to_date: bool, closed: bool, cursor: i
         if up_to_date:
             fields["upToDate"] = True
     return control_event(fields)
+
+
+class PollWaiter:
+    """One long-poll waiting at the tail."""
+
+    __slots__ = ("request", "position", "deadline", "client_cursor", "_handback")
+
+    def __init__(self, request: Request, position: int, deadline: float) -> None:
+        self.request = request
+        self.position = position
+        self.deadline = deadline  # loop time the long-poll times out
+        self.client_cursor = request.query.get("cursor")
+        self._handback: asyncio.Future | None = None
+
+
+class PollFanout(_Fanout):
+    """Long-polls at the tail. `park` returns the response it already sent, which the
+    handler returns as is, or None: the handler answers itself."""
+
+    def __init__(self, engine: StreamEngine, stream: StreamView, answer: Answer,
+                 served: Callable[[int], None], idle: Callable[[_Fanout], None]) -> None:
+        super().__init__(engine, stream, served, idle)
+        self._answer = answer  # renders the answer from [position, snapshot), cursor aside
+
+    async def _deliver(self, behind: list[PollWaiter], tail: int) -> None:
+        stream = self._stream
+        closed = stream.state.closed
+        by_position: dict[int, list[PollWaiter]] = {}
+        for waiter in behind:
+            by_position.setdefault(waiter.position, []).append(waiter)
+        for position, waiters in by_position.items():
+            # The same key and value as a handler answering on its own (its _long_poll).
+            key = ("long-poll", position, tail, closed)
+            answer = stream.sse_cache.ready(key)
+            if answer is None:
+                answer = await self._answer(position, (tail, closed))
+                stream.sse_cache.keep(key, answer)
+            fields, body, size, closes = answer
+            now = self._engine.clock()
+            sent = 0
+            for waiter in waiters:
+                if waiter._handback is None or waiter not in self._parked:
+                    continue  # left while the answer was read
+                response = Response(status=200, body=body, headers=fields)
+                if not closes:
+                    response.headers["Stream-Cursor"] = next_cursor(waiter.client_cursor, now)
+                if waiter.request.answer_now(response):
+                    sent += 1
+                    self._hand_back(waiter, response)
+                else:
+                    self._hand_back(waiter)
+            self._served(size * sent)
