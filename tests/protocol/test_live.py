@@ -152,3 +152,39 @@ async def test_many_sse_subscribers_get_every_event_then_eof(server, http):
         events = re.findall(r"event: data\ndata:([^\n]*)\n\n", text)
         assert [m for e in events for m in json.loads(e)] == [1, 2, 3]
         assert controls(text)[-1]["streamClosed"] is True
+
+
+async def test_long_polls_woken_together_get_the_answer_each_would_get_alone(server, http):
+    """The long-polls waiting at the tail are answered together by the stream's fan-out:
+    every one gets the data with the same headers as a poll answered on its own (a
+    conditional one is), and its own cursor, larger than the one it echoed."""
+    url = server.url(server.new_path("lp-fan"))
+    async with http.put(url, data="old", headers=TEXT) as r:
+        tail = r.headers["Stream-Next-Offset"]
+    async with http.get(url, params={"offset": tail, "live": "long-poll"}) as r:
+        assert r.status == 204
+        echoed = r.headers["Stream-Cursor"]
+
+    async def poll(headers=None):
+        params = {"offset": tail, "live": "long-poll", "cursor": echoed}
+        async with http.get(url, params=params, headers=headers) as r:
+            return r.status, await r.read(), r.headers
+
+    polls = [asyncio.create_task(poll()) for _ in range(20)]
+    alone = asyncio.create_task(poll({"If-None-Match": '"no-such-tag"'}))
+
+    async def all_waiting():
+        while server.handler.live_readers < 21:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_waiting(), RELEASE_GUARD)
+    async with http.post(url, data="new\nline", headers=TEXT) as r:
+        assert r.status == 204
+    answers = await asyncio.wait_for(asyncio.gather(*polls), RELEASE_GUARD)
+    status, body, reference = await asyncio.wait_for(alone, RELEASE_GUARD)
+    assert (status, body) == (200, b"new\nline")
+    for status, body, headers in answers:
+        assert (status, body) == (200, b"new\nline")
+        assert int(headers["Stream-Cursor"]) > int(echoed)
+        assert {k: v for k, v in headers.items() if k not in ("Stream-Cursor", "Date")} == \
+            {k: v for k, v in reference.items() if k not in ("Stream-Cursor", "Date")}
