@@ -26,7 +26,7 @@ from ..engine.offsets import format_offset
 from ..engine.stream import StreamView
 from ..engine.streams import Chunk, StreamEngine
 from ..http import Request, Response, StreamResponse, as_chunk
-from .cursor import advance, current_interval, echoed_cursor, next_cursor
+from .cursor import advance, current_interval, echoed_cursor
 from .sse import control_event
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ Answer = Callable[[int, tuple[int, bool]], Awaitable[tuple[CIMultiDict, bytes, i
 class SseReader:
     """One SSE connection's position and cursor, shared by its task and the fan-out."""
 
-    __slots__ = ("response", "position", "announced", "ended", "deadline", "client_cursor",
-                 "_echoed", "_last_cursor", "_handback")
+    __slots__ = ("response", "position", "announced", "ended", "deadline", "_echoed",
+                 "_last_cursor", "_handback")
 
     def __init__(self, response: StreamResponse, position: int, client_cursor: str | None,
                  deadline: float) -> None:
@@ -49,10 +49,9 @@ class SseReader:
         self.announced = False  # the up-to-date control for `position` was sent
         self.ended = False  # the closing control was sent
         self.deadline = deadline  # loop time of the periodic reconnect
-        self.client_cursor = client_cursor
         self._echoed = echoed_cursor(client_cursor)
         self._last_cursor = 0
-        self._handback: asyncio.Future[int] | None = None
+        self._handback: asyncio.Future | None = None
 
     def cursor(self, interval: int) -> int:
         """This connection's cursor for the current interval; never goes backwards."""
@@ -213,13 +212,13 @@ def position_control(next_offset: int, up_to_date: bool, closed: bool, cursor: i
 class PollWaiter:
     """One long-poll waiting at the tail."""
 
-    __slots__ = ("request", "position", "deadline", "client_cursor", "_handback")
+    __slots__ = ("request", "position", "deadline", "echoed", "_handback")
 
     def __init__(self, request: Request, position: int, deadline: float) -> None:
         self.request = request
         self.position = position
         self.deadline = deadline  # loop time the long-poll times out
-        self.client_cursor = request.query.get("cursor")
+        self.echoed = echoed_cursor(request.query.get("cursor"))
         self._handback: asyncio.Future | None = None
 
 
@@ -246,14 +245,14 @@ class PollFanout(_Fanout):
                 answer = await self._answer(position, (tail, closed))
                 stream.sse_cache.keep(key, answer)
             fields, body, size, closes = answer
-            now = self._engine.clock()
+            interval = current_interval(self._engine.clock())
             sent = 0
             for waiter in waiters:
                 if waiter._handback is None or waiter not in self._parked:
                     continue  # left while the answer was read
                 response = Response(status=200, body=body, headers=fields)
-                if not closes:
-                    response.headers["Stream-Cursor"] = next_cursor(waiter.client_cursor, now)
+                if not closes:  # next_cursor, with the client's cursor parsed once
+                    response.headers["Stream-Cursor"] = str(advance(waiter.echoed, interval))
                 if waiter.request.answer_now(response):
                     sent += 1
                     self._hand_back(waiter, response)
