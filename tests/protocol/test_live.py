@@ -188,3 +188,42 @@ async def test_long_polls_woken_together_get_the_answer_each_would_get_alone(ser
         assert int(headers["Stream-Cursor"]) > int(echoed)
         assert {k: v for k, v in headers.items() if k not in ("Stream-Cursor", "Date")} == \
             {k: v for k, v in reference.items() if k not in ("Stream-Cursor", "Date")}
+
+
+async def test_sse_reader_at_the_tail_sees_what_a_catching_up_reader_sees(start_server, http):
+    """A reader waiting at the tail is served by the stream's fan-out, batch by batch;
+    one that connects afterwards from the same offset catches up on its own, in one
+    batch: both get the same messages, the same closing control, and cursors that never
+    go backwards."""
+    async with start_server(sse_reconnect_interval=1.0, long_poll_timeout=60) as server:
+        url = server.url(server.new_path("sse-same"))
+        async with http.put(url, headers={"Content-Type": "application/json"}) as r:
+            tail = r.headers["Stream-Next-Offset"]
+
+        async def subscribe(ready: asyncio.Event):
+            async with http.get(url, params={"offset": tail, "live": "sse"}) as r:
+                first = await r.content.readuntil(b"\n\n")  # the initial up-to-date control
+                ready.set()
+                return first + await r.content.read()
+
+        parked = asyncio.Event()
+        waiting = asyncio.create_task(subscribe(parked))
+        await asyncio.wait_for(parked.wait(), RELEASE_GUARD)
+        for batch in ([1], [2, 3]):
+            async with http.post(url, data=json.dumps(batch), headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 204
+        async with http.post(url, headers={"Stream-Closed": "true"}) as r:
+            assert r.status == 204
+        live = (await asyncio.wait_for(waiting, RELEASE_GUARD)).decode()
+        late = (await asyncio.wait_for(subscribe(asyncio.Event()), RELEASE_GUARD)).decode()
+
+        def data_and_positions(text: str) -> list:
+            events = [json.loads(e) for e in re.findall(r"event: data\ndata:([^\n]*)\n\n", text)]
+            return [m for e in events for m in e], [c["streamNextOffset"] for c in controls(text)]
+
+        live_data, live_offsets = data_and_positions(live)
+        late_data, late_offsets = data_and_positions(late)
+        assert live_data == late_data == [1, 2, 3]
+        assert live_offsets[-1] == late_offsets[-1] and controls(live)[-1] == controls(late)[-1]
+        cursors = [int(c["streamCursor"]) for c in controls(live) if "streamCursor" in c]
+        assert cursors == sorted(cursors)  # never backwards within a connection
