@@ -88,6 +88,9 @@ class Settings:
     wrk_seconds: float = 5.0  # "wrk" test: -d of one wrk run
     wrk_connections: int = 32  # -c, and as many streams
     wrk_threads: int = 2  # -t
+    live_modes: tuple[str, ...] = ("long-poll", "sse")
+    live_client: str = "c"  # live readers: bench/live_reader.c ("c") or this process ("python")
+    live_reader: str | None = None  # the compiled live_reader, set by run_all
 
 
 FULL = dict(rounds=3, durable_rounds=2, append_seconds=1.5, catchup_mib=64, catchup_reads=5,
@@ -101,6 +104,7 @@ QUICK = dict(rounds=1, durable_rounds=1, append_seconds=0.4, catchup_mib=8, catc
 ALL_TESTS = ("appends", "catchup", "live", "durable", "flush", "wrk")
 FLUSH_SHIM_SOURCE = BENCH_DIR / "flush_delay.c"
 FLUSH_DELAY_ENV = "DS_BENCH_FLUSH_DELAY_US"
+LIVE_READER_SOURCE = BENCH_DIR / "live_reader.c"
 WRK_SCRIPT = BENCH_DIR / "wrk_streams.lua"
 WRK_APPEND_BYTES = 22  # the body of wrk_streams.lua
 
@@ -837,11 +841,93 @@ class LiveReader:
             event, data = b"message", []
 
 
+async def _post_messages(session: aiohttp.ClientSession, url: str, count: int, rate: float) -> int:
+    """Append `count` tagged messages at `rate` per second, then <END>; returns errors."""
+    errors = 0
+
+    async def append(payload: bytes) -> None:
+        nonlocal errors
+        try:
+            async with session.post(url, data=payload, headers={"Content-Type": TEXT}) as resp:
+                await resp.read()
+                errors += resp.status not in (200, 204)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            errors += 1
+
+    start = time.perf_counter()
+    for seq in range(count):
+        due = start + seq / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        await append(live_message(seq))
+    await append(live_message(None))
+    return errors
+
+
+async def measure_live_c(server: ServerProcess, prefix: str, mode: str, settings: Settings) -> dict:
+    """The live test with bench/live_reader.c as the readers (see its header comment):
+    the readers' cost stays far below the server's, so the latencies are the server's."""
+    path = f"{STREAM_ROOT}/{prefix}/live"
+    url = f"{server.base_url}{path}"
+    count = max(1, round(settings.live_rate * settings.live_seconds))
+    grace = settings.long_poll_ms / 1000 + 5
+    async with new_session(8) as writer_session:
+        await create_streams(writer_session, [url], TEXT)
+        async with writer_session.head(url) as resp:
+            tail = resp.headers.get("Stream-Next-Offset")
+        if not tail:
+            raise RuntimeError(f"HEAD {url} gave no Stream-Next-Offset")
+        port = urlsplit(server.base_url).port
+        readers = await asyncio.create_subprocess_exec(
+            settings.live_reader, mode, str(port), path, tail, str(settings.live_readers),
+            str(count), str(settings.live_seconds + grace + 10),
+            stdout=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent)
+        try:
+            ready = await asyncio.wait_for(readers.stdout.readline(), 30)
+            if ready.strip() != b"READY":
+                raise RuntimeError(f"live_reader did not start: {ready!r}")
+            if mode == "long-poll":
+                await asyncio.sleep(0.3)  # let the last long-polls reach the server and park
+            with CpuWindow(server) as cpu:
+                write_errors = await _post_messages(writer_session, url, count, settings.live_rate)
+                line = await asyncio.wait_for(readers.stdout.readline(), settings.live_seconds + grace + 30)
+        finally:
+            if readers.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    readers.kill()
+            await readers.wait()
+        await delete_streams(writer_session, [url])
+    result = json.loads(line)
+    return {
+        "mode": mode, "readers": settings.live_readers, "messages": count,
+        "deliveries": result["deliveries"], "missing": result["missing"],
+        "errors": write_errors + result["errors"], "reconnects": result["reconnects"],
+        "p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"], "max_ms": result["max_ms"],
+        **cpu.figures(result["deliveries"]),
+        "reader_cpu_util": result["cpu_s"] / cpu.elapsed if cpu.elapsed else None,
+    }
+
+
+def build_live_reader(work_dir: Path) -> str | None:
+    """Compile bench/live_reader.c; None, with a warning, where that is not possible."""
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    binary = work_dir / "live_reader"
+    if compiler and sys.platform.startswith("linux"):
+        done = subprocess.run([compiler, "-O2", "-o", str(binary), str(LIVE_READER_SOURCE)],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            return str(binary)
+        progress(f"live readers fall back to Python: {compiler} could not build live_reader.c:\n{done.stderr}")
+    else:
+        progress("live readers fall back to Python: no C compiler (cc) or not Linux")
+    return None
+
+
 async def measure_live(server: ServerProcess, prefix: str, mode: str, settings: Settings) -> dict:
+    if settings.live_reader:
+        return await measure_live_c(server, prefix, mode, settings)
     url = f"{server.base_url}{STREAM_ROOT}/{prefix}/live"
     count = max(1, round(settings.live_rate * settings.live_seconds))
     grace = settings.long_poll_ms / 1000 + 5
-    write_errors = 0
     async with new_session(8) as writer_session, \
             new_session(settings.live_readers + 4, read_timeout=grace) as reader_session:
         await create_streams(writer_session, [url], TEXT)
@@ -863,23 +949,8 @@ async def measure_live(server: ServerProcess, prefix: str, mode: str, settings: 
                 await asyncio.wait_for(asyncio.gather(*(r.armed.wait() for r in readers)), 5)
             await asyncio.sleep(0.3)  # let the last long-polls reach the server and park
 
-            async def append(payload: bytes) -> None:
-                nonlocal write_errors
-                try:
-                    async with writer_session.post(url, data=payload,
-                                                   headers={"Content-Type": TEXT}) as resp:
-                        await resp.read()
-                        write_errors += resp.status not in (200, 204)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    write_errors += 1
-
             with CpuWindow(server) as cpu:
-                start = time.perf_counter()
-                for seq in range(count):
-                    due = start + seq / settings.live_rate
-                    await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                    await append(live_message(seq))
-                await append(live_message(None))
+                write_errors = await _post_messages(writer_session, url, count, settings.live_rate)
                 await asyncio.wait(tasks, timeout=grace)
         finally:
             for task in tasks:
@@ -1112,7 +1183,9 @@ async def run_all(specs: list[TargetSpec], settings: Settings, work_dir: Path,
             if "catchup" in settings.tests:
                 cases.append(await run_catchup(servers, settings, run_id))
             if "live" in settings.tests:
-                for mode in ("long-poll", "sse"):
+                if settings.live_client == "c":
+                    settings = replace(settings, live_reader=build_live_reader(work_dir))
+                for mode in settings.live_modes:
                     case = Case(f"live-{mode}", f"live {mode} {settings.live_readers} readers",
                                 LIVE_METRICS)
                     cases.append(case)
@@ -1400,6 +1473,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     p.add_argument("--live-readers", type=int, default=100)
     p.add_argument("--live-rate", type=float, default=10.0, help="messages/s written in live tests")
     p.add_argument("--live-seconds", type=float, help="writing window of a live figure")
+    p.add_argument("--live-modes", default="long-poll,sse", help="live tests to run: long-poll,sse")
+    p.add_argument("--live-client", choices=("c", "python"), default="c",
+                   help="live readers: bench/live_reader.c (default) or this Python process")
     p.add_argument("--long-poll-ms", type=int, default=2000, help="server long-poll timeout")
     p.add_argument("--file-handles", type=int, default=512,
                    help="write-handle pool of file-backed servers (both built-ins get the same)")
@@ -1449,7 +1525,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
         file_handles=args.file_handles, client=args.client, tests=tests,
         flush_delays_ms=delays, flush_writer_counts=flush_writers,
         wrk_seconds=args.wrk_seconds or base["wrk_seconds"],
-        wrk_connections=args.wrk_connections)
+        wrk_connections=args.wrk_connections, live_client=args.live_client,
+        live_modes=tuple(m for m in args.live_modes.split(",") if m))
+    if not settings.live_modes or set(settings.live_modes) - {"long-poll", "sse"}:
+        p.error("--live-modes takes long-poll and/or sse")
     if (min(writers) < 1 or min(settings.rounds, settings.durable_rounds) < 1
             or settings.live_readers < 1 or settings.live_rate <= 0
             or settings.wrk_connections < 1 or settings.wrk_seconds <= 0):

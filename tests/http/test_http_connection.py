@@ -640,3 +640,62 @@ async def test_access_log_gets_request_response_and_duration(serve):
     assert [e[:4] for e in entries] == [("GET", "/missing", 404, 4), ("GET", "/stream", 200, 20),
                                         ("GET", "/boom", 500, len(b"500 Internal Server Error\n"))]
     assert all(isinstance(e[4], float) and e[4] >= 0 for e in entries)
+
+
+# ---------------------------------------------------------------- answers sent before the handler returns
+
+async def test_answer_sent_early_is_sent_once_and_the_connection_goes_on(serve):
+    """Request.answer_now writes the response while the handler still runs (the live
+    fan-out answers waiting long-polls this way); returning it then sends nothing more."""
+    arrived = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(request):
+        if request.path == "/early":
+            response = Response(text="early")
+            assert request.answer_now(response)
+            assert not request.answer_now(Response(text="again"))  # one answer per request
+            arrived.set()
+            await release.wait()
+            return response
+        return Response(text="next")
+
+    served = await serve(handler)
+    client = await served.connect()
+    await client.send(get("/early") + get("/next"))  # pipelined: answered in order
+    first = await client.response()
+    assert first.status == 200 and first.body == b"early"
+    await asyncio.wait_for(arrived.wait(), TIMEOUT)
+    release.set()
+    second = await client.response()
+    assert second.body == b"next"
+
+
+async def test_handler_returning_another_response_after_an_early_answer_closes_the_connection(serve):
+    async def handler(request):
+        assert request.answer_now(Response(text="first"))
+        return Response(text="second")
+
+    served = await serve(handler)
+    client = await served.connect()
+    await client.send(get("/") + get("/"))
+    first = await client.response()
+    assert first.body == b"first"
+    await client.assert_closed()  # nothing else: the connection's framing would be lost
+
+
+async def test_answer_now_is_refused_once_a_streamed_response_started(serve):
+    refused = []
+
+    async def handler(request):
+        response = StreamResponse()
+        await response.prepare(request)
+        refused.append(request.answer_now(Response(text="late")))
+        await response.write(b"streamed")
+        return response
+
+    served = await serve(handler)
+    client = await served.connect()
+    await client.send(get("/"))
+    resp = await client.response()
+    assert resp.body == b"streamed" and refused == [False]

@@ -152,3 +152,78 @@ async def test_many_sse_subscribers_get_every_event_then_eof(server, http):
         events = re.findall(r"event: data\ndata:([^\n]*)\n\n", text)
         assert [m for e in events for m in json.loads(e)] == [1, 2, 3]
         assert controls(text)[-1]["streamClosed"] is True
+
+
+async def test_long_polls_woken_together_get_the_answer_each_would_get_alone(server, http):
+    """The long-polls waiting at the tail are answered together by the stream's fan-out:
+    every one gets the data with the same headers as a poll answered on its own (a
+    conditional one is), and its own cursor, larger than the one it echoed."""
+    url = server.url(server.new_path("lp-fan"))
+    async with http.put(url, data="old", headers=TEXT) as r:
+        tail = r.headers["Stream-Next-Offset"]
+    async with http.get(url, params={"offset": tail, "live": "long-poll"}) as r:
+        assert r.status == 204
+        echoed = r.headers["Stream-Cursor"]
+
+    async def poll(headers=None):
+        params = {"offset": tail, "live": "long-poll", "cursor": echoed}
+        async with http.get(url, params=params, headers=headers) as r:
+            return r.status, await r.read(), r.headers
+
+    polls = [asyncio.create_task(poll()) for _ in range(20)]
+    alone = asyncio.create_task(poll({"If-None-Match": '"no-such-tag"'}))
+
+    async def all_waiting():
+        while server.handler.live_readers < 21:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_waiting(), RELEASE_GUARD)
+    async with http.post(url, data="new\nline", headers=TEXT) as r:
+        assert r.status == 204
+    answers = await asyncio.wait_for(asyncio.gather(*polls), RELEASE_GUARD)
+    status, body, reference = await asyncio.wait_for(alone, RELEASE_GUARD)
+    assert (status, body) == (200, b"new\nline")
+    for status, body, headers in answers:
+        assert (status, body) == (200, b"new\nline")
+        assert int(headers["Stream-Cursor"]) > int(echoed)
+        assert {k: v for k, v in headers.items() if k not in ("Stream-Cursor", "Date")} == \
+            {k: v for k, v in reference.items() if k not in ("Stream-Cursor", "Date")}
+
+
+async def test_sse_reader_at_the_tail_sees_what_a_catching_up_reader_sees(start_server, http):
+    """A reader waiting at the tail is served by the stream's fan-out, batch by batch;
+    one that connects afterwards from the same offset catches up on its own, in one
+    batch: both get the same messages, the same closing control, and cursors that never
+    go backwards."""
+    async with start_server(sse_reconnect_interval=1.0, long_poll_timeout=60) as server:
+        url = server.url(server.new_path("sse-same"))
+        async with http.put(url, headers={"Content-Type": "application/json"}) as r:
+            tail = r.headers["Stream-Next-Offset"]
+
+        async def subscribe(ready: asyncio.Event):
+            async with http.get(url, params={"offset": tail, "live": "sse"}) as r:
+                first = await r.content.readuntil(b"\n\n")  # the initial up-to-date control
+                ready.set()
+                return first + await r.content.read()
+
+        parked = asyncio.Event()
+        waiting = asyncio.create_task(subscribe(parked))
+        await asyncio.wait_for(parked.wait(), RELEASE_GUARD)
+        for batch in ([1], [2, 3]):
+            async with http.post(url, data=json.dumps(batch), headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 204
+        async with http.post(url, headers={"Stream-Closed": "true"}) as r:
+            assert r.status == 204
+        live = (await asyncio.wait_for(waiting, RELEASE_GUARD)).decode()
+        late = (await asyncio.wait_for(subscribe(asyncio.Event()), RELEASE_GUARD)).decode()
+
+        def data_and_positions(text: str) -> list:
+            events = [json.loads(e) for e in re.findall(r"event: data\ndata:([^\n]*)\n\n", text)]
+            return [m for e in events for m in e], [c["streamNextOffset"] for c in controls(text)]
+
+        live_data, live_offsets = data_and_positions(live)
+        late_data, late_offsets = data_and_positions(late)
+        assert live_data == late_data == [1, 2, 3]
+        assert live_offsets[-1] == late_offsets[-1] and controls(live)[-1] == controls(late)[-1]
+        cursors = [int(c["streamCursor"]) for c in controls(live) if "streamCursor" in c]
+        assert cursors == sorted(cursors)  # never backwards within a connection

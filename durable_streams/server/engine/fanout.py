@@ -48,9 +48,9 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 class SharedEvents:
-    """A small cache of encoded SSE events keyed by the stream snapshot they were read
-    from, so N subscribers woken by one append read and encode it once. Concurrent
-    subscribers await the same in-flight result."""
+    """A small cache of encoded SSE events (and long-poll answers) keyed by the stream
+    snapshot they were read from, so N readers woken by one append read and encode it
+    once. Concurrent subscribers await the same in-flight result."""
 
     def __init__(self, size: int = 2) -> None:
         self._size = size
@@ -68,6 +68,24 @@ class SharedEvents:
             self._subscribers -= 1
             if not self._subscribers:
                 self._events.clear()
+
+    def ready(self, key: tuple):
+        """The finished result for `key`, or None: a reader that finds one goes on without
+        a suspension (the in-flight wait of `get` costs every reader a wake-up)."""
+        future = self._events.get(key)
+        if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+            return None
+        return future.result()
+
+    def keep(self, key: tuple, value: object) -> None:
+        """Store a result made by a subscriber itself, for the others to find with `ready`."""
+        if not self._subscribers:
+            return  # nobody watching: nothing would drop it
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(value)
+        self._events[key] = future
+        if len(self._events) > self._size:
+            self._events.popitem(last=False)
 
     async def get(self, key: tuple, produce: Callable[[], Awaitable[T]]) -> T:
         future = self._events.get(key)

@@ -2,10 +2,10 @@
 listeners and the protocol handler (request and response objects, framing, keep-alive,
 back-pressure, graceful shutdown)."""
 
-from .messages import BodyReader, Request, Response, StreamResponse, json_response
+from .messages import BodyReader, Request, Response, StreamResponse, as_chunk, json_response
 from .framer import HttpVersion, ParseError
 from .server import HTTPServer, alpn_protocols
 from .settings import ServerSettings
 
 __all__ = ["BodyReader", "HTTPServer", "HttpVersion", "ParseError", "Request", "Response", "ServerSettings",
-           "StreamResponse", "alpn_protocols", "json_response"]
+           "StreamResponse", "alpn_protocols", "as_chunk", "json_response"]

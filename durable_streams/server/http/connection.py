@@ -104,6 +104,8 @@ class Connection(asyncio.Protocol):
         self._pause_reasons: set[object] = set()  # "pipeline", or a BodyReader over its mark
         self._writing_paused = False
         self._streaming: StreamResponse | None = None  # prepared, not finished, this request
+        self._answering: Request | None = None  # the request whose handler runs
+        self._early: tuple[Response, bool] | None = None  # sent by answer_now, and its keep-alive
         self._drain_waiters: list[asyncio.Future] = []
         self._idle_since = 0.0
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -430,17 +432,18 @@ class Connection(asyncio.Protocol):
         server = self.server
         started = time.perf_counter() if server.access_log is not None else 0.0
         self._streaming = None
+        self._answering, self._early = request, None
         try:
             response = await server.handler(request)
         except (asyncio.CancelledError, ConnectionError):
             raise
         except ParseError as error:  # the request's body turned out malformed
-            if self._streaming is None:
+            if self._streaming is None and self._early is None:
                 self._write_error(error)
             return False
         except Exception:
             log.exception("unhandled error answering %s %s", request.method, request.raw_path)
-            if self._streaming is not None:
+            if self._streaming is not None or self._early is not None:
                 # Part of a response is out: end the connection without the final chunk,
                 # so the client sees the body is incomplete.
                 if self.transport is not None:
@@ -448,7 +451,17 @@ class Connection(asyncio.Protocol):
                 return False
             response = Response(status=500, text="500 Internal Server Error\n")
             response.force_close()
-        if response.streaming:
+        finally:
+            self._answering = None
+        early, self._early = self._early, None
+        if early is not None:
+            sent, keep_alive = early
+            if response is not sent:  # a second answer to one request: the framing is lost
+                log.error("%s %s answered twice; closing the connection", request.method, request.raw_path)
+                if self.transport is not None:
+                    self.transport.abort()
+                return False
+        elif response.streaming:
             if not response.prepared:  # returned unprepared: send it empty
                 await response.prepare(request)
             await response.write_eof()
@@ -538,6 +551,14 @@ class Connection(asyncio.Protocol):
         else:
             self.write(head)
         return keep_alive
+
+    def answer_now(self, request: Request, response: Response) -> bool:
+        """Write the answer to the request being handled before its handler returns it
+        (Request.answer_now); _answer then only checks that it is the same object."""
+        if self.closed or request is not self._answering or self._early is not None or self._streaming is not None:
+            return False
+        self._early = (response, self._write_response(request, response) and response.keep_alive)
+        return True
 
     def start_stream(self, request: Request, response: StreamResponse) -> tuple[bool, bool]:
         """Send a StreamResponse's head; returns (chunked, head only). A HEAD request, 1xx,

@@ -46,6 +46,8 @@ class Link(Protocol):
 
     def stream_finished(self, response: "StreamResponse") -> None: ...
 
+    def answer_now(self, request: "Request", response: "Response") -> bool: ...
+
     def set_write_high_water(self, nbytes: int) -> None: ...
 
     def write(self, data: bytes) -> None: ...
@@ -129,6 +131,12 @@ class Request:
     def abort(self) -> None:
         """Drop the connection at once, with whatever it still had queued."""
         self._conn.abort()
+
+    def answer_now(self, response: "Response") -> bool:
+        """Send `response` now, before the handler returns it (it must then return this
+        very object). Lets one task answer many waiting requests back to back; False when
+        the connection cannot take it now (the handler then just returns a response)."""
+        return self._conn.answer_now(self, response)
 
     # --- the body ---
 
@@ -324,6 +332,11 @@ def json_response(data: Any, *, status: int = 200, headers: Any = None) -> Respo
     return Response(status=status, body=json.dumps(data).encode(), headers=headers, content_type="application/json")
 
 
+def as_chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk (what `StreamResponse.write_nowait` sends)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 class StreamResponse:
     """A response whose body is written piece by piece after `prepare` sent the head:
     chunked on HTTP/1.1, delimited by closing the connection on HTTP/1.0."""
@@ -370,6 +383,19 @@ class StreamResponse:
             conn.write_parts(b"%x\r\n" % len(data), data, b"\r\n")
         else:
             conn.write(data)
+
+    def write_shared(self, data: bytes, chunk: bytes) -> None:
+        """`write_nowait(data)`, given `chunk` = `as_chunk(data)`: one piece sent to many
+        responses is framed once, not once per response."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("write() before prepare()")
+        if conn.closed:
+            raise ConnectionResetError("connection lost")
+        if not data or self._head_only:
+            return
+        self.body_length += len(data)
+        conn.write(chunk if self._chunked else data)
 
     def set_high_water(self, nbytes: int) -> None:
         """Above this many bytes queued, `must_drain` turns true (a prepared response)."""

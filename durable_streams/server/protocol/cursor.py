@@ -14,11 +14,24 @@ _MAX_JITTER_SECONDS = 3600
 _CURSOR = re.compile(r"[0-9]{1,20}")
 
 
-def next_cursor(client_cursor: str | None, now: float) -> str:
-    current = int((now - CURSOR_EPOCH) // CURSOR_INTERVAL)
+def current_interval(now: float) -> int:
+    return int((now - CURSOR_EPOCH) // CURSOR_INTERVAL)
+
+
+def echoed_cursor(client_cursor: str | None) -> int | None:
+    """The client's cursor as a number, or None when absent or malformed (ignored)."""
     if client_cursor is not None and _CURSOR.fullmatch(client_cursor):
-        echoed = int(client_cursor)
-        if echoed >= current:
-            jitter_seconds = random.randint(1, _MAX_JITTER_SECONDS)
-            return str(echoed + max(1, math.ceil(jitter_seconds / CURSOR_INTERVAL)))
-    return str(current)
+        return int(client_cursor)
+    return None
+
+
+def advance(echoed: int | None, current: int) -> int:
+    """The cursor for a client that echoed `echoed` during interval `current`."""
+    if echoed is not None and echoed >= current:
+        jitter_seconds = random.randint(1, _MAX_JITTER_SECONDS)
+        return echoed + max(1, math.ceil(jitter_seconds / CURSOR_INTERVAL))
+    return current
+
+
+def next_cursor(client_cursor: str | None, now: float) -> str:
+    return str(advance(echoed_cursor(client_cursor), current_interval(now)))

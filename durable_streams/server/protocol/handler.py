@@ -32,11 +32,14 @@ Limits that keep one client from hurting others (extensions, not in the protocol
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
 from typing import Awaitable, Callable
 from urllib.parse import unquote
+
+from multidict import CIMultiDict
 
 from ..config.model import DurableStreams
 from ..http import ParseError, Request, Response, StreamResponse
@@ -55,9 +58,10 @@ from . import headers as parse
 from ..subscriptions.manager import SubscriptionManager
 from .control import ControlRoutes, control_root
 from .cursor import next_cursor
+from .live_fanout import PollFanout, PollWaiter, SseFanout, SseReader
 from .errors import EARLIEST_OFFSET, HttpError, from_engine, from_store
-from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, plain
-from .sse import control_event, data_event, needs_base64
+from .responses import ALLOWED_METHODS, COMMON_HEADERS, PREFLIGHT_HEADERS, common_fields, plain
+from .sse import data_event, needs_base64
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +102,9 @@ class DurableStreamsHandler:
         self._untrack: list[Callable[[], None]] = []
         # Requests waiting on streams (long-poll, SSE), by task, so stop() can wait for them.
         self._live: dict[asyncio.Task, Request] = {}
+        # Streams with live readers at the tail, and what serves them (live_fanout.py).
+        self._sse_fanouts: dict[StreamView, SseFanout] = {}
+        self._poll_fanouts: dict[StreamView, PollFanout] = {}
         self._background: list[asyncio.Task] = []  # expiry sweeper, retention
         self._methods = {
             "GET": self._get, "HEAD": self._head, "PUT": self._put,
@@ -374,20 +381,50 @@ class DurableStreamsHandler:
     async def _long_poll(self, request: Request, stream: StreamView, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         position = stream.state.tail if start is None else start
-        await self.engine.wait(stream, position, loop.time() + self.settings.long_poll_timeout)
-        self.engine.touch(stream)
-        cursor = next_cursor(request.query.get("cursor"), self.engine.clock())
-        if stream.state.tail > position:
-            chunk = await self.engine.read(stream, position, self.settings.max_read_bytes)
-            extra = {} if chunk.closed else {"Stream-Cursor": cursor}
-            return self._chunk_response(request, stream, chunk, extra)
-        return self._at_tail(stream, status=204, cursor=cursor)
+        deadline = loop.time() + self.settings.long_poll_timeout
+        with stream.sse_cache.subscribed():  # answers shared by the readers woken together
+            state = stream.state
+            if state.tail <= position and not state.closed and "If-None-Match" not in request.headers:
+                # At the tail: the stream's fan-out answers when data comes (live_fanout.py)
+                # and hands the request back for anything else.
+                sent = await self._poll_fanout(stream).park(PollWaiter(request, position, deadline))
+                if sent is not None:
+                    return sent
+            await self.engine.wait(stream, position, deadline)
+            self.engine.touch(stream)
+            cursor = next_cursor(request.query.get("cursor"), self.engine.clock())
+            tail, closed = stream.state.tail, stream.state.closed
+            if tail <= position:
+                return self._at_tail(stream, status=204, cursor=cursor)
+            if "If-None-Match" in request.headers:  # conditional: answered on its own
+                chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, (tail, closed))
+                extra = {} if chunk.closed else {"Stream-Cursor": cursor}
+                return self._chunk_response(request, stream, chunk, extra)
+            key = ("long-poll", position, tail, closed)  # as the fan-out shares it
+            answer = stream.sse_cache.ready(key)
+            if answer is None:
+                answer = await self._poll_answer(stream, position, (tail, closed))
+                stream.sse_cache.keep(key, answer)
+            fields, body, size, chunk_closed = answer
+            response = Response(status=200, body=body, headers=fields)
+            if not chunk_closed:
+                response.headers["Stream-Cursor"] = cursor
+            self.metrics.served(size)
+            return response
+
+    async def _poll_answer(self, stream: StreamView, position: int,
+                           snapshot: tuple[int, bool]) -> tuple[CIMultiDict, bytes, int, bool]:
+        """A long-poll answer from `position` without its cursor, as `_chunk_response`
+        renders it: (header fields, body, bytes of stream data, whether it closes)."""
+        chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
+        fields = common_fields(_range_headers(stream, chunk.start, chunk.next, chunk.up_to_date, chunk.closed))
+        body = json_array(chunk.data) if stream.framing is Framing.JSON else chunk.data
+        return fields, body, len(chunk.data), chunk.closed
 
     async def _sse(self, request: Request, stream: StreamView, start: int | None) -> Response | StreamResponse:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.sse_reconnect_interval
         position = stream.state.tail if start is None else start
-        client_cursor = request.query.get("cursor")
         response = StreamResponse(status=200)
         response.headers.update(COMMON_HEADERS)
         response.headers.update({
@@ -399,48 +436,40 @@ class DurableStreamsHandler:
             response.headers["Stream-SSE-Data-Encoding"] = "base64"
         await response.prepare(request)
         response.set_high_water(SSE_HIGH_WATER)
-        last_cursor = 0
-
-        def control(next_offset: int, up_to_date: bool, closed: bool) -> bytes:
-            nonlocal last_cursor
-            fields: dict = {"streamNextOffset": format_offset(next_offset)}
-            if closed:
-                fields["streamClosed"] = True
-                fields["upToDate"] = True
-            else:
-                # Cursors never go backwards within one connection.
-                last_cursor = max(last_cursor, int(next_cursor(client_cursor, self.engine.clock())))
-                fields["streamCursor"] = str(last_cursor)
-                if up_to_date:
-                    fields["upToDate"] = True
-            return control_event(fields)
-
-        announced_up_to_date = False
+        reader = SseReader(response, position, request.query.get("cursor"), deadline)
         try:
             with stream.sse_cache.subscribed():  # shared encodings live while watched
                 while not (self.engine.stopping or stream.removed or stream.state.soft_deleted):
                     tail, closed = stream.state.tail, stream.state.closed
+                    position = reader.position
                     if position < tail:
                         event, chunk = await stream.sse_cache.get(
                             (position, tail, closed), lambda: self._sse_batch(stream, position, (tail, closed))
                         )
-                        await self._send(request, response, event + control(chunk.next, chunk.up_to_date, chunk.closed))
+                        control = reader.control(chunk.next, chunk.up_to_date, chunk.closed, self.engine.clock())
+                        await self._send(request, response, event + control)
                         self.metrics.served(len(chunk.data))
-                        position = chunk.next
-                        announced_up_to_date = chunk.up_to_date
+                        reader.position = chunk.next
+                        reader.announced = chunk.up_to_date
                         if chunk.closed:
                             break
                         continue
                     if closed:
-                        await self._send(request, response, control(position, True, True))
+                        await self._send(request, response, reader.control(position, True, True, 0.0))
                         break
-                    if not announced_up_to_date:
-                        await self._send(request, response, control(position, True, False))
-                        announced_up_to_date = True
+                    if not reader.announced:
+                        control = reader.control(position, True, False, self.engine.clock())
+                        await self._send(request, response, control)
+                        reader.announced = True
                     if loop.time() >= deadline:
                         break  # periodic reconnect lets CDNs collapse readers
-                    await self.engine.wait(stream, position, deadline)
-                    self.engine.touch(stream)
+                    # At the tail: the stream's fan-out sends what comes next (live_fanout.py)
+                    # and hands the reader back when this loop has something else to do.
+                    drain = await self._sse_fanout(stream).park(reader)
+                    if reader.ended:
+                        break
+                    if drain:
+                        await self._drain(request, response, drain)
             await response.write_eof()
         except (ConnectionResetError, StreamError):
             pass  # the client left, or the stream went away: the connection just ends
@@ -448,6 +477,22 @@ class DurableStreamsHandler:
             log.exception("SSE stream %s ended by an unexpected error", stream.path)
             response.force_close()
         return response
+
+    def _sse_fanout(self, stream: StreamView) -> SseFanout:
+        fanout = self._sse_fanouts.get(stream)
+        if fanout is None:
+            fanout = self._sse_fanouts[stream] = SseFanout(
+                self.engine, stream, lambda position, snapshot: self._sse_batch(stream, position, snapshot),
+                self.metrics.served, functools.partial(_forget, self._sse_fanouts, stream))
+        return fanout
+
+    def _poll_fanout(self, stream: StreamView) -> PollFanout:
+        fanout = self._poll_fanouts.get(stream)
+        if fanout is None:
+            fanout = self._poll_fanouts[stream] = PollFanout(
+                self.engine, stream, lambda position, snapshot: self._poll_answer(stream, position, snapshot),
+                self.metrics.served, functools.partial(_forget, self._poll_fanouts, stream))
+        return fanout
 
     async def _send(self, request: Request, response: StreamResponse, frame: bytes) -> None:
         """Write one SSE frame. The write only waits while the connection's buffer is
@@ -476,6 +521,12 @@ class DurableStreamsHandler:
         """Read and encode one data event; shared by every subscriber at this position."""
         chunk = await self.engine.read(stream, position, self.settings.max_read_bytes, snapshot)
         return data_event(stream.framing, chunk.data), chunk
+
+
+def _forget(registry: dict, stream: StreamView, fanout) -> None:
+    """A fan-out's last reader left: drop it (unless a newer one took its place)."""
+    if registry.get(stream) is fanout:
+        del registry[stream]
 
 
 # -------------------------------------------------------------------- request parsing

@@ -40,6 +40,13 @@ PREFLIGHT_HEADERS = {
 _COMMON_FIELDS = CIMultiDict(COMMON_HEADERS)
 
 
+def common_fields(headers: dict[str, str]) -> CIMultiDict[str]:
+    """The fields `plain` would send with `headers`, to copy into many responses."""
+    fields = _COMMON_FIELDS.copy()
+    fields.update(headers)
+    return fields
+
+
 def plain(status: int, headers: dict[str, str] | None = None, body: bytes = b"") -> Response:
     # Merged case-insensitively, so any spelling of a name replaces the default.
     response = Response(status=status, body=body, headers=_COMMON_FIELDS)
