@@ -149,6 +149,12 @@ class H2Stream:
 
     # --- what StreamResponse needs ---
 
+    def answer_now(self, request: Request, response: Response) -> bool:
+        """Early answers (Request.answer_now) let HTTP/1.1 long-polls woken together go out
+        back to back before their handlers return; an h2 stream has its own task and
+        frames, so it declines and its handler's return answers it."""
+        return False
+
     def start_stream(self, request: Request, response: StreamResponse) -> tuple[bool, bool]:
         head_only = request.method == "HEAD" or response.status in _NO_BODY_STATUSES or response.status < 200
         self.conn.send_head(self, request, response, None, end_stream=head_only)
