@@ -24,16 +24,25 @@ import contextlib
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
 
 from ..base import Commit, StaleStream, StoreError
 
+if TYPE_CHECKING:
+    from .listener import Change
+
 log = structlog.get_logger("durable_streams.store.postgres")
 
 CHANNEL = "durable_streams"
-NOTIFY_ENTRIES = 150  # "id:tail:c," entries of at most ~45 bytes: under 8000 per notify
+# A stream's entry carries the bytes the flush appended to it when there are at most
+# INLINE_BYTES of them (base64, ~1.4 KB), so other nodes serve their live readers without
+# reading them back. Entries go into one notification until it holds NOTIFY_BYTES: with
+# the entry that crosses that mark, still under PostgreSQL's 8000-byte payload limit.
+INLINE_BYTES = 1024
+NOTIFY_BYTES = 6000
 FLUSH_TIMEOUT = 30.0  # seconds: a hung database fails the batch (503) instead of every append waiting
 # A flush costs PostgreSQL ~0.3 ms of CPU whatever its size (round trip, commit, notify),
 # ~12 us per stream in it. When the previous flush held GATHER_MIN appends or more (the
@@ -41,6 +50,14 @@ FLUSH_TIMEOUT = 30.0  # seconds: a hung database fails the batch (503) instead o
 # bigger batches, fewer statements. An idle writer never waits.
 GATHER_MIN = 8
 GATHER_SECONDS = 0.001
+# While a small flush (under GATHER_MIN appends: the writers are not busy) is in
+# PostgreSQL, the appends to other streams queued meanwhile go in a second flush on a
+# second connection at once, instead of waiting for the first to return: its round trip
+# and execution overlap the first's commit (notifying commits still take turns, WAL
+# flush included), so an append no longer waits up to two whole flushes. A stream is in
+# one flush at a time, so its appends still land in order and its guard never races its
+# own earlier flush. Busy writers keep one flush in flight: big batches carry their load.
+MAX_FLIGHTS = 2
 
 GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
@@ -60,9 +77,12 @@ _LOCKED = """
 _NOTIFIED = f"""
 ), notified AS (
     SELECT pg_notify('{CHANNEL}', string_agg(entry, ',')) FROM (
-        SELECT id || ':' || tail || CASE WHEN closed THEN ':c' ELSE '' END AS entry,
-               (row_number() OVER ()) / {NOTIFY_ENTRIES} AS part
-        FROM moved) entries
+        SELECT entry, sum(length(entry) + 1) OVER (ORDER BY id) / {NOTIFY_BYTES} AS part FROM (
+            SELECT m.id, m.id || ':' || m.tail || CASE WHEN m.closed THEN ':c' ELSE '' END
+                || CASE WHEN m.tail > b.expected AND m.tail - b.expected <= {INLINE_BYTES}
+                        THEN CASE WHEN m.closed THEN ':' ELSE '::' END || b.expected || ':' || encode(b.data, 'base64')
+                        ELSE '' END AS entry
+            FROM moved m JOIN ok b ON b.id = m.id) e) entries
     GROUP BY part
 )
 SELECT array(SELECT id FROM moved) AS landed, (SELECT count(*) FROM notified) AS notifies
@@ -152,7 +172,8 @@ class Flusher:
     def __init__(self, pool_of, on_error, on_written=None) -> None:
         self._pool_of = pool_of  # () -> the asyncpg pool
         self._on_error = on_error  # exception -> StoreError, marks the store unavailable if it is one
-        self._on_written = on_written  # (stream id, bytes) per chunk row written (the compactor)
+        # (stream id, start offset, bytes) per chunk row committed: the compactor, the recent bytes
+        self._on_written = on_written
         self._queue: dict[int, Pending] = {}
         self._queued_bytes = 0
         self._queued_appends = 0
@@ -162,10 +183,14 @@ class Flusher:
         self._last_batch = 0
         self.gather_seconds = GATHER_SECONDS
         self._task: asyncio.Task | None = None
-        self._idle = asyncio.Event()
+        self._flights: set[asyncio.Task] = set()
+        self._flying: set[int] = set()  # stream ids in a flush in flight
+        self._idle = asyncio.Event()  # no flush in flight
         self._idle.set()
-        self._conn = None  # the flusher's own pool connection: flushes never queue behind reads
-        self._reconnect = False  # replace it before the next flush (the database restarted)
+        # The flusher's own pool connections, idle between flushes (at most MAX_FLIGHTS):
+        # flushes never queue behind reads. Each with the generation it was taken in.
+        self._conns: list[tuple[object, int]] = []
+        self._generation = 0  # bumped when the database restarted: older connections are replaced
         self.stats = FlushStats()
         # (stream id, tail) -> when its flush started, until the notification comes back
         self._unheard: dict[tuple[int, int], float] = {}
@@ -181,21 +206,42 @@ class Flusher:
             self._wake.set()
             await self._idle.wait()
             await asyncio.sleep(0)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self._release()
+        tasks = [t for t in (self._task, *self._flights) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        conns, self._conns = self._conns, []
+        for conn, _generation in conns:
+            await self._release(conn)
 
     def reconnect(self) -> None:
-        """The database came back: the connection held may be from before it went (and
-        look open until a flush fails on it). The next flush takes a fresh one."""
-        self._reconnect = True
+        """The database came back: the connections held may be from before it went (and
+        look open until a flush fails on them). The next flushes take fresh ones."""
+        self._generation += 1
 
-    async def _release(self, *, broken: bool = False) -> None:
-        """Give the flusher's connection back; a broken (or timed-out) one is closed first,
+    async def _connection(self) -> tuple[object, int]:
+        """An idle flusher connection of the current generation, or a new one."""
+        while self._conns:
+            conn, generation = self._conns.pop()
+            if generation == self._generation and _usable(conn):
+                return conn, generation
+            await self._release(conn, broken=True)
+        generation = self._generation
+        conn = await self._pool_of().acquire()
+        try:
+            # Generic plans only: left to itself, the plan cache goes back to planning
+            # each flush (~0.3-0.5 ms) whenever the plan is invalidated (an ANALYZE)
+            # and the custom plans of small batches look cheaper than the generic one.
+            await conn.execute(GENERIC_PLANS)
+        except BaseException:
+            await self._release(conn, broken=True)
+            raise
+        return conn, generation
+
+    async def _release(self, conn, *, broken: bool = False) -> None:
+        """Give a flusher connection back; a broken (or timed-out) one is closed first,
         and the pool opens a new one when it is next needed."""
-        conn, self._conn = self._conn, None
-        if conn is None or not _usable(conn):
+        if not _usable(conn):
             return  # the pool took a lost connection back by itself
         try:
             if broken:
@@ -241,11 +287,11 @@ class Flusher:
             self._enough.set()
         return future
 
-    def heard(self, entries: list[tuple[int, int, bool]]) -> None:
+    def heard(self, entries: list[Change]) -> None:
         """Notifications arrived: those of this node's flushes measure the notify lag."""
         now = time.monotonic()
-        for stream_id, tail, _closed in entries:
-            started = self._unheard.pop((stream_id, tail), None)
+        for change in entries:
+            started = self._unheard.pop((change.stream_id, change.tail), None)
             if started is not None:
                 self.stats.notified += 1
                 self.stats.notify_seconds_total += now - started
@@ -256,28 +302,57 @@ class Flusher:
             self._wake.clear()
             if not self._queue:
                 continue
-            if self._last_batch >= GATHER_MIN and self._queued_appends < self._last_batch and self.gather_seconds:
-                self._want = self._last_batch
-                self._enough.clear()
-                try:
-                    await asyncio.wait_for(self._enough.wait(), self.gather_seconds)
-                except asyncio.TimeoutError:
-                    pass
-                self._want = 0
-            self._last_batch = self._queued_appends
-            batch, self._queue = self._queue, {}
-            self._queued_bytes = self._queued_appends = 0
+            if self._flights:
+                if len(self._flights) >= self._max_flights() or self._last_batch >= GATHER_MIN:
+                    continue  # the end of a flight wakes this loop again
+                batch = {sid: p for sid, p in self._queue.items() if sid not in self._flying}
+                if not batch:
+                    continue
+                for stream_id, p in batch.items():
+                    del self._queue[stream_id]
+                    self._queued_bytes -= sum(len(piece) for piece in p.pieces)
+                    self._queued_appends -= len(p.futures)
+                self._last_batch = sum(len(p.futures) for p in batch.values())
+            else:
+                if self._last_batch >= GATHER_MIN and self._queued_appends < self._last_batch and self.gather_seconds:
+                    self._want = self._last_batch
+                    self._enough.clear()
+                    try:
+                        await asyncio.wait_for(self._enough.wait(), self.gather_seconds)
+                    except asyncio.TimeoutError:
+                        pass
+                    self._want = 0
+                self._last_batch = self._queued_appends
+                batch, self._queue = self._queue, {}
+                self._queued_bytes = self._queued_appends = 0
             self._idle.clear()
-            try:
-                await self._flush(batch)
-            except Exception:  # never let the flusher die: every later append would hang
-                log.exception("postgres flush failed unexpectedly")
-                for p in batch.values():
-                    for future in p.futures:
-                        if not future.done():
-                            future.set_exception(StoreError("flush failed"))
-            finally:
-                self._idle.set()
+            self._flying.update(batch)
+            flight = asyncio.create_task(self._fly(batch), name="postgres-flush")
+            self._flights.add(flight)
+            flight.add_done_callback(self._landed)
+
+    def _max_flights(self) -> int:
+        """MAX_FLIGHTS, leaving at least one of the pool's connections to reads."""
+        return max(1, min(MAX_FLIGHTS, self._pool_of().get_max_size() - 1))
+
+    async def _fly(self, batch: dict[int, Pending]) -> None:
+        try:
+            await self._flush(batch)
+        except Exception:  # never let a flush escape: every later append would hang
+            log.exception("postgres flush failed unexpectedly")
+            for p in batch.values():
+                for future in p.futures:
+                    if not future.done():
+                        future.set_exception(StoreError("flush failed"))
+        finally:
+            self._flying.difference_update(batch)
+
+    def _landed(self, flight: asyncio.Task) -> None:
+        self._flights.discard(flight)
+        if not self._flights:
+            self._idle.set()
+        if self._queue:
+            self._wake.set()
 
     async def _flush(self, batch: dict[int, Pending]) -> None:
         items = sorted(batch.values(), key=lambda p: p.stream_id)
@@ -289,23 +364,16 @@ class Flusher:
             for producer_id, (epoch, seq, updated_at) in p.producers.items():
                 for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
                     column.append(value)
+        conn = None
         try:
-            if self._reconnect:
-                self._reconnect = False
-                await self._release(broken=True)
-            if self._conn is None or not _usable(self._conn):
-                self._conn = await self._pool_of().acquire()
-                # Generic plans only: left to itself, the plan cache goes back to planning
-                # each flush (~0.3-0.5 ms) whenever the plan is invalidated (an ANALYZE)
-                # and the custom plans of small batches look cheaper than the generic one.
-                await self._conn.execute(GENERIC_PLANS)
-            conn = self._conn
+            conn, generation = await self._connection()
             started = time.monotonic()
+            data = [p.pieces[0] if len(p.pieces) == 1 else b"".join(p.pieces) for p in items]
             if plain:
                 statement = conn.fetchrow(
                     APPEND_SQL,
                     [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
-                    [b"".join(p.pieces) for p in items], [p.ends.tobytes() for p in items])
+                    data, [p.ends.tobytes() for p in items])
             else:
                 statement = conn.fetchrow(
                     FLUSH_SQL,
@@ -315,14 +383,14 @@ class Flusher:
                     [p.closed_by[1] if p.closed_by else None for p in items],
                     [p.closed_by[2] if p.closed_by else None for p in items],
                     [p.stream_seq for p in items],
-                    [b"".join(p.pieces) for p in items],
+                    data,
                     [p.ends.tobytes() for p in items],
                     *producer_rows,
                 )
             row = await asyncio.wait_for(statement, FLUSH_TIMEOUT)
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                await self._release(broken=True)
+            if conn is not None:  # its state is unknown (a statement may be running)
+                await self._release(conn, broken=True)
             if isinstance(exc, (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)):
                 error = StaleStream("the flush lost a lock race; nothing of it landed")  # decided again
             elif isinstance(exc, Exception):
@@ -338,6 +406,7 @@ class Flusher:
             if not isinstance(exc, Exception):
                 raise
             return
+        self._conns.append((conn, generation))
         landed = set(row["landed"])
         stats = self.stats
         stats.flushes += 1
@@ -347,12 +416,12 @@ class Flusher:
         stats.seconds_total += time.monotonic() - started
         if len(self._unheard) > 10_000:  # notifications lost while the listener was down
             self._unheard.clear()
-        for p in items:
+        for p, written in zip(items, data):
             ok = p.stream_id in landed
             if ok:
                 self._unheard[(p.stream_id, p.tail)] = started
                 if self._on_written is not None:
-                    self._on_written(p.stream_id, p.tail - p.expected)
+                    self._on_written(p.stream_id, p.expected, written)
             else:
                 stats.conflicts += 1
             for future in p.futures:
