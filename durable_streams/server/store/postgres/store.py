@@ -265,6 +265,10 @@ class PostgresStore(StreamStore):
         self._ids[path] = stream_id
         self._paths[stream_id] = path
 
+    @property
+    def watching(self) -> bool:
+        return self._listener.connected
+
     def _written(self, stream_id: int, start: int, data: bytes) -> None:
         """One of this node's flushes committed `data` at `start` of the stream."""
         self._compactor.wrote(stream_id, len(data))
