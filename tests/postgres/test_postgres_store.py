@@ -136,34 +136,6 @@ async def test_a_newer_schema_is_refused(pg_dsn):
         await conn.close()
 
 
-async def test_a_flush_blocked_in_postgres_does_not_hold_up_other_streams(pg_dsn):
-    """While a small flush waits in PostgreSQL (here on a row lock another session holds),
-    an append to another stream lands at once in a second flush; appends queued meanwhile
-    to the blocked stream wait for it and land after it, in order, with no false conflict."""
-    store = await _store(pg_dsn)
-    blocker = await asyncpg.connect(pg_dsn)
-    try:
-        await _create(store, "/blocked")
-        await _create(store, "/free")
-        locking = blocker.transaction()
-        await locking.start()
-        await blocker.execute("SELECT 1 FROM streams WHERE path = '/blocked' FOR UPDATE")
-        first = store.append("/blocked", b"abc", Commit(tail=3))
-        while not store._flusher._flights:  # the flush is on its way to the lock
-            await asyncio.sleep(0.001)
-        behind = store.append("/blocked", b"de", Commit(tail=5))
-        await asyncio.wait_for(store.append("/free", b"xyz", Commit(tail=3)), 5)
-        assert not first.done() and not behind.done()
-        await locking.rollback()
-        await asyncio.wait_for(asyncio.gather(first, behind), 5)
-        assert store.conflicts == 0
-        assert await store.read("/blocked", 0, 5) == b"abcde"
-        assert await store.read("/free", 0, 3) == b"xyz"
-    finally:
-        await blocker.close()
-        await store.close()
-
-
 async def test_other_nodes_serve_small_appends_from_the_notification(pg_dsn):
     """A flush's notification carries the bytes of small appends: the other node serves
     its readers from memory, and reads what memory does not hold (an older range, a large

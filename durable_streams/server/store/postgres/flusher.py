@@ -50,14 +50,6 @@ FLUSH_TIMEOUT = 30.0  # seconds: a hung database fails the batch (503) instead o
 # bigger batches, fewer statements. An idle writer never waits.
 GATHER_MIN = 8
 GATHER_SECONDS = 0.001
-# While a small flush (under GATHER_MIN appends: the writers are not busy) is in
-# PostgreSQL, the appends to other streams queued meanwhile go in a second flush on a
-# second connection at once, instead of waiting for the first to return: its round trip
-# and execution overlap the first's commit (notifying commits still take turns, WAL
-# flush included), so an append no longer waits up to two whole flushes. A stream is in
-# one flush at a time, so its appends still land in order and its guard never races its
-# own earlier flush. Busy writers keep one flush in flight: big batches carry their load.
-MAX_FLIGHTS = 2
 
 GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 
@@ -183,14 +175,10 @@ class Flusher:
         self._last_batch = 0
         self.gather_seconds = GATHER_SECONDS
         self._task: asyncio.Task | None = None
-        self._flights: set[asyncio.Task] = set()
-        self._flying: set[int] = set()  # stream ids in a flush in flight
-        self._idle = asyncio.Event()  # no flush in flight
+        self._idle = asyncio.Event()
         self._idle.set()
-        # The flusher's own pool connections, idle between flushes (at most MAX_FLIGHTS):
-        # flushes never queue behind reads. Each with the generation it was taken in.
-        self._conns: list[tuple[object, int]] = []
-        self._generation = 0  # bumped when the database restarted: older connections are replaced
+        self._conn = None  # the flusher's own pool connection: flushes never queue behind reads
+        self._reconnect = False  # replace it before the next flush (the database restarted)
         self.stats = FlushStats()
         # (stream id, tail) -> when its flush started, until the notification comes back
         self._unheard: dict[tuple[int, int], float] = {}
@@ -206,42 +194,21 @@ class Flusher:
             self._wake.set()
             await self._idle.wait()
             await asyncio.sleep(0)
-        tasks = [t for t in (self._task, *self._flights) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        conns, self._conns = self._conns, []
-        for conn, _generation in conns:
-            await self._release(conn)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._release()
 
     def reconnect(self) -> None:
-        """The database came back: the connections held may be from before it went (and
-        look open until a flush fails on them). The next flushes take fresh ones."""
-        self._generation += 1
+        """The database came back: the connection held may be from before it went (and
+        look open until a flush fails on it). The next flush takes a fresh one."""
+        self._reconnect = True
 
-    async def _connection(self) -> tuple[object, int]:
-        """An idle flusher connection of the current generation, or a new one."""
-        while self._conns:
-            conn, generation = self._conns.pop()
-            if generation == self._generation and _usable(conn):
-                return conn, generation
-            await self._release(conn, broken=True)
-        generation = self._generation
-        conn = await self._pool_of().acquire()
-        try:
-            # Generic plans only: left to itself, the plan cache goes back to planning
-            # each flush (~0.3-0.5 ms) whenever the plan is invalidated (an ANALYZE)
-            # and the custom plans of small batches look cheaper than the generic one.
-            await conn.execute(GENERIC_PLANS)
-        except BaseException:
-            await self._release(conn, broken=True)
-            raise
-        return conn, generation
-
-    async def _release(self, conn, *, broken: bool = False) -> None:
-        """Give a flusher connection back; a broken (or timed-out) one is closed first,
+    async def _release(self, *, broken: bool = False) -> None:
+        """Give the flusher's connection back; a broken (or timed-out) one is closed first,
         and the pool opens a new one when it is next needed."""
-        if not _usable(conn):
+        conn, self._conn = self._conn, None
+        if conn is None or not _usable(conn):
             return  # the pool took a lost connection back by itself
         try:
             if broken:
@@ -302,57 +269,28 @@ class Flusher:
             self._wake.clear()
             if not self._queue:
                 continue
-            if self._flights:
-                if len(self._flights) >= self._max_flights() or self._last_batch >= GATHER_MIN:
-                    continue  # the end of a flight wakes this loop again
-                batch = {sid: p for sid, p in self._queue.items() if sid not in self._flying}
-                if not batch:
-                    continue
-                for stream_id, p in batch.items():
-                    del self._queue[stream_id]
-                    self._queued_bytes -= sum(len(piece) for piece in p.pieces)
-                    self._queued_appends -= len(p.futures)
-                self._last_batch = sum(len(p.futures) for p in batch.values())
-            else:
-                if self._last_batch >= GATHER_MIN and self._queued_appends < self._last_batch and self.gather_seconds:
-                    self._want = self._last_batch
-                    self._enough.clear()
-                    try:
-                        await asyncio.wait_for(self._enough.wait(), self.gather_seconds)
-                    except asyncio.TimeoutError:
-                        pass
-                    self._want = 0
-                self._last_batch = self._queued_appends
-                batch, self._queue = self._queue, {}
-                self._queued_bytes = self._queued_appends = 0
+            if self._last_batch >= GATHER_MIN and self._queued_appends < self._last_batch and self.gather_seconds:
+                self._want = self._last_batch
+                self._enough.clear()
+                try:
+                    await asyncio.wait_for(self._enough.wait(), self.gather_seconds)
+                except asyncio.TimeoutError:
+                    pass
+                self._want = 0
+            self._last_batch = self._queued_appends
+            batch, self._queue = self._queue, {}
+            self._queued_bytes = self._queued_appends = 0
             self._idle.clear()
-            self._flying.update(batch)
-            flight = asyncio.create_task(self._fly(batch), name="postgres-flush")
-            self._flights.add(flight)
-            flight.add_done_callback(self._landed)
-
-    def _max_flights(self) -> int:
-        """MAX_FLIGHTS, leaving at least one of the pool's connections to reads."""
-        return max(1, min(MAX_FLIGHTS, self._pool_of().get_max_size() - 1))
-
-    async def _fly(self, batch: dict[int, Pending]) -> None:
-        try:
-            await self._flush(batch)
-        except Exception:  # never let a flush escape: every later append would hang
-            log.exception("postgres flush failed unexpectedly")
-            for p in batch.values():
-                for future in p.futures:
-                    if not future.done():
-                        future.set_exception(StoreError("flush failed"))
-        finally:
-            self._flying.difference_update(batch)
-
-    def _landed(self, flight: asyncio.Task) -> None:
-        self._flights.discard(flight)
-        if not self._flights:
-            self._idle.set()
-        if self._queue:
-            self._wake.set()
+            try:
+                await self._flush(batch)
+            except Exception:  # never let the flusher die: every later append would hang
+                log.exception("postgres flush failed unexpectedly")
+                for p in batch.values():
+                    for future in p.futures:
+                        if not future.done():
+                            future.set_exception(StoreError("flush failed"))
+            finally:
+                self._idle.set()
 
     async def _flush(self, batch: dict[int, Pending]) -> None:
         items = sorted(batch.values(), key=lambda p: p.stream_id)
@@ -364,9 +302,17 @@ class Flusher:
             for producer_id, (epoch, seq, updated_at) in p.producers.items():
                 for column, value in zip(producer_rows, (p.stream_id, producer_id, epoch, seq, updated_at)):
                     column.append(value)
-        conn = None
         try:
-            conn, generation = await self._connection()
+            if self._reconnect:
+                self._reconnect = False
+                await self._release(broken=True)
+            if self._conn is None or not _usable(self._conn):
+                self._conn = await self._pool_of().acquire()
+                # Generic plans only: left to itself, the plan cache goes back to planning
+                # each flush (~0.3-0.5 ms) whenever the plan is invalidated (an ANALYZE)
+                # and the custom plans of small batches look cheaper than the generic one.
+                await self._conn.execute(GENERIC_PLANS)
+            conn = self._conn
             started = time.monotonic()
             data = [p.pieces[0] if len(p.pieces) == 1 else b"".join(p.pieces) for p in items]
             if plain:
@@ -389,8 +335,8 @@ class Flusher:
                 )
             row = await asyncio.wait_for(statement, FLUSH_TIMEOUT)
         except BaseException as exc:
-            if conn is not None:  # its state is unknown (a statement may be running)
-                await self._release(conn, broken=True)
+            if isinstance(exc, Exception):
+                await self._release(broken=True)
             if isinstance(exc, (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)):
                 error = StaleStream("the flush lost a lock race; nothing of it landed")  # decided again
             elif isinstance(exc, Exception):
@@ -406,7 +352,6 @@ class Flusher:
             if not isinstance(exc, Exception):
                 raise
             return
-        self._conns.append((conn, generation))
         landed = set(row["landed"])
         stats = self.stats
         stats.flushes += 1
