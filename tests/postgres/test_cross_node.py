@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from array import array
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
+from durable_streams.server.engine.offsets import format_offset
 from nodes import Node
 from stream_client import JSON, Reader, append, create, producer_headers, read_all, session
 
@@ -234,3 +237,40 @@ async def test_expired_stream_recreated_concurrently_on_both_nodes(nodes):
         assert statuses == [200, 201], statuses
         for node in (a, b):
             assert await read_all(http, node.url, path) == []
+
+
+async def test_a_live_read_from_an_offset_its_node_has_not_heard_of_looks_the_stream_up(nodes):
+    """A live read starts from the node's cached stream while every change to it is being
+    notified (no lookup per long-poll). An offset past the cached tail comes from a change
+    the node has not heard of yet (here one written behind the nodes' backs, so never
+    notified): the node looks the stream up instead of refusing the offset."""
+    a, b = nodes
+    path = new_path("unheard")
+    binary = {"Content-Type": "application/octet-stream"}
+    async with session() as http:
+        async with http.put(a.url + path, headers=binary) as r:
+            assert r.status == 201
+        async with http.post(a.url + path, data=b"abc", headers=binary) as r:
+            assert r.status == 204
+        async with http.get(b.url + path, params={"offset": "-1"}) as r:  # b caches it
+            assert await r.read() == b"abc"
+        async with http.get(b.url + path, params={"offset": format_offset(3), "live": "long-poll"}) as r:
+            assert r.status == 204  # b's cache holds the tail: it waited out its timeout
+        conn = await asyncpg.connect(a.dsn)
+        try:
+            async with conn.transaction():
+                stream_id = await conn.fetchval("SELECT id FROM streams WHERE path = $1", path)
+                await conn.execute("INSERT INTO chunks (stream_id, start_offset, end_offset, data, ends) "
+                                   "VALUES ($1, 3, 5, 'de', $2)", stream_id, array("q", [5]).tobytes())
+                await conn.execute("UPDATE streams SET tail = 5 WHERE id = $1", stream_id)
+        finally:
+            await conn.close()
+        async with http.get(b.url + path, params={"offset": format_offset(5), "live": "long-poll"}) as r:
+            await r.read()
+            assert r.status == 204 and r.headers["Stream-Next-Offset"] == format_offset(5)
+        async with http.get(b.url + path, params={"offset": format_offset(3)}) as r:
+            assert await r.read() == b"de"
+        async with http.post(a.url + path, data=b"f", headers=binary) as r:
+            assert r.status == 204
+        async with http.get(b.url + path, params={"offset": format_offset(5), "live": "long-poll"}) as r:
+            assert r.status == 200 and await r.read() == b"f"  # now heard of, or waited for

@@ -134,3 +134,58 @@ async def test_a_newer_schema_is_refused(pg_dsn):
             await migrate(conn)
     finally:
         await conn.close()
+
+
+async def test_other_nodes_serve_small_appends_from_the_notification(pg_dsn):
+    """A flush's notification carries the bytes of small appends: the other node serves
+    its readers from memory, and reads what memory does not hold (an older range, a large
+    append) from the database, with the same bytes."""
+    a, b = await _store(pg_dsn), await _store(pg_dsn)
+    heard: asyncio.Queue = asyncio.Queue()
+    b.watch(lambda path, tail, closed: heard.put_nowait((path, tail)), lambda: None)
+    try:
+        await _create(a, "/s")
+        assert await b.lookup("/s") is not None
+
+        async def append(data: bytes, tail: int) -> None:
+            await a.append("/s", data, Commit(tail=tail))
+            while (await asyncio.wait_for(heard.get(), 5)) != ("/s", tail):
+                pass
+
+        await append(b"hello", 5)
+        await append(b" world", 11)
+        from_memory = b.reads_from_memory
+        assert await b.read("/s", 5, 11) == b" world"
+        assert await b.read("/s", 0, 11) == b"hello world"
+        assert await b.read("/s", 3, 8) == b"lo wo"
+        assert b.reads_from_memory == from_memory + 3
+        large = bytes(range(256)) * 8  # over what a notification carries: read from the database
+        await append(large, 11 + len(large))
+        assert await b.read("/s", 11, 11 + len(large)) == large
+        assert await b.read("/s", 0, 11) == b"hello world"
+        assert b.reads_from_memory == from_memory + 3
+        await append(b"!", 12 + len(large))  # after the gap, memory starts again here
+        assert await b.read("/s", 11 + len(large), 12 + len(large)) == b"!"
+        assert b.reads_from_memory == from_memory + 4
+        assert await a.read("/s", 0, 12 + len(large)) == b"hello world" + large + b"!"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_deleted_stream_is_not_served_from_memory(pg_dsn):
+    a, b = await _store(pg_dsn), await _store(pg_dsn)
+    heard: asyncio.Queue = asyncio.Queue()
+    b.watch(lambda path, tail, closed: heard.put_nowait(tail), lambda: None)
+    try:
+        await _create(a, "/s")
+        assert await b.lookup("/s") is not None
+        await a.append("/s", b"abc", Commit(tail=3))
+        assert await asyncio.wait_for(heard.get(), 5) == 3
+        await a.delete("/s")
+        assert await asyncio.wait_for(heard.get(), 5) == -1  # the delete, notified
+        with pytest.raises(StaleStream):
+            await b.read("/s", 0, 3)
+    finally:
+        await a.close()
+        await b.close()

@@ -47,7 +47,7 @@ class StreamView(Protocol):
 class Stream:
     __slots__ = ("config", "state", "framing", "lifetime", "sse_cache", "_removed",
                  "_source", "_forks", "_pins", "_live_readers", "_lock", "_pending",
-                 "_in_flight", "_generation", "_signal", "_stale",
+                 "_in_flight", "_generation", "_signal", "_stale", "_watched_since",
                  "_retention", "_reads", "_last_append", "_last_queued")
 
     def __init__(self, config: StreamConfig, state: StreamState, source: Stream | None) -> None:
@@ -73,6 +73,9 @@ class Stream:
         # Shared stores: another node may have changed the stream since it was loaded;
         # the next append reloads it before checking (its readers may already see more).
         self._stale = False
+        # Shared stores: the engine's watch period in which it was last loaded (-1: never);
+        # within the same period every change since has been notified.
+        self._watched_since = -1
         self._retention = None  # its RetentionRule, if one applies (set by the engine)
         # Starts of the reads in progress: the floor never passes one (their bytes stay).
         self._reads: list[int] = []

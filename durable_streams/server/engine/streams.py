@@ -143,6 +143,7 @@ class StreamEngine:
         self._paths = PathLocks()
         self._watchers: list[StreamWatcher] = []
         self.stopping = False
+        self._watch_period = 0  # shared stores: bumped at each resync (changes may have been missed)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -439,8 +440,20 @@ class StreamEngine:
 
     # ---------------------------------------------------------------- shared stores
 
+    def live_cache(self, path: str) -> bool:
+        """Whether a live read of `path` may start from the cached stream, with no lookup:
+        over a shared store that is watching, for a stream loaded since the last resync,
+        every change another node made has been notified (or is being: it wakes the
+        reader when it arrives, as if the reader had come a moment earlier)."""
+        if not self.store.shared:
+            return True
+        stream = self._streams.get(path)
+        return (stream is not None and stream._watched_since == self._watch_period
+                and self.store.watching)
+
     async def _load(self, path: str) -> Stream | None:
         """The stream at `path` as the shared store holds it now; the cache follows."""
+        period = self._watch_period  # a resync during the lookup: it may predate a missed change
         stored = await self.store.lookup(path)
         cached = self._streams.get(path)  # after the await: a concurrent load may have won
         if stored is None:
@@ -449,6 +462,7 @@ class StreamEngine:
             return None
         if cached is not None and cached.config.settings.get("incarnation") == stored.config.settings.get("incarnation"):
             self._adopt(cached, stored.state)
+            cached._watched_since = period
             return cached
         if cached is not None:
             self._drop_cached(cached)  # deleted and re-created by another node
@@ -460,6 +474,7 @@ class StreamEngine:
             if cached is not None:  # loaded meanwhile by another request
                 return cached
         stream = self._new_stream(stored.config, stored.state, source)
+        stream._watched_since = period
         if source is not None:
             source._forks.add(stream)
         self._streams[path] = stream
@@ -522,7 +537,8 @@ class StreamEngine:
 
     def _resync(self) -> None:
         """Changes may have been missed (the store lost its notifications): reload the
-        streams that readers wait on."""
+        streams that readers wait on; live reads look the others up again."""
+        self._watch_period += 1
         waited = [s.path for s in self._streams.values() if s._live_readers]
         if waited:
             asyncio.ensure_future(self._reload_quietly(waited))

@@ -101,6 +101,9 @@ class SharedStoreStats(Protocol):
     @property
     def notify_seconds_total(self) -> float: ...  # their lag from flush to wake-up
 
+    @property
+    def reads_from_memory(self) -> int: ...  # reads of the newest bytes, with no database round trip
+
 
 class SubscriptionStats(Protocol):
     @property
@@ -355,6 +358,10 @@ class _SharedStoreCollector(Collector):
             f"{NAMESPACE}_postgres_notify_lag_seconds", "From a flush to its notification heard back.",
             count_value=sum(s.notify_count for s in stores),
             sum_value=sum(s.notify_seconds_total for s in stores))
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_postgres_reads_from_memory",
+            "Reads of the newest bytes served from what this node committed or was notified of.",
+            value=sum(s.reads_from_memory for s in stores))
 
 
 class _ConnectionCollector(Collector):

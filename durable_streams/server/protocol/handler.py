@@ -47,7 +47,7 @@ from ..engine.errors import InvalidRequest, StreamError
 from ..engine.expiry import Lifetime
 from ..engine.forks import ForkRequest
 from ..engine.framing import Framing, json_array, json_array_length, json_array_piece
-from ..engine.offsets import START, format_offset, parse_position, parse_read_offset
+from ..engine.offsets import NOW, START, format_offset, parse_position, parse_read_offset
 from ..engine.retention import RetentionRule
 from ..engine.stream import StreamView
 from ..engine.streams import AppendRequest, Chunk, CreateRequest, StreamEngine
@@ -271,9 +271,14 @@ class DurableStreamsHandler:
 
     async def _get(self, request: Request, path: str, limit: int) -> Response | StreamResponse:
         query = request.query
-        stream = await self.engine.require(path)  # existence before parameter errors
-        offsets = query.getall("offset", [])
         live = query.get("live")
+        offsets = query.getall("offset", [])
+        # A live read from an offset over a shared store starts from the cached stream when
+        # every change to it is being notified: a long-poll's next request costs no lookup.
+        # Not from `now`: an append acknowledged elsewhere but not notified yet is before it.
+        cached = (live in _LIVE_MODES and len(offsets) == 1 and offsets[0] != NOW
+                  and self.engine.live_cache(path))
+        stream = await self.engine.require(path, fresh=not cached)  # existence before parameter errors
         if len(offsets) > 1:
             raise InvalidRequest("offset must be given at most once")
         if live is not None and live not in _LIVE_MODES:
@@ -284,6 +289,9 @@ class DurableStreamsHandler:
             start = self.engine.read_start(stream, None)  # the earliest retained byte
         else:
             start = parse_read_offset(offsets[0])
+            if cached and start is not None and start > stream.state.tail:
+                # the offset came from a node that heard of an append this one has not yet
+                stream = await self.engine.require(path)
             if start is not None:
                 start = self.engine.read_start(stream, start)  # 410 below the floor, before any body
         if start is not None and start > stream.state.tail:

@@ -203,6 +203,12 @@ class StreamStore(ABC):
         """Shared stores: the engine dropped `path` from its cache."""
 
     @property
+    def watching(self) -> bool:
+        """Shared stores: True while other nodes' changes reach this node (`watch`). A
+        resync follows every period without them."""
+        return False
+
+    @property
     def available(self) -> bool:
         """False while the store cannot serve (a shared store's database is down)."""
         return True

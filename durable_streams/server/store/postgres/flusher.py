@@ -24,16 +24,25 @@ import contextlib
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
 
 from ..base import Commit, StaleStream, StoreError
 
+if TYPE_CHECKING:
+    from .listener import Change
+
 log = structlog.get_logger("durable_streams.store.postgres")
 
 CHANNEL = "durable_streams"
-NOTIFY_ENTRIES = 150  # "id:tail:c," entries of at most ~45 bytes: under 8000 per notify
+# A stream's entry carries the bytes the flush appended to it when there are at most
+# INLINE_BYTES of them (base64, ~1.4 KB), so other nodes serve their live readers without
+# reading them back. Entries go into one notification until it holds NOTIFY_BYTES: with
+# the entry that crosses that mark, still under PostgreSQL's 8000-byte payload limit.
+INLINE_BYTES = 1024
+NOTIFY_BYTES = 6000
 FLUSH_TIMEOUT = 30.0  # seconds: a hung database fails the batch (503) instead of every append waiting
 # A flush costs PostgreSQL ~0.3 ms of CPU whatever its size (round trip, commit, notify),
 # ~12 us per stream in it. When the previous flush held GATHER_MIN appends or more (the
@@ -60,9 +69,12 @@ _LOCKED = """
 _NOTIFIED = f"""
 ), notified AS (
     SELECT pg_notify('{CHANNEL}', string_agg(entry, ',')) FROM (
-        SELECT id || ':' || tail || CASE WHEN closed THEN ':c' ELSE '' END AS entry,
-               (row_number() OVER ()) / {NOTIFY_ENTRIES} AS part
-        FROM moved) entries
+        SELECT entry, sum(length(entry) + 1) OVER (ORDER BY id) / {NOTIFY_BYTES} AS part FROM (
+            SELECT m.id, m.id || ':' || m.tail || CASE WHEN m.closed THEN ':c' ELSE '' END
+                || CASE WHEN m.tail > b.expected AND m.tail - b.expected <= {INLINE_BYTES}
+                        THEN CASE WHEN m.closed THEN ':' ELSE '::' END || b.expected || ':' || encode(b.data, 'base64')
+                        ELSE '' END AS entry
+            FROM moved m JOIN ok b ON b.id = m.id) e) entries
     GROUP BY part
 )
 SELECT array(SELECT id FROM moved) AS landed, (SELECT count(*) FROM notified) AS notifies
@@ -152,7 +164,8 @@ class Flusher:
     def __init__(self, pool_of, on_error, on_written=None) -> None:
         self._pool_of = pool_of  # () -> the asyncpg pool
         self._on_error = on_error  # exception -> StoreError, marks the store unavailable if it is one
-        self._on_written = on_written  # (stream id, bytes) per chunk row written (the compactor)
+        # (stream id, start offset, bytes) per chunk row committed: the compactor, the recent bytes
+        self._on_written = on_written
         self._queue: dict[int, Pending] = {}
         self._queued_bytes = 0
         self._queued_appends = 0
@@ -241,11 +254,11 @@ class Flusher:
             self._enough.set()
         return future
 
-    def heard(self, entries: list[tuple[int, int, bool]]) -> None:
+    def heard(self, entries: list[Change]) -> None:
         """Notifications arrived: those of this node's flushes measure the notify lag."""
         now = time.monotonic()
-        for stream_id, tail, _closed in entries:
-            started = self._unheard.pop((stream_id, tail), None)
+        for change in entries:
+            started = self._unheard.pop((change.stream_id, change.tail), None)
             if started is not None:
                 self.stats.notified += 1
                 self.stats.notify_seconds_total += now - started
@@ -301,11 +314,12 @@ class Flusher:
                 await self._conn.execute(GENERIC_PLANS)
             conn = self._conn
             started = time.monotonic()
+            data = [p.pieces[0] if len(p.pieces) == 1 else b"".join(p.pieces) for p in items]
             if plain:
                 statement = conn.fetchrow(
                     APPEND_SQL,
                     [p.stream_id for p in items], [p.expected for p in items], [p.tail for p in items],
-                    [b"".join(p.pieces) for p in items], [p.ends.tobytes() for p in items])
+                    data, [p.ends.tobytes() for p in items])
             else:
                 statement = conn.fetchrow(
                     FLUSH_SQL,
@@ -315,7 +329,7 @@ class Flusher:
                     [p.closed_by[1] if p.closed_by else None for p in items],
                     [p.closed_by[2] if p.closed_by else None for p in items],
                     [p.stream_seq for p in items],
-                    [b"".join(p.pieces) for p in items],
+                    data,
                     [p.ends.tobytes() for p in items],
                     *producer_rows,
                 )
@@ -347,12 +361,12 @@ class Flusher:
         stats.seconds_total += time.monotonic() - started
         if len(self._unheard) > 10_000:  # notifications lost while the listener was down
             self._unheard.clear()
-        for p in items:
+        for p, written in zip(items, data):
             ok = p.stream_id in landed
             if ok:
                 self._unheard[(p.stream_id, p.tail)] = started
                 if self._on_written is not None:
-                    self._on_written(p.stream_id, p.tail - p.expected)
+                    self._on_written(p.stream_id, p.expected, written)
             else:
                 stats.conflicts += 1
             for future in p.futures:

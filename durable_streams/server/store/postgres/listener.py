@@ -11,8 +11,10 @@ database when they time out."""
 from __future__ import annotations
 
 import asyncio
+import binascii
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import structlog
 
@@ -25,21 +27,41 @@ RECONNECT_MAX = 2.0
 KEEPALIVE = 5.0  # seconds between probes of an idle LISTEN connection
 
 
-def parse_payload(payload: str) -> list[tuple[int, int, bool]]:
-    """`id:tail` (an append), `id:tail:c` (and closed), `id:d` (deleted or soft-deleted:
-    reported with tail -1)."""
+class Change(NamedTuple):
+    stream_id: int
+    tail: int  # -1: deleted
+    closed: bool = False
+    start: int = 0  # where `data` begins
+    data: bytes | None = None  # the bytes of [start, tail), when the flush sent them
+
+
+def parse_payload(payload: str) -> list[Change]:
+    """`id:tail` (an append), `id:tail:c` (and closed), either followed by `:start:base64`
+    when the entry carries the appended bytes (`id:tail::start:base64` when not closed),
+    `id:d` (deleted or soft-deleted: reported with tail -1). Malformed entries are skipped."""
     entries = []
     for entry in payload.split(","):
         parts = entry.split(":")
         if len(parts) == 2 and parts[0].isdigit() and parts[1] == "d":
-            entries.append((int(parts[0]), -1, False))
+            entries.append(Change(int(parts[0]), -1))
         elif len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-            entries.append((int(parts[0]), int(parts[1]), len(parts) > 2 and parts[2] == "c"))
+            stream_id, tail, closed = int(parts[0]), int(parts[1]), len(parts) > 2 and parts[2] == "c"
+            data = None
+            start = 0
+            if len(parts) == 5 and parts[3].isdigit():
+                try:
+                    data = binascii.a2b_base64(parts[4])
+                except binascii.Error:
+                    data = None
+                start = int(parts[3])
+                if data is not None and start + len(data) != tail:
+                    data = None  # not the bytes of [start, tail): never trust it
+            entries.append(Change(stream_id, tail, closed, start, data))
     return entries
 
 
 class Listener:
-    def __init__(self, connect: Callable, on_notify: Callable[[list[tuple[int, int, bool]]], None],
+    def __init__(self, connect: Callable, on_notify: Callable[[list[Change]], None],
                  on_resync: Callable[[], None]) -> None:
         self._connect = connect  # () -> awaitable asyncpg connection
         self._on_notify = on_notify

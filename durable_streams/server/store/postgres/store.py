@@ -34,7 +34,8 @@ from ..base import (
 )
 from .compactor import Compactor
 from .flusher import CHANNEL, Flusher
-from .listener import Listener
+from .listener import Change, Listener
+from .recent import RecentBytes
 from .schema import migrate
 
 log = structlog.get_logger("durable_streams.store.postgres")
@@ -105,7 +106,8 @@ class PostgresStore(StreamStore):
         self._on_change: ChangeListener | None = None
         self._on_resync: ResyncListener | None = None
         self._compactor = Compactor(lambda: self._pool, self._error)
-        self._flusher = Flusher(lambda: self._pool, self._error, self._compactor.wrote)
+        self._recent = RecentBytes()  # live readers read the newest bytes from memory
+        self._flusher = Flusher(lambda: self._pool, self._error, self._written)
         self._listener = Listener(self._connect, self._notified, self._resync)
         self._maintenance: asyncio.Task | None = None
         self._toucher: asyncio.Task | None = None
@@ -252,23 +254,42 @@ class PostgresStore(StreamStore):
             self._paths.pop(stream_id, None)
             self._touches.pop(stream_id, None)
             self._compactor.forget(stream_id)
+            self._recent.forget(stream_id)
 
     def _remember(self, path: str, stream_id: int) -> None:
         old = self._ids.get(path)
         if old is not None and old != stream_id:
             self._paths.pop(old, None)
             self._touches.pop(old, None)
+            self._recent.forget(old)
         self._ids[path] = stream_id
         self._paths[stream_id] = path
 
-    def _notified(self, entries: list[tuple[int, int, bool]]) -> None:
+    @property
+    def watching(self) -> bool:
+        return self._listener.connected
+
+    def _written(self, stream_id: int, start: int, data: bytes) -> None:
+        """One of this node's flushes committed `data` at `start` of the stream."""
+        self._compactor.wrote(stream_id, len(data))
+        if stream_id in self._paths:
+            self._recent.add(stream_id, start, data)
+
+    def _notified(self, entries: list[Change]) -> None:
         self._flusher.heard(entries)
-        if self._on_change is None:
-            return
-        for stream_id, tail, closed in entries:
-            path = self._paths.get(stream_id)
-            if path is not None:
-                self._on_change(path, tail, closed)
+        for change in entries:
+            path = self._paths.get(change.stream_id)
+            if path is None:
+                continue  # not loaded here: nobody reads it
+            # the bytes first: the readers woken next read them from memory
+            if change.tail < 0:
+                self._recent.forget(change.stream_id)
+            elif change.data is not None:
+                self._recent.add(change.stream_id, change.start, change.data)
+            else:
+                self._recent.moved(change.stream_id, change.tail)
+            if self._on_change is not None:
+                self._on_change(path, change.tail, change.closed)
 
     def _resync(self) -> None:
         if self._on_resync is not None:
@@ -498,6 +519,9 @@ class PostgresStore(StreamStore):
         if start >= end:
             return b""
         stream_id = self._require_id(path)
+        recent = self._recent.get(stream_id, start, end)
+        if recent is not None:
+            return recent
         rows = await self._query("fetch", _READ_SQL, stream_id, start, end)
         pieces = []
         position = start
@@ -568,6 +592,10 @@ class PostgresStore(StreamStore):
     @property
     def listener_reconnects(self) -> int:
         return self._listener.reconnects
+
+    @property
+    def reads_from_memory(self) -> int:
+        return self._recent.hits
 
     @property
     def notify_count(self) -> int:
