@@ -189,6 +189,27 @@ async def test_long_poll_and_sse_share_one_connection(server):
     assert after["h2"] - before["h2"] == 1 and after["h1"] == before["h1"]
 
 
+async def test_long_polls_woken_together_over_h2_are_answered_by_their_own_streams(tmp_path, tls):
+    """Long-polls parked at one tail are answered together by the live fan-out on HTTP/1.1
+    (Request.answer_now); an h2 stream declines that and its handler answers: every poll
+    gets the data, and the fan-out never fails over (it would log and hand them back)."""
+    with daemon(tmp_path, tls) as running:
+        async with running.client() as client:
+            await client.put("/v1/stream/many", headers={"Content-Type": "application/json"})
+            tail = (await client.head("/v1/stream/many")).headers["stream-next-offset"]
+            polls = [asyncio.ensure_future(client.get("/v1/stream/many", params={"offset": tail, "live": "long-poll"}))
+                     for _ in range(5)]
+            await asyncio.sleep(0.3)  # parked at the tail (if not yet, the append still reaches them)
+            assert (await client.post("/v1/stream/many", content=b'{"n": 1}',
+                                      headers={"Content-Type": "application/json"})).status_code == 204
+            answers = await asyncio.wait_for(asyncio.gather(*polls), GUARD)
+        assert [(a.status_code, a.json()) for a in answers] == [(200, [{"n": 1}])] * 5
+        running.proc.send_signal(signal.SIGTERM)
+        running.proc.wait(timeout=30)
+        log = running.proc.stderr.read()
+    assert "handed its readers back" not in log and "Traceback" not in log, log
+
+
 async def test_a_reset_stream_leaves_the_connection_serving(server):
     async with server.client() as client:
         await client.put("/v1/stream/reset", headers={"Content-Type": "text/plain"})
