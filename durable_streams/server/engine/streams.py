@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 from ..store.base import (
-    Commit, Document, ProducerState, Retired, StaleStream, StoreError, StoreUnavailable, StreamConfig,
+    Commit, Document, ProducerState, Retired, StaleDocument, StaleStream, StoredStream, StoreError, StoreUnavailable, StreamConfig,
     StreamState, StreamStore,
 )
 from .events import NO_EVENTS, EngineEvents
