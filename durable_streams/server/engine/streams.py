@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
+# Some of these are re-exported, not used here: layers above (subscriptions/) take the store's
+# types from the engine, never from store/ directly.
 from ..store.base import (
     Commit, Document, ProducerState, Retired, StaleDocument, StaleStream, StoredStream, StoreError, StoreUnavailable, StreamConfig,
     StreamState, StreamStore,
