@@ -93,6 +93,11 @@ http://127.0.0.1:0 {{
 async def drive(args: argparse.Namespace, data_dir: str | None) -> None:
     app = ServerApp(load_config(caddyfile(data_dir)))
     await app.start()
+    if os.environ.get("DRV_GC"):
+        import gc
+        gc.freeze()
+        if os.environ["DRV_GC"] != "freeze":
+            gc.set_threshold(*map(int, os.environ["DRV_GC"].split(",")))
     loop = asyncio.get_running_loop()
     conns = []
     try:
@@ -108,7 +113,7 @@ async def drive(args: argparse.Namespace, data_dir: str | None) -> None:
             for (conn, transport, _), request in zip(conns, requests):
                 transport.answered = loop.create_future()
                 waits.append(transport.answered)
-                conn.data_received(request)
+                loop.call_soon(conn.data_received, request)  # as a transport calls it: outside any task
             await asyncio.gather(*waits)
             for _, transport, _ in conns:
                 status = transport.last[9:12]
