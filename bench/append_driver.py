@@ -93,11 +93,6 @@ http://127.0.0.1:0 {{
 async def drive(args: argparse.Namespace, data_dir: str | None) -> None:
     app = ServerApp(load_config(caddyfile(data_dir)))
     await app.start()
-    if os.environ.get("DRV_GC"):
-        import gc
-        gc.freeze()
-        if os.environ["DRV_GC"] != "freeze":
-            gc.set_threshold(*map(int, os.environ["DRV_GC"].split(",")))
     loop = asyncio.get_running_loop()
     conns = []
     try:
