@@ -22,6 +22,7 @@ class Framing(Enum):
 
 
 @functools.lru_cache(maxsize=256)  # few distinct types; an append compares two
+@functools.lru_cache(maxsize=256)  # few distinct values; every append compares two
 def media_type(content_type: str) -> str:
     """`Text/Plain; charset=utf-8` -> `text/plain` (what equality of stream types means)."""
     return content_type.split(";", 1)[0].strip().lower()

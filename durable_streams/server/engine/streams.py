@@ -259,6 +259,16 @@ class StreamEngine:
             stream = self._streams.get(path)
         return stream
 
+    def _ready_stream(self, path: str, *, fresh: bool = True) -> Stream | None:
+        """What `require` returns when it needs no await (a cached stream, not due to
+        expire nor soft-deleted, that needs no load); None when it would do more."""
+        if self.stopping or (self.store.shared and (fresh or path not in self._streams)):
+            return None
+        stream = self._streams.get(path)
+        if stream is None or stream.state.soft_deleted or self._expired(stream):
+            return None
+        return stream
+
     async def require(self, path: str, *, fresh: bool = True) -> Stream:
         """The visible stream at `path`, or the reason it is not there."""
         if self.stopping:
@@ -752,7 +762,7 @@ class StreamEngine:
         (pipelining). A commit is applied by a callback of the store's future, in queue
         order, whether or not its caller is still waiting (no task needed)."""
         for _attempt in range(MAX_STALE_RETRIES):
-            stream = await self.require(path, fresh=False)
+            stream = self._ready_stream(path, fresh=False) or await self.require(path, fresh=False)
             if self.store.shared:
                 async with stream._lock:
                     queued_before = self._queued_before(stream)

@@ -94,18 +94,22 @@ class _CompiledRoute:
     terminal: bool
 
 
+_NO_GROUPS: frozenset[str] = frozenset()  # what a list without grouped routes has chosen: nothing, ever
+
+
 class RouteList:
     """A compiled route list; calling it runs Caddy's route semantics."""
 
     def __init__(self, routes: list[_CompiledRoute]) -> None:
         self.routes = routes
+        self._grouped = any(route.group is not None for route in routes)
 
     # The plain `def`s below return their callee's awaitable instead of awaiting it, so a
     # request passes through one coroutine per handler rather than three.
     def __call__(self, request: Request, next: Next) -> Awaitable[Response | StreamResponse]:
-        return self._from(0, request, next, set())
+        return self._from(0, request, next, set() if self._grouped else _NO_GROUPS)
 
-    def _from(self, index: int, request: Request, final: Next, chosen: set[str]) -> Awaitable[Response | StreamResponse]:
+    def _from(self, index: int, request: Request, final: Next, chosen: set[str] | frozenset[str]) -> Awaitable[Response | StreamResponse]:
         view: RequestView | None = None
         routes = self.routes
         while index < len(routes):
@@ -119,7 +123,7 @@ class RouteList:
                 if not route.match(view):
                     continue
             if route.group is not None:
-                chosen.add(route.group)
+                chosen.add(route.group)  # type: ignore[union-attr]  # a grouped list chose into a set
             if route.terminal:
                 rest = final
             else:

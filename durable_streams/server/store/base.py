@@ -96,7 +96,9 @@ class StreamState:
             self.producers[producer_id] = producer_state
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per append, and a frozen dataclass's __init__ costs an
+# object.__setattr__ call per field. Treat it as immutable all the same.
+@dataclass(slots=True)
 class Commit:
     """The state change that travels with one append (or a close without data).
     Lands atomically with the data: after a crash, both or neither."""

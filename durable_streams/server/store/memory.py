@@ -28,6 +28,7 @@ class MemoryStore(StreamStore):
     def __init__(self) -> None:
         self._streams: dict[str, _Entry] = {}
         self._documents: dict[str, dict[str, Document]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # get_running_loop() costs a getpid syscall on 3.11
 
     async def open(self) -> list[StoredStream]:
         return [StoredStream(e.config, e.state.copy()) for e in self._streams.values()]
@@ -44,7 +45,10 @@ class MemoryStore(StreamStore):
         entry.state.apply(commit)
         if data:
             entry.boundaries.append(commit.tail)
-        done = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        done = loop.create_future()
         done.set_result(None)  # in memory, landed is durable
         return done
 

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -46,7 +46,7 @@ class Job:
     state: StreamState | None = None
     data: bytes = b""
     commit: Commit | None = None
-    touches: dict[str, float] = field(default_factory=dict)
+    touches: dict[str, float] | None = None  # a touch job's; None, not a dict made per append
     retain: tuple[int, tuple] = (0, ())  # (floor, marks) of a retain job
     reclaimed: int = 0  # set by the writer: bytes a retain job handed back to the file system
 
