@@ -24,19 +24,15 @@ import contextlib
 import time
 from array import array
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import asyncpg
 import structlog
 
 from ..base import Commit, StaleStream, StoreError
-
-if TYPE_CHECKING:
-    from .listener import Change
+from .listener import CHANNEL, Change
 
 log = structlog.get_logger("durable_streams.store.postgres")
 
-CHANNEL = "durable_streams"
 # A stream's entry carries the bytes the flush appended to it when there are at most
 # INLINE_BYTES of them (base64, ~1.4 KB), so other nodes serve their live readers without
 # reading them back. Entries go into one notification until it holds NOTIFY_BYTES: with

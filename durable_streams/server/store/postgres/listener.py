@@ -18,9 +18,9 @@ from typing import NamedTuple
 
 import structlog
 
-from .flusher import CHANNEL
-
 log = structlog.get_logger("durable_streams.store.postgres")
+
+CHANNEL = "durable_streams"  # one pg_notify per flush (flusher.py) on it; payloads as parse_payload reads them
 
 RECONNECT_MIN = 0.1
 RECONNECT_MAX = 2.0

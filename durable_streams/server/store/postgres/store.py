@@ -33,8 +33,8 @@ from ..base import (
     StoreError, StoreUnavailable, StreamConfig, StreamState, StreamStore,
 )
 from .compactor import Compactor
-from .flusher import CHANNEL, Flusher
-from .listener import Change, Listener
+from .flusher import Flusher
+from .listener import CHANNEL, Change, Listener
 from .recent import RecentBytes
 from .schema import migrate
 
