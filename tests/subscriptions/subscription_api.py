@@ -38,3 +38,14 @@ def append(c: httpx.Client, url: str, body: bytes) -> str:
     r = c.post(url, content=body, headers=BINARY)
     assert r.status_code == 204, (r.status_code, r.text)
     return r.headers[NEXT]
+
+
+def pull_wake_subscription(c: httpx.Client, server: Server) -> tuple[str, str, str]:
+    """A fresh pull-wake subscription on `<prefix>/*` with its wake stream (30 s leases);
+    (prefix, wake stream, subscription id)."""
+    prefix, wake_stream, sub_id = uniq("jobs"), uniq("wake"), uniq("pull")
+    assert c.put(server.url(wake_stream), content=b"[]", headers=JSON).status_code == 201
+    r = c.put(sub_url(server, sub_id), json={"type": "pull-wake", "pattern": f"{prefix}/*",
+                                             "wake_stream": wake_stream, "lease_ttl_ms": 30_000})
+    assert r.status_code == 201, r.text
+    return prefix, wake_stream, sub_id

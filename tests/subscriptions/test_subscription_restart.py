@@ -17,7 +17,7 @@ from durable_streams.server.engine.offsets import format_offset
 
 from receiver import Receiver, verify
 from retention_servers import Server
-from subscription_api import BINARY, JSON, NEXT, SUBSCRIPTIONS, append, position, sub_url, uniq
+from subscription_api import BINARY, NEXT, SUBSCRIPTIONS, append, position, pull_wake_subscription, sub_url, uniq
 
 RECORD = 32
 WAIT = 20.0  # a guard for background work after a restart, not a performance expectation
@@ -146,13 +146,7 @@ def test_undelivered_webhook_wake_is_resent_with_the_same_wake_after_sigkill(ser
 
 
 def test_pull_wake_is_announced_again_after_sigkill(server, http):
-    prefix = uniq("jobs")
-    wake_stream = uniq("wake")
-    assert http.put(server.url(wake_stream), content=b"[]", headers=JSON).status_code == 201
-    sub_id = uniq("pull")
-    r = http.put(sub_url(server, sub_id), json={"type": "pull-wake", "pattern": f"{prefix}/*",
-                                                "wake_stream": wake_stream, "lease_ttl_ms": 30_000})
-    assert r.status_code == 201, r.text
+    prefix, wake_stream, sub_id = pull_wake_subscription(http, server)
     name = f"{prefix}/a"
     assert http.put(server.url(name), headers=BINARY).status_code == 201
 

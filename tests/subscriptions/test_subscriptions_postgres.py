@@ -14,7 +14,7 @@ import pytest
 
 from receiver import Receiver
 from retention_servers import Server
-from subscription_api import BINARY, JSON, SUBSCRIPTIONS, append, sub_url, uniq
+from subscription_api import BINARY, SUBSCRIPTIONS, append, pull_wake_subscription, sub_url, uniq
 
 WAIT = 15.0  # a guard for the nodes' reconciliation (every second), not a benchmark
 @pytest.fixture(scope="module")
@@ -138,13 +138,7 @@ def test_a_wake_made_on_one_node_is_accepted_at_once_by_the_other(nodes, http):
 
 def test_pull_wake_claims_are_exclusive_across_nodes(nodes, http):
     a, b = nodes
-    prefix = uniq("jobs")
-    wake_stream = uniq("wake")
-    assert http.put(a.url(wake_stream), content=b"[]", headers=JSON).status_code == 201
-    sub_id = uniq("pull")
-    r = http.put(sub_url(a, sub_id), json={"type": "pull-wake", "pattern": f"{prefix}/*",
-                                          "wake_stream": wake_stream, "lease_ttl_ms": 30_000})
-    assert r.status_code == 201, r.text
+    prefix, wake_stream, sub_id = pull_wake_subscription(http, a)
     name = f"{prefix}/a"
     assert http.put(b.url(name), headers=BINARY).status_code == 201
     first = append(http, b.url(name), b"one")
@@ -189,13 +183,7 @@ def test_pull_wake_claims_are_exclusive_across_nodes(nodes, http):
 
 def test_both_nodes_restart_with_the_state(nodes, http):
     a, b = nodes
-    prefix = uniq("jobs")
-    wake_stream = uniq("wake")
-    assert http.put(a.url(wake_stream), content=b"[]", headers=JSON).status_code == 201
-    sub_id = uniq("pull")
-    r = http.put(sub_url(a, sub_id), json={"type": "pull-wake", "pattern": f"{prefix}/*",
-                                          "wake_stream": wake_stream, "lease_ttl_ms": 30_000})
-    assert r.status_code == 201, r.text
+    prefix, wake_stream, sub_id = pull_wake_subscription(http, a)
     name = f"{prefix}/a"
     assert http.put(a.url(name), headers=BINARY).status_code == 201
     first = append(http, a.url(name), b"one")

@@ -371,22 +371,11 @@ class StreamResponse:
 
     def write_nowait(self, data: bytes) -> None:
         """Queue `data` on the connection without waiting (see `drain`)."""
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("write() before prepare()")
-        if conn.closed:
-            raise ConnectionResetError("connection lost")
-        if not data or self._head_only:
-            return
-        self.body_length += len(data)
-        if self._chunked:
-            conn.write_parts(b"%x\r\n" % len(data), data, b"\r\n")
-        else:
-            conn.write(data)
+        self.write_shared(data, None)
 
-    def write_shared(self, data: bytes, chunk: bytes) -> None:
-        """`write_nowait(data)`, given `chunk` = `as_chunk(data)`: one piece sent to many
-        responses is framed once, not once per response."""
+    def write_shared(self, data: bytes, chunk: bytes | None) -> None:
+        """`write_nowait(data)`, given `chunk` = `as_chunk(data)` (None: frame it here): one
+        piece sent to many responses is framed once, not once per response."""
         conn = self._conn
         if conn is None:
             raise RuntimeError("write() before prepare()")
@@ -395,7 +384,12 @@ class StreamResponse:
         if not data or self._head_only:
             return
         self.body_length += len(data)
-        conn.write(chunk if self._chunked else data)
+        if not self._chunked:
+            conn.write(data)
+        elif chunk is not None:
+            conn.write(chunk)
+        else:
+            conn.write_parts(b"%x\r\n" % len(data), data, b"\r\n")
 
     def set_high_water(self, nbytes: int) -> None:
         """Above this many bytes queued, `must_drain` turns true (a prepared response)."""
