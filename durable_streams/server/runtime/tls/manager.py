@@ -138,15 +138,7 @@ class CertificateManager:
         """Issue the local-CA leaves that are missing or due, synchronously (start-up and
         reload: a local site must not start without its certificate)."""
         local = [n for n in self.names.values() if n.kind == INTERNAL_ISSUER]
-        if not local:
-            return []
-        issued = []
-        with storage_lock(self.storage_root):  # the CA itself may be made or renewed here
-            ca = LocalCA(self.storage_root)
-            for name in local:
-                if ca.leaf_needs_renewal(name.subject):
-                    ca.issue(name.subject)
-                    issued.append(name.subject)
+        issued = [n.subject for n in local if self._issue_local(n.subject)]
         for name in local:
             self._load_stored(name)
         return issued
@@ -323,11 +315,15 @@ class CertificateManager:
             return
         raise RuntimeError("; ".join(errors) or "no issuer")
 
-    def _issue_local(self, subject: str) -> None:
+    def _issue_local(self, subject: str) -> bool:
+        """A local-CA leaf for `subject` unless the stored one is good; True if issued. Under
+        the storage lock: the CA itself may be made or renewed here."""
         with storage_lock(self.storage_root):
             ca = LocalCA(self.storage_root)
-            if ca.leaf_needs_renewal(subject):
-                ca.issue(subject)
+            if not ca.leaf_needs_renewal(subject):
+                return False
+            ca.issue(subject)
+            return True
 
 
 class AcmeClients:
